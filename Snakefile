@@ -1,0 +1,27 @@
+# DataDream pipeline: few-shot real images -> adapted Stable Diffusion -> synthetic data -> CLIP classifiers.
+# The config comes from profiles/default (config.yaml) unless --configfile names another one.
+from snakemake.utils import min_version, validate
+
+min_version("9.19")
+
+from datadream_core.config import SCHEMA_FILE, ConfigError, validate_config
+
+if not config:
+    raise ValueError("no config: run from the repository root (profiles/default names config.yaml) or pass --configfile")
+try:
+    config.update(validate_config(config))
+except ConfigError as error:
+    raise ValueError(f"invalid config: {error}") from None
+validate(config, schema=str(SCHEMA_FILE))
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/targets.smk"
+
+
+# Included files cannot set the default target, so `all` lives here.
+rule all:
+    default_target: True
+    input:
+        [dataset_files(dataset) for dataset in DATASETS],

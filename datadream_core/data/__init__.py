@@ -1,0 +1,1 @@
+"""Dataset sources, the image loader and nested few-shot sampling."""

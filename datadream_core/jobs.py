@@ -1,0 +1,28 @@
+"""What every workflow job does first: log to its log file and to stderr, pin CPU threads."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+LOG = logging.getLogger("datadream")
+
+
+def start_job(log_path: str | Path | None, threads: int = 1) -> logging.Logger:
+    """Send log lines (and any uncaught traceback) to the job's log file as well as to stderr."""
+    import torch
+
+    torch.set_num_threads(max(1, int(threads)))
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w", encoding="utf-8"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", handlers=handlers, force=True)
+
+    def log_uncaught(kind, value, tb):
+        LOG.error("job failed: %s: %s\n%s", kind.__name__, value, "".join(traceback.format_tb(tb)))
+
+    sys.excepthook = log_uncaught
+    return LOG

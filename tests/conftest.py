@@ -1,0 +1,40 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory):
+    from datadream_core.models.tiny import build_tiny_sd
+
+    return str(build_tiny_sd(tmp_path_factory.mktemp("models") / "tiny_sd", seed=0))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    from datadream_core.models.tiny import build_tiny_clip
+
+    return str(build_tiny_clip(tmp_path_factory.mktemp("models") / "tiny_clip", seed=0))
+
+
+def run_snakemake(workdir: Path, config: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Drive the real workflow through Snakemake's CLI in `workdir` with `config`."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = workdir / "test_config.yaml"
+    config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+               "--configfile", str(config_path), "--cores", "2", *args, "--quiet", "rules"]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
+    return result

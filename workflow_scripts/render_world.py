@@ -1,0 +1,13 @@
+"""Snakemake adapter: render a miniworld dataset into results/{dataset}/world/."""
+
+from pathlib import Path
+
+from datadream_core.data.miniworld import render_world, write_world_manifest
+from datadream_core.jobs import start_job
+
+log = start_job(snakemake.log[0], snakemake.threads)
+world = snakemake.config["datasets"][snakemake.wildcards.dataset]["world"]
+counts = {"train": world["train_per_class"], "val": world["val_per_class"], "test": world["test_per_class"]}
+rows = render_world(Path(snakemake.output[0]).parent, world["domain"], world["image_size"], counts, world["seed"])
+write_world_manifest(snakemake.output[0], rows)
+log.info("rendered %d images", len(rows))
