@@ -16,7 +16,10 @@ validate(config, schema=str(SCHEMA_FILE))
 
 
 include: "rules/common.smk"
+include: "rules/models.smk"
 include: "rules/data.smk"
+include: "rules/dream.smk"
+include: "rules/synth.smk"
 include: "rules/targets.smk"
 
 
@@ -24,4 +27,4 @@ include: "rules/targets.smk"
 rule all:
     default_target: True
     input:
-        [dataset_files(dataset) for dataset in DATASETS],
+        [dataset_targets(dataset) for dataset in DATASETS],

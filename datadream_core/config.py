@@ -100,6 +100,11 @@ def fewshot_size(config: Mapping[str, Any]) -> int:
     return max(list(config["shots"]) + list(config["scaling"]["shots"]))
 
 
+def synth_count(config: Mapping[str, Any]) -> int:
+    """Images generated per class: enough for the main tables and every scaling point."""
+    return max([config["synth"]["n_synth"]] + list(config["scaling"]["n_synth"]))
+
+
 def section(cls, values: Mapping[str, Any]):
     """Build a settings dataclass from a validated config section, ignoring keys it does not use."""
     names = {field.name for field in fields(cls)}

@@ -26,3 +26,12 @@ def start_job(log_path: str | Path | None, threads: int = 1) -> logging.Logger:
 
     sys.excepthook = log_uncaught
     return LOG
+
+
+def progress(total: int, desc: str, initial: int = 0, unit: str = "it"):
+    """A tqdm bar that refreshes rarely when stderr is a log file rather than a terminal."""
+    from tqdm.auto import tqdm
+
+    interactive = sys.stderr.isatty()
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True,
+                mininterval=0.1 if interactive else 10.0)

@@ -1,9 +1,23 @@
-# Named targets: `snakemake fewshot`, `snakemake dataset_<name>`; the default `all` is in the Snakefile.
+# Named targets: one per stage and one per dataset; the default `all` is in the Snakefile.
+
+
+def dataset_targets(dataset):
+    return dataset_files(dataset) + lora_targets(dataset) + synth_targets(dataset)
 
 
 rule fewshot:
     input:
         expand("results/{dataset}/fewshot/seed{seed}.csv", dataset=DATASETS, seed=SEEDS),
+
+
+rule loras:
+    input:
+        [lora_targets(dataset) for dataset in DATASETS],
+
+
+rule synth:
+    input:
+        [synth_targets(dataset) for dataset in DATASETS],
 
 
 for _dataset in DATASETS:
@@ -12,4 +26,4 @@ for _dataset in DATASETS:
         name:
             f"dataset_{_dataset}"
         input:
-            dataset_files(_dataset),
+            dataset_targets(_dataset),

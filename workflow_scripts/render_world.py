@@ -8,6 +8,7 @@ from datadream_core.jobs import start_job
 log = start_job(snakemake.log[0], snakemake.threads)
 world = snakemake.config["datasets"][snakemake.wildcards.dataset]["world"]
 counts = {"train": world["train_per_class"], "val": world["val_per_class"], "test": world["test_per_class"]}
-rows = render_world(Path(snakemake.output[0]).parent, world["domain"], world["image_size"], counts, world["seed"])
+rows = render_world(Path(snakemake.output[0]).parent, world["domain"], world["image_size"], counts, world["seed"],
+                    world["num_classes"])
 write_world_manifest(snakemake.output[0], rows)
 log.info("rendered %d images", len(rows))

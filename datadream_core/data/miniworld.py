@@ -86,8 +86,10 @@ def render_image(cls: WorldClass, domain: str, size: int, rng: np.random.Generat
     return canvas.resize((size, size), Image.BOX)
 
 
-def render_world(out_dir: str | Path, domain: str, image_size: int, counts: dict[str, int], seed: int) -> list[tuple[str, int, str]]:
-    """Render `counts[split]` images per class into `out_dir/{split}/{class}/{i:05d}.png`.
+def render_world(out_dir: str | Path, domain: str, image_size: int, counts: dict[str, int], seed: int,
+                 num_classes: int = len(WORLD_CLASSES)) -> list[tuple[str, int, str]]:
+    """Render `counts[split]` images per class of the first `num_classes` classes into
+    `out_dir/{split}/{class}/{i:05d}.png`.
 
     Image i of a class in a split depends only on (seed, domain, split, class index, i).
     Returns (path, class index, split) rows.
@@ -97,7 +99,7 @@ def render_world(out_dir: str | Path, domain: str, image_size: int, counts: dict
     out_dir = Path(out_dir)
     rows = []
     for split_index, (split, count) in enumerate(sorted(counts.items())):
-        for class_index, cls in enumerate(WORLD_CLASSES):
+        for class_index, cls in enumerate(WORLD_CLASSES[:num_classes]):
             folder = out_dir / split / cls.name
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(count):

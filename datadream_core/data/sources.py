@@ -59,19 +59,20 @@ class CoopSpec:
     image_dir: str
     split_file: str
     domain_word: str
+    num_classes: int
 
 
 COOP_SPECS: dict[str, CoopSpec] = {
-    "imagenet": CoopSpec("imagenet", "images", "classnames.txt", ""),
-    "caltech101": CoopSpec("caltech-101", "101_ObjectCategories", "split_zhou_Caltech101.json", ""),
-    "dtd": CoopSpec("dtd", "images", "split_zhou_DescribableTextures.json", "texture "),
-    "eurosat": CoopSpec("eurosat", "2750", "split_zhou_EuroSAT.json", "satellite "),
-    "fgvc_aircraft": CoopSpec("fgvc_aircraft", "images", "variants.txt", "aircraft "),
-    "food101": CoopSpec("food-101", "images", "split_zhou_Food101.json", "food "),
-    "flowers102": CoopSpec("oxford_flowers", "jpg", "split_zhou_OxfordFlowers.json", "flower "),
-    "pets": CoopSpec("oxford_pets", "images", "split_zhou_OxfordPets.json", "pet "),
-    "cars": CoopSpec("stanford_cars", "", "split_zhou_StanfordCars.json", "car "),
-    "sun397": CoopSpec("sun397", "SUN397", "split_zhou_SUN397.json", "scene "),
+    "imagenet": CoopSpec("imagenet", "images", "classnames.txt", "", 1000),
+    "caltech101": CoopSpec("caltech-101", "101_ObjectCategories", "split_zhou_Caltech101.json", "", 100),
+    "dtd": CoopSpec("dtd", "images", "split_zhou_DescribableTextures.json", "texture ", 47),
+    "eurosat": CoopSpec("eurosat", "2750", "split_zhou_EuroSAT.json", "satellite ", 10),
+    "fgvc_aircraft": CoopSpec("fgvc_aircraft", "images", "variants.txt", "aircraft ", 100),
+    "food101": CoopSpec("food-101", "images", "split_zhou_Food101.json", "food ", 101),
+    "flowers102": CoopSpec("oxford_flowers", "jpg", "split_zhou_OxfordFlowers.json", "flower ", 102),
+    "pets": CoopSpec("oxford_pets", "images", "split_zhou_OxfordPets.json", "pet ", 37),
+    "cars": CoopSpec("stanford_cars", "", "split_zhou_StanfordCars.json", "car ", 196),
+    "sun397": CoopSpec("sun397", "SUN397", "split_zhou_SUN397.json", "scene ", 397),
 }
 
 
@@ -266,6 +267,7 @@ def read_coop(
     domain_word: str | None = None,
     verify: bool = True,
     workers: int = 1,
+    expected_classes: int | None = None,
 ) -> DatasetIndex:
     """One of the paper's 10 benchmarks, with CoOp's splits and the paper's domain word."""
     if coop_name not in COOP_SPECS:
@@ -275,6 +277,9 @@ def read_coop(
     _require_dir(Path(root), "dataset root")
     _require_dir(base, f"{coop_name} folder")
     raw_names, listed, listing_file = COOP_READERS.get(coop_name, _read_zhou_split)(base, spec)
+    if expected_classes is not None and len(raw_names) != expected_classes:
+        # The workflow plans one job per class before reading the data, from the benchmark's known size.
+        raise DatasetError(f"{listing_file} lists {len(raw_names)} classes; {coop_name} has {expected_classes}")
     names = _display_names(raw_names, class_names)
     classes = [ClassInfo(index, name, raw) for index, (name, raw) in enumerate(zip(names, raw_names))]
     items = _check_listed_images(listed, listing_file)

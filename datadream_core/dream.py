@@ -1,0 +1,311 @@
+"""DataDream: LoRA fine-tuning of Stable Diffusion on the few-shot images (modes dset and cls).
+
+LoRA sits on the attention projections of the text encoder (q, k, v, out_proj) and of every UNet
+attention, self and cross (to_q, to_k, to_v, to_out.0); everything else is frozen. The loss is the
+plain denoising MSE against the noise or the velocity, whichever the scheduler predicts.
+
+Each few-shot image is resized once and encoded once by the VAE; random crops are taken in latent
+space (offsets on the VAE's pixel grid) and a fresh latent sample is drawn from the cached
+distribution at every step, so no step re-runs the VAE. All randomness of step s comes from a
+generator seeded with (seed, scope, s): a run resumed from a checkpoint continues exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from datadream_core.data.images import load_rgb
+from datadream_core.io import FILE_MODE, atomic_path, write_csv, write_json
+from datadream_core.jobs import LOG, progress
+from datadream_core.models.sd import SDParts, encode_prompts, load_sd_parts
+
+UNET_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+TEXT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
+LORA_FILE = "pytorch_lora_weights.safetensors"
+CHECKPOINT_FILE = "checkpoint.pt"
+HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class DreamSettings:
+    rank: int = 16
+    alpha: float = 16
+    train_text_encoder: bool = True
+    learning_rate: float = 1e-4
+    weight_decay: float = 1e-2
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    batch_size: int = 8
+    epochs: int = 200
+    lr_scheduler: str = "cosine"
+    warmup_steps: int = 100
+    max_grad_norm: float = 1.0
+    resolution: int | None = None
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = 500
+
+
+@dataclass(frozen=True)
+class Example:
+    """One few-shot training image and the prompt of its class."""
+
+    path: str
+    prompt: str
+
+
+def step_generator(seed: int, scope: int, step: int) -> torch.Generator:
+    entropy = np.random.SeedSequence([seed, scope, step]).generate_state(2)
+    return torch.Generator().manual_seed(int(entropy[0]) << 32 | int(entropy[1]))
+
+
+def add_lora(parts: SDParts, settings: DreamSettings) -> list[torch.nn.Parameter]:
+    """Attach fresh LoRA adapters (gaussian init, no dropout) and return the trainable parameters."""
+    from peft import LoraConfig
+
+    def config(targets):
+        return LoraConfig(r=settings.rank, lora_alpha=settings.alpha, init_lora_weights="gaussian",
+                          lora_dropout=0.0, target_modules=list(targets))
+
+    parts.unet.add_adapter(config(UNET_LORA_TARGETS))
+    models = [parts.unet]
+    if settings.train_text_encoder:
+        parts.text_encoder.add_adapter(config(TEXT_LORA_TARGETS))
+        models.append(parts.text_encoder)
+    params = [p for model in models for name, p in model.named_parameters() if "lora_" in name]
+    for param in params:
+        param.requires_grad_(True)
+        param.data = param.data.float()  # LoRA weights stay fp32 under half-precision autocast
+    return params
+
+
+def adapted_modules(model: torch.nn.Module) -> set[str]:
+    """Names of the modules that carry a LoRA adapter."""
+    return {name for name, module in model.named_modules() if hasattr(module, "lora_A") and len(module.lora_A)}
+
+
+@dataclass
+class LatentImage:
+    """The VAE's latent distribution of one resized image; crops are taken from it."""
+
+    mean: torch.Tensor  # (C, h, w), already multiplied by the VAE scaling factor
+    std: torch.Tensor
+
+
+def _resize_shorter_side(image, size: int):
+    from torchvision.transforms import functional as TF
+    from torchvision.transforms import InterpolationMode
+
+    return TF.resize(image, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
+
+
+@torch.no_grad()
+def encode_images(parts: SDParts, paths: Sequence[str], resolution: int, device: torch.device) -> list[LatentImage]:
+    from torchvision.transforms import functional as TF
+
+    vae = parts.vae
+    scaling = vae.config.scaling_factor
+    encoded = []
+    for path in paths:
+        pixels = TF.to_tensor(_resize_shorter_side(load_rgb(path), resolution)) * 2.0 - 1.0
+        dist = vae.encode(pixels[None].to(device, vae.dtype)).latent_dist
+        encoded.append(LatentImage((dist.mean[0] * scaling).float().cpu(), (dist.std[0] * scaling).float().cpu()))
+    return encoded
+
+
+def sample_crop(latent: LatentImage, size: int, generator: torch.Generator) -> torch.Tensor:
+    """A random size x size latent crop, sampled from the cached distribution."""
+    _, height, width = latent.mean.shape
+    top = int(torch.randint(0, height - size + 1, (1,), generator=generator))
+    left = int(torch.randint(0, width - size + 1, (1,), generator=generator))
+    mean = latent.mean[:, top:top + size, left:left + size]
+    std = latent.std[:, top:top + size, left:left + size]
+    return mean + std * torch.randn(mean.shape, generator=generator)
+
+
+def denoising_loss(parts: SDParts, latents: torch.Tensor, prompt_embeds: torch.Tensor,
+                   generator: torch.Generator) -> torch.Tensor:
+    scheduler = parts.noise_scheduler
+    noise = torch.randn(latents.shape, generator=generator).to(latents.device)
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator)
+    timesteps = timesteps.to(latents.device)
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    prediction_type = scheduler.config.prediction_type
+    if prediction_type == "epsilon":
+        target = noise
+    elif prediction_type == "v_prediction":
+        target = scheduler.get_velocity(latents, noise, timesteps)
+    else:
+        raise ValueError(f"unsupported prediction_type '{prediction_type}' in the model's scheduler config")
+    prediction = parts.unet(noisy.to(parts.unet.dtype), timesteps, prompt_embeds.to(parts.unet.dtype)).sample
+    return F.mse_loss(prediction.float(), target.float())
+
+
+def _schedule(optimizer, settings: DreamSettings, total_steps: int):
+    from diffusers.optimization import get_scheduler
+
+    return get_scheduler(settings.lr_scheduler, optimizer, num_warmup_steps=settings.warmup_steps,
+                         num_training_steps=total_steps)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def save_lora(parts: SDParts, settings: DreamSettings, out_dir: Path) -> Path:
+    """Write the adapters in diffusers' format, loadable by StableDiffusionPipeline.load_lora_weights."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    def layers(model):
+        state = get_peft_model_state_dict(model)
+        return convert_state_dict_to_diffusers({k: v.float().contiguous() for k, v in state.items()})
+
+    target = out_dir / LORA_FILE
+    staging = Path(tempfile.mkdtemp(prefix=".lora.", dir=out_dir))  # diffusers writes into a folder
+    try:
+        StableDiffusionPipeline.save_lora_weights(
+            staging, unet_lora_layers=layers(parts.unet),
+            text_encoder_lora_layers=layers(parts.text_encoder) if settings.train_text_encoder else None,
+            weight_name=LORA_FILE, safe_serialization=True)
+        os.chmod(staging / LORA_FILE, FILE_MODE)
+        os.replace(staging / LORA_FILE, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _save_checkpoint(path: Path, step: int, params, optimizer, lr_schedule, scaler, losses) -> None:
+    state = {"step": step, "lora": [p.detach().cpu() for p in params], "optimizer": optimizer.state_dict(),
+             "lr_schedule": lr_schedule.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+             "losses": losses}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_checkpoint(path: Path, params, optimizer, lr_schedule, scaler) -> tuple[int, list]:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if len(state["lora"]) != len(params):
+        raise RuntimeError(f"checkpoint {path} was written with different LoRA settings; delete it to restart")
+    with torch.no_grad():
+        for param, saved in zip(params, state["lora"]):
+            param.copy_(saved)
+    optimizer.load_state_dict(state["optimizer"])
+    lr_schedule.load_state_dict(state["lr_schedule"])
+    if scaler and state["scaler"]:
+        scaler.load_state_dict(state["scaler"])
+    return state["step"], state["losses"]
+
+
+def train_datadream(sd_path: str, examples: Sequence[Example], out_dir: str | Path, settings: DreamSettings,
+                    seed: int, scope: int = 0, device: str | None = None) -> dict:
+    """Fine-tune LoRA adapters on `examples`; write the adapter, losses.csv and train.json to `out_dir`.
+
+    `scope` separates the randomness of adapters trained with the same seed: 0 for the
+    dataset-wide adapter (mode dset), class index + 1 in mode cls. Reruns resume from `out_dir/checkpoint.pt`.
+    """
+    if not examples:
+        raise ValueError(f"no training images for the adapter in {out_dir}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    half = HALF_DTYPES.get(settings.mixed_precision) if device.type == "cuda" else None
+    if settings.mixed_precision != "no" and half is None:
+        LOG.info("mixed_precision=%s ignored on %s: training in fp32", settings.mixed_precision, device)
+    started = time.perf_counter()
+
+    parts = load_sd_parts(sd_path, device=device, dtype=half or torch.float32)
+    resolution = settings.resolution or parts.resolution
+    if resolution % parts.vae_scale:
+        raise ValueError(f"dream.resolution {resolution} is not a multiple of the VAE factor {parts.vae_scale}")
+    latent_size = resolution // parts.vae_scale
+    latents = encode_images(parts, [example.path for example in examples], resolution, device)
+
+    torch.manual_seed(int(np.random.SeedSequence([seed, scope]).generate_state(1)[0]))  # LoRA init
+    params = add_lora(parts, settings)
+    if settings.gradient_checkpointing:
+        parts.unet.enable_gradient_checkpointing()
+        parts.text_encoder.gradient_checkpointing_enable()
+    parts.unet.train()
+    parts.text_encoder.train(settings.train_text_encoder)
+
+    prompts = sorted({example.prompt for example in examples})
+    prompt_of = np.array([prompts.index(example.prompt) for example in examples])
+    fixed_embeds = None
+    if not settings.train_text_encoder:
+        with torch.no_grad():
+            fixed_embeds = encode_prompts(parts.tokenizer, parts.text_encoder, prompts, device)
+
+    steps_per_epoch = math.ceil(len(examples) / settings.batch_size)
+    total_steps = settings.epochs * steps_per_epoch
+    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, betas=(settings.adam_beta1, settings.adam_beta2),
+                                  weight_decay=settings.weight_decay, eps=settings.adam_epsilon)
+    lr_schedule = _schedule(optimizer, settings, total_steps)
+    scaler = torch.amp.GradScaler("cuda") if half == torch.float16 else None
+    checkpoint = out_dir / CHECKPOINT_FILE
+    step, losses = 0, []
+    if checkpoint.exists():
+        step, losses = _load_checkpoint(checkpoint, params, optimizer, lr_schedule, scaler)
+        LOG.info("resuming %s from step %d of %d", out_dir, step, total_steps)
+
+    bar = progress(total_steps, f"LoRA {out_dir.name}", initial=step, unit="step")
+    while step < total_steps:
+        epoch, position = divmod(step, steps_per_epoch)
+        order = np.random.default_rng([seed, scope, epoch]).permutation(len(examples))
+        batch = order[position * settings.batch_size:(position + 1) * settings.batch_size]
+        generator = step_generator(seed, scope, step)
+        batch_latents = torch.stack([sample_crop(latents[i], latent_size, generator) for i in batch]).to(device)
+        with torch.autocast(device.type, dtype=half, enabled=half is not None):
+            if fixed_embeds is None:
+                unique, inverse = np.unique(prompt_of[batch], return_inverse=True)
+                embeds = encode_prompts(parts.tokenizer, parts.text_encoder, [prompts[i] for i in unique], device)
+                embeds = embeds[torch.as_tensor(inverse, device=device)]
+            else:
+                embeds = fixed_embeds[torch.as_tensor(prompt_of[batch], device=device)]
+            loss = denoising_loss(parts, batch_latents.to(parts.unet.dtype), embeds, generator)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+            optimizer.step()
+        loss_value = loss.detach().item()
+        losses.append((step, loss_value, lr_schedule.get_last_lr()[0]))
+        lr_schedule.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
+        if step % settings.checkpoint_every == 0 and step < total_steps:
+            _save_checkpoint(checkpoint, step, params, optimizer, lr_schedule, scaler, losses)
+    bar.close()
+
+    save_lora(parts, settings, out_dir)
+    write_csv(out_dir / "losses.csv", ("step", "loss", "lr"), losses)
+    summary = {"settings": asdict(settings), "seed": seed, "scope": scope, "images": len(examples),
+               "prompts": prompts, "steps": total_steps, "resolution": resolution, "device": str(device),
+               "wall_seconds": time.perf_counter() - started, "peak_memory_mb": _peak_memory_mb(device),
+               "trainable_parameters": sum(p.numel() for p in params), "final_loss": losses[-1][1]}
+    write_json(out_dir / "train.json", summary)
+    checkpoint.unlink(missing_ok=True)
+    return summary

@@ -1,0 +1,1 @@
+"""Metrics on generated images: Frechet distances per class and per dataset."""

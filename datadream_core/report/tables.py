@@ -1,0 +1,276 @@
+"""Accuracy and FID tables from metrics.json / fid summary.json files, as CSV, Markdown and HTML.
+
+A cell is the mean ± sample standard deviation over seeds. A run that is missing leaves its seed out
+of the cell, and a cell with no runs stays empty: a missing number must never read as 0. When fewer
+seeds than configured contributed, the cell says so. Avg is computed per seed over all datasets (only
+seeds present in every dataset count), then summarised over seeds like any other cell.
+"""
+
+from __future__ import annotations
+
+import html
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from datadream_core.io import read_json, write_csv, write_text
+from datadream_core.report import generator_label
+from datadream_core.report.paper import PAPER_ACCURACY, PAPER_N_SYNTH, PAPER_SHOTS
+
+SeedValues = Mapping[int, float]
+
+
+@dataclass(frozen=True)
+class Cell:
+    values: tuple[float, ...] = ()
+    expected: int = 1
+    digits: int = 1
+    signed: bool = False
+
+    @property
+    def mean(self) -> float | None:
+        return float(np.mean(self.values)) if self.values else None
+
+    def text(self) -> str:
+        if not self.values:
+            return ""
+        sign = "+" if self.signed else ""
+        text = f"{self.mean:{sign}.{self.digits}f}"
+        if len(self.values) > 1:
+            text += f" ± {np.std(self.values, ddof=1):.{self.digits}f}"
+        if len(self.values) < self.expected:
+            text += f" ({len(self.values)}/{self.expected} seeds)"
+        return text
+
+
+@dataclass(frozen=True)
+class Row:
+    section: str
+    label: str
+    cells: tuple[Cell, ...]
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[Row] = field(default_factory=list)
+    lower_is_better: bool = False
+    note: str = ""
+
+
+def make_row(section: str, label: str, per_dataset: Mapping[str, SeedValues], datasets: Sequence[str],
+             expected: int, average: bool = True, digits: int = 1, signed: bool = False) -> Row:
+    """One row: a cell per dataset, plus Avg over datasets when `average`."""
+    def cell(values: Iterable[float]) -> Cell:
+        return Cell(tuple(values), expected, digits, signed)
+
+    cells = [cell(per_dataset.get(d, {})[s] for s in sorted(per_dataset.get(d, {}))) for d in datasets]
+    if average:
+        common = set.intersection(*(set(per_dataset.get(d, {})) for d in datasets)) if datasets else set()
+        cells.append(cell(float(np.mean([per_dataset[d][s] for d in datasets])) for s in sorted(common)))
+    return Row(section, label, tuple(cells))
+
+
+# --- accuracy runs ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Run:
+    dataset: str
+    trainset: str
+    shots: int
+    seed: int
+    n_synth: int
+    accuracy: float
+
+
+def read_runs(paths: Iterable[str | Path]) -> list[Run]:
+    runs = []
+    for path in paths:
+        metrics = read_json(path)
+        try:
+            runs.append(Run(str(metrics["dataset"]), str(metrics["trainset"]), int(metrics["shots"]),
+                            int(metrics["seed"]), int(metrics["n_synth"]), float(metrics["accuracy"])))
+        except KeyError as missing:
+            raise ValueError(f"{path} has no key {missing} (a classifier metrics.json needs dataset, trainset,"
+                             " shots, seed, n_synth, accuracy)") from None
+    return runs
+
+
+def accuracy_by_seed(runs: Iterable[Run], seeds: Sequence[int]) -> dict[tuple, dict[int, float]]:
+    """(dataset, trainset, shots, n_synth) -> {seed: accuracy}, for the configured seeds only."""
+    index: dict[tuple, dict[int, float]] = defaultdict(dict)
+    for run in runs:
+        if run.seed in seeds:
+            index[(run.dataset, run.trainset, run.shots, run.n_synth)][run.seed] = run.accuracy
+    return index
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    section: str
+    label: str
+    trainset: str
+    n_synth: int
+
+
+def table1_rows(generators: Sequence[str], trainsets: Sequence[str], n_synth: int) -> list[RowSpec]:
+    """The paper's Table 1 rows for the configured classifier training sets."""
+    rows = []
+    if "zeroshot" in trainsets:
+        rows.append(RowSpec("Zero-shot", "CLIP zero-shot", "zeroshot", 0))
+    if "synth" in trainsets:
+        rows += [RowSpec("Synthetic only (S)", generator_label(g), f"synth_{g}", n_synth) for g in generators]
+    if "real" in trainsets:
+        rows.append(RowSpec("Real + synthetic (R+S)", "Real-finetune (R only)", "real", 0))
+    if "real+synth" in trainsets:
+        rows += [RowSpec("Real + synthetic (R+S)", generator_label(g), f"real+synth_{g}", n_synth) for g in generators]
+    return rows
+
+
+def table1(runs: Iterable[Run], datasets: Sequence[str], generators: Sequence[str], trainsets: Sequence[str],
+           seeds: Sequence[int], shots: int, n_synth: int) -> Table:
+    index = accuracy_by_seed(runs, seeds)
+    rows = [make_row(spec.section, spec.label, {d: index.get((d, spec.trainset, shots, spec.n_synth), {}) for d in datasets},
+                     datasets, len(seeds)) for spec in table1_rows(generators, trainsets, n_synth)]
+    return Table(f"Table 1: test accuracy (%), {shots} real shots, {n_synth} synthetic images per class",
+                 list(datasets) + ["Avg"], rows,
+                 note=f"Mean ± std over seeds {list(seeds)}; empty cells are runs that do not exist. "
+                      "Bold: best in its section.")
+
+
+def comparison_table(runs: Iterable[Run], datasets: Sequence[str], generators: Sequence[str], seeds: Sequence[int],
+                     shots: int, n_synth: int, paper_names: Mapping[str, str | None]) -> Table:
+    """Table 2 style: real + synthetic training per generator, its gain over Real-finetune, the paper's numbers.
+
+    `paper_names` maps a dataset key to its CoOp benchmark name (None for other datasets).
+    """
+    index = accuracy_by_seed(runs, seeds)
+
+    def per_dataset(trainset: str, n: int) -> dict[str, dict[int, float]]:
+        return {d: index.get((d, trainset, shots, n), {}) for d in datasets}
+
+    real = per_dataset("real", 0)
+    section = f"This run (R+S, {shots}-shot, {n_synth}/class)"
+    rows = [make_row(section, "Real-finetune (R only)", real, datasets, len(seeds))]
+    rows += [make_row(section, generator_label(g), per_dataset(f"real+synth_{g}", n_synth), datasets, len(seeds))
+             for g in generators]
+    for g in generators:
+        mixed = per_dataset(f"real+synth_{g}", n_synth)
+        gain = {d: {s: mixed[d][s] - real[d][s] for s in mixed[d] if s in real[d]} for d in datasets}
+        rows.append(make_row("Gain over Real-finetune (paired by seed)", generator_label(g), gain, datasets,
+                             len(seeds), signed=True))
+    if any(paper_names.get(d) for d in datasets):
+        paper_section = f"Paper (reported, {PAPER_SHOTS}-shot, {PAPER_N_SYNTH}/class)"
+        for label, values in PAPER_ACCURACY.items():
+            reported = {d: {0: values[paper_names[d]]} for d in datasets if paper_names.get(d) in values}
+            rows.append(make_row(paper_section, label, reported, datasets, 1))
+    return Table(f"Table 2: real + synthetic training compared ({shots} shots)", list(datasets) + ["Avg"], rows,
+                 note=f"Test accuracy (%), mean ± std over seeds {list(seeds)}; gains are paired differences per "
+                      "seed. Paper rows appear for CoOp benchmarks only; their Avg covers this table's datasets.")
+
+
+# --- FID ----------------------------------------------------------------------------------------
+
+def read_fid_summaries(paths: Iterable[str | Path]) -> list[dict]:
+    summaries = []
+    for path in paths:
+        summary = read_json(path)
+        missing = {"dataset", "generator", "shots", "seed", "mean_per_class_fid", "dataset_fid"} - set(summary)
+        if missing:
+            raise ValueError(f"{path} lacks {sorted(missing)}: not an FID summary written by the fid_per_class rule")
+        summaries.append(summary)
+    return summaries
+
+
+def fid_table(summaries: Iterable[Mapping], datasets: Sequence[str], generators: Sequence[str], seeds: Sequence[int],
+              shots: int) -> Table:
+    values: dict[tuple, dict[int, float]] = defaultdict(dict)
+    features = set()
+    for summary in summaries:
+        seed = int(summary["seed"])
+        if int(summary["shots"]) != shots or seed not in seeds:
+            continue
+        features.add(summary.get("features", "?"))
+        for key in ("mean_per_class_fid", "dataset_fid"):
+            if summary[key] is not None:
+                values[(key, summary["dataset"], summary["generator"])][seed] = float(summary[key])
+    sections = {"mean_per_class_fid": "Mean per-class FID", "dataset_fid": "Dataset FID (all classes pooled)"}
+    rows = [make_row(title, generator_label(g), {d: values.get((key, d, g), {}) for d in datasets}, datasets,
+                     len(seeds), average=False, digits=2)
+            for key, title in sections.items() for g in generators]
+    return Table(f"FID of synthetic against real images ({shots} shots; lower is closer)", list(datasets), rows,
+                 lower_is_better=True,
+                 note=f"Features: {', '.join(sorted(features)) or 'n/a'}. Mean ± std over seeds {list(seeds)}. "
+                      "FIDs of sets smaller than the feature dimension are biased upward; compare rows, not "
+                      "absolute values across datasets.")
+
+
+# --- rendering ----------------------------------------------------------------------------------
+
+def best_cells(table: Table) -> set[tuple[int, int]]:
+    """(row, column) of the best mean per column within each section that has two or more numbers."""
+    best = set()
+    sections: dict[str, list[int]] = defaultdict(list)
+    for position, row in enumerate(table.rows):
+        sections[row.section].append(position)
+    for positions in sections.values():
+        for column in range(len(table.columns)):
+            filled = [(table.rows[p].cells[column].mean, p) for p in positions if table.rows[p].cells[column].values]
+            if len(filled) >= 2:
+                pick = min if table.lower_is_better else max
+                best.add((pick(filled)[1], column))
+    return best
+
+
+def to_markdown(table: Table) -> str:
+    best = best_cells(table)
+    lines = [f"**{table.title}**", "", "| Setting | Method | " + " | ".join(table.columns) + " |",
+             "|---|---|" + "---:|" * len(table.columns)]
+    previous = None
+    for position, row in enumerate(table.rows):
+        cells = [f"**{c.text()}**" if (position, i) in best else c.text() for i, c in enumerate(row.cells)]
+        setting = row.section if row.section != previous else ""
+        previous = row.section
+        lines.append(f"| {setting} | {row.label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines + ["", table.note, ""])
+
+
+_STYLE = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 1em; color: #222; }
+table { border-collapse: collapse; font-size: 14px; }
+th, td { padding: 4px 10px; border-bottom: 1px solid #e3e3e3; white-space: nowrap; }
+th { background: #f3f3f3; text-align: center; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.section td { background: #fafafa; font-weight: 600; color: #555; border-top: 2px solid #bbb; }
+td.best { font-weight: 700; }
+p.note { color: #555; font-size: 13px; max-width: 60em; }
+"""
+
+
+def to_html(table: Table) -> str:
+    best = best_cells(table)
+    width = len(table.columns) + 1
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["Method"] + table.columns)
+    body, previous = [], None
+    for position, row in enumerate(table.rows):
+        if row.section != previous:
+            body.append(f'<tr class="section"><td colspan="{width}">{html.escape(row.section)}</td></tr>')
+            previous = row.section
+        cells = "".join(f'<td class="num{" best" if (position, i) in best else ""}">{html.escape(c.text())}</td>'
+                        for i, c in enumerate(row.cells))
+        body.append(f"<tr><td>{html.escape(row.label)}</td>{cells}</tr>")
+    return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(table.title)}</title>'
+            f"<style>{_STYLE}</style></head><body>\n<h3>{html.escape(table.title)}</h3>\n"
+            f"<table><thead><tr>{head}</tr></thead><tbody>\n" + "\n".join(body) +
+            f'\n</tbody></table>\n<p class="note">{html.escape(table.note)}</p>\n</body></html>\n')
+
+
+def write_table(table: Table, csv_path: str | Path, markdown_path: str | Path, html_path: str | Path) -> None:
+    write_csv(csv_path, ["setting", "method"] + table.columns,
+              ([row.section, row.label] + [cell.text() for cell in row.cells] for row in table.rows))
+    write_text(markdown_path, to_markdown(table))
+    write_text(html_path, to_html(table))

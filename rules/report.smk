@@ -1,0 +1,287 @@
+# Report: tables, figures and sample grids under results/summary/, each a report.html item with a caption.
+# Tables and histograms use K = report.shots (default: the largest of `shots`); grids also the first seed.
+
+REPORT = config["report"]
+REPORT_SHOTS = REPORT["shots"] or max(SHOTS)
+if REPORT_SHOTS not in set(SHOTS) | set(config["scaling"]["shots"]):
+    raise ValueError(f"report.shots {REPORT_SHOTS} is in neither `shots` {SHOTS} nor `scaling.shots`: no runs have that K")
+REPORT_GENERATORS = config["synth"]["generators"]
+REPORT_N_SYNTH = config["synth"]["n_synth"]
+REPORT_KINDS = config["classify"]["trainsets"]
+SCALING_N_SYNTH = sorted(set(config["scaling"]["n_synth"]) | {REPORT_N_SYNTH})
+SCALING_SHOTS = sorted(set(config["scaling"]["shots"]) | set(SHOTS))
+TABLE_STEMS = ["table1_accuracy", "table2_comparison", "table_fid"]
+
+
+def clf_metrics(dataset, trainset, shots, seed, n_synth):
+    return f"results/{dataset}/clf/{trainset}/k{shots}_seed{seed}/n{n_synth}/metrics.json"
+
+
+def trainsets_of(kinds, n_synth):
+    """(trainset, n_synth) of each configured classifier kind in `kinds`; zero-shot and real use n0."""
+    pairs = []
+    for kind in REPORT_KINDS:
+        if kind not in kinds:
+            continue
+        if kind in ("zeroshot", "real"):
+            pairs.append((kind, 0))
+        else:
+            pairs += [(f"{kind}_{generator}", n_synth) for generator in REPORT_GENERATORS]
+    return pairs
+
+
+def metrics_files(shots_values, n_values, kinds):
+    return sorted(
+        {
+            clf_metrics(dataset, trainset, shots, seed, n)
+            for dataset in DATASETS
+            for seed in SEEDS
+            for shots in shots_values
+            for n_synth in n_values
+            for trainset, n in trainsets_of(kinds, n_synth)
+        }
+    )
+
+
+def paper_names():
+    """Dataset key -> CoOp benchmark name, so that Table 2 can show the paper's numbers beside ours."""
+    names = {}
+    for dataset in DATASETS:
+        spec = config["datasets"][dataset]
+        names[dataset] = spec.get("coop_name", dataset) if spec["source"] == "coop" else None
+    return names
+
+
+def fid_summaries():
+    return expand(
+        "results/{dataset}/fid/{generator}/k{shots}_seed{seed}/summary.json",
+        dataset=DATASETS,
+        generator=REPORT_GENERATORS,
+        shots=REPORT_SHOTS,
+        seed=SEEDS,
+    )
+
+
+def fid_histogram_inputs(wildcards):
+    return {
+        generator: expand(
+            "results/{dataset}/fid/{generator}/k{shots}_seed{seed}/per_class.csv",
+            dataset=wildcards.dataset,
+            generator=generator,
+            shots=REPORT_SHOTS,
+            seed=SEEDS,
+        )
+        for generator in REPORT_GENERATORS
+    }
+
+
+def grid_inputs(wildcards):
+    manifests = {
+        generator: synth_manifest(wildcards.dataset, generator, REPORT_SHOTS, SEEDS[0])
+        for generator in REPORT_GENERATORS
+    }
+    return {
+        "classes": f"results/{wildcards.dataset}/classes.csv",
+        "fewshot": f"results/{wildcards.dataset}/fewshot/seed{SEEDS[0]}.csv",
+        **manifests,
+    }
+
+
+def table_targets():
+    return [f"results/summary/{stem}.{ext}" for stem in TABLE_STEMS for ext in ("csv", "md", "html")]
+
+
+def figure_targets():
+    figures = expand("results/summary/figures/fid_hist_{dataset}.png", dataset=DATASETS)
+    if config["scaling"]["n_synth"]:
+        figures.append("results/summary/figures/scaling_nsynth.png")
+    if config["scaling"]["shots"]:
+        figures.append("results/summary/figures/scaling_shots.png")
+    return figures
+
+
+def grid_targets(dataset):
+    return [f"results/summary/grids/{dataset}.png"]
+
+
+def report_inputs():
+    """Every file report.html shows."""
+    return table_targets() + figure_targets() + [path for dataset in DATASETS for path in grid_targets(dataset)]
+
+
+rule table_accuracy:
+    input:
+        metrics_files([REPORT_SHOTS], [REPORT_N_SYNTH], ["zeroshot", "real", "synth", "real+synth"]),
+    output:
+        table1_csv="results/summary/table1_accuracy.csv",
+        table1_md="results/summary/table1_accuracy.md",
+        table1_html=report(
+            "results/summary/table1_accuracy.html",
+            caption="../report/table1.rst",
+            category="Accuracy",
+            labels={"table": "Table 1: accuracy per training set"},
+        ),
+        table2_csv="results/summary/table2_comparison.csv",
+        table2_md="results/summary/table2_comparison.md",
+        table2_html=report(
+            "results/summary/table2_comparison.html",
+            caption="../report/table2.rst",
+            category="Accuracy",
+            labels={"table": "Table 2: real + synthetic compared"},
+        ),
+    log:
+        "logs/report/table_accuracy.log",
+    params:
+        datasets=DATASETS,
+        generators=REPORT_GENERATORS,
+        trainsets=REPORT_KINDS,
+        seeds=SEEDS,
+        shots=REPORT_SHOTS,
+        n_synth=REPORT_N_SYNTH,
+        paper_names=paper_names(),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../workflow_scripts/report_accuracy_tables.py"
+
+
+rule table_fid:
+    input:
+        fid_summaries(),
+    output:
+        csv="results/summary/table_fid.csv",
+        md="results/summary/table_fid.md",
+        html=report(
+            "results/summary/table_fid.html",
+            caption="../report/fid_table.rst",
+            category="FID",
+            subcategory="Tables",
+            labels={"table": "FID per generator and dataset"},
+        ),
+    log:
+        "logs/report/table_fid.log",
+    params:
+        datasets=DATASETS,
+        generators=REPORT_GENERATORS,
+        seeds=SEEDS,
+        shots=REPORT_SHOTS,
+        features=config["fid"]["features"],
+        split=config["fid"]["real_split"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../workflow_scripts/report_fid_table.py"
+
+
+rule fid_histogram:
+    input:
+        unpack(fid_histogram_inputs),
+    output:
+        report(
+            "results/summary/figures/fid_hist_{dataset}.png",
+            caption="../report/fid_hist.rst",
+            category="FID",
+            subcategory="Per-class histograms",
+            labels={"dataset": "{dataset}", "figure": "per-class FID histogram"},
+        ),
+    log:
+        "logs/report/fid_histogram_{dataset}.log",
+    params:
+        generators=REPORT_GENERATORS,
+        seeds=SEEDS,
+        shots=REPORT_SHOTS,
+        features=config["fid"]["features"],
+        split=config["fid"]["real_split"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../workflow_scripts/report_fid_histogram.py"
+
+
+rule scaling_nsynth:
+    input:
+        metrics_files([REPORT_SHOTS], SCALING_N_SYNTH, ["zeroshot", "real", "synth", "real+synth"]),
+    output:
+        report(
+            "results/summary/figures/scaling_nsynth.png",
+            caption="../report/scaling_nsynth.rst",
+            category="Scaling",
+            labels={"figure": "accuracy vs synthetic images per class"},
+        ),
+    log:
+        "logs/report/scaling_nsynth.log",
+    params:
+        axis="n_synth",
+        datasets=DATASETS,
+        generators=REPORT_GENERATORS,
+        trainsets=REPORT_KINDS,
+        seeds=SEEDS,
+        shots=REPORT_SHOTS,
+        points=SCALING_N_SYNTH,
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../workflow_scripts/report_scaling.py"
+
+
+rule scaling_shots:
+    input:
+        metrics_files(SCALING_SHOTS, [REPORT_N_SYNTH], ["real", "real+synth"])
+        + metrics_files([REPORT_SHOTS], [REPORT_N_SYNTH], ["zeroshot"]),
+    output:
+        report(
+            "results/summary/figures/scaling_shots.png",
+            caption="../report/scaling_shots.rst",
+            category="Scaling",
+            labels={"figure": "accuracy vs real shots"},
+        ),
+    log:
+        "logs/report/scaling_shots.log",
+    params:
+        axis="shots",
+        datasets=DATASETS,
+        generators=REPORT_GENERATORS,
+        trainsets=REPORT_KINDS,
+        seeds=SEEDS,
+        n_synth=REPORT_N_SYNTH,
+        points=SCALING_SHOTS,
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../workflow_scripts/report_scaling.py"
+
+
+rule sample_grid:
+    input:
+        unpack(grid_inputs),
+    output:
+        report(
+            "results/summary/grids/{dataset}.png",
+            caption="../report/grid.rst",
+            category="Samples",
+            labels={"dataset": "{dataset}"},
+        ),
+    log:
+        "logs/report/sample_grid_{dataset}.log",
+    params:
+        generators=REPORT_GENERATORS,
+        shots=REPORT_SHOTS,
+        seed=SEEDS[0],
+        images=REPORT["grid_images"],
+        classes=REPORT["grid_classes"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../workflow_scripts/report_grid.py"

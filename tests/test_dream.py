@@ -1,0 +1,125 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from datadream_core.data.miniworld import render_world
+from datadream_core.dream import (LORA_FILE, TEXT_LORA_TARGETS, UNET_LORA_TARGETS, DreamSettings, Example, add_lora,
+                                  adapted_modules, train_datadream)
+from datadream_core.io import read_csv
+from datadream_core.models.sd import load_sd_parts
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory):
+    rows = render_world(tmp_path_factory.mktemp("world"), "target", 32, {"train": 3}, seed=0)
+    return [Example(path, f"a photo of a {['blicket', 'dax'][c]}") for path, c, _ in rows if c < 2]
+
+
+def _expected(model, suffixes):
+    return {name for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and any(name.endswith("." + s) or name == s for s in suffixes)}
+
+
+def test_lora_sits_exactly_on_the_attention_projections(tiny_sd):
+    parts = load_sd_parts(tiny_sd)
+    unet_expected = _expected(parts.unet, UNET_LORA_TARGETS)
+    text_expected = _expected(parts.text_encoder, TEXT_LORA_TARGETS)
+    params = add_lora(parts, DreamSettings(rank=4, alpha=4))
+    # 2 cross-attention down blocks + 2 up blocks (x2 layers) + mid: self and cross attention each
+    assert len(unet_expected) == 4 * 2 * 7 and len(text_expected) == 4 * 3
+    assert adapted_modules(parts.unet) == unet_expected
+    assert adapted_modules(parts.text_encoder) == text_expected
+    trainable = {name for model in (parts.unet, parts.text_encoder) for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in name for name in trainable)
+    assert sum(p.numel() for p in params) == sum(
+        p.numel() for model in (parts.unet, parts.text_encoder) for p in model.parameters() if p.requires_grad)
+    assert not any(p.requires_grad for p in parts.vae.parameters())
+
+
+def test_sd21_base_lora_parameter_counts():
+    from peft import LoraConfig
+
+    from datadream_core.models.architectures import SD21_BASE_UNET, SD21_TEXT_ENCODER, build_text_encoder, build_unet
+
+    with torch.device("meta"):
+        unet, text_encoder = build_unet(SD21_BASE_UNET), build_text_encoder(SD21_TEXT_ENCODER)
+    for model, targets in ((unet, UNET_LORA_TARGETS), (text_encoder, TEXT_LORA_TARGETS)):
+        model.requires_grad_(False)
+        model.add_adapter(LoraConfig(r=16, lora_alpha=16, init_lora_weights="gaussian", target_modules=list(targets)))
+    count = lambda model: sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert count(unet) == 3_319_808
+    assert count(text_encoder) == 3_014_656
+
+
+def test_loss_falls_when_overfitting(tiny_sd, shots, tmp_path):
+    settings = DreamSettings(rank=8, alpha=8, batch_size=6, epochs=120, learning_rate=2e-3, warmup_steps=5)
+    summary = train_datadream(tiny_sd, shots, tmp_path, settings, seed=0)
+    losses = np.array([float(row["loss"]) for row in read_csv(tmp_path / "losses.csv")])
+    assert summary["steps"] == 120 and len(losses) == 120
+    assert losses[-30:].mean() < 0.8 * losses[:10].mean()
+
+
+def test_adapter_loads_in_stock_diffusers(tiny_sd, shots, tmp_path):
+    from diffusers import StableDiffusionPipeline
+    from peft.utils import get_peft_model_state_dict
+
+    train_datadream(tiny_sd, shots, tmp_path, DreamSettings(rank=4, alpha=4, batch_size=6, epochs=3, warmup_steps=1,
+                                                            learning_rate=1e-2), seed=0)
+    saved = load_file(tmp_path / LORA_FILE)
+    assert {key.split(".")[0] for key in saved} == {"unet", "text_encoder"}
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_sd, safety_checker=None)
+    unet_expected = _expected(pipe.unet, UNET_LORA_TARGETS)
+    text_expected = _expected(pipe.text_encoder, TEXT_LORA_TARGETS)
+    base = pipe(["a photo of a dax"], num_inference_steps=3, output_type="np", generator=torch.Generator().manual_seed(0)).images
+    pipe.load_lora_weights(str(tmp_path))
+    loaded = get_peft_model_state_dict(pipe.unet, adapter_name=pipe.get_active_adapters()[0])
+    unet_saved = {k: v for k, v in saved.items() if k.startswith("unet.")}
+    assert len(loaded) == len(unet_saved) == 2 * 4 * 2 * 7
+    assert adapted_modules(pipe.unet) == unet_expected and len(unet_expected) == 56
+    assert adapted_modules(pipe.text_encoder) == text_expected and len(text_expected) == 12
+    adapted = pipe(["a photo of a dax"], num_inference_steps=3, output_type="np", generator=torch.Generator().manual_seed(0)).images
+    assert np.abs(adapted - base).max() > 1e-3
+
+
+TRAIN_SCRIPT = """
+import sys
+from datadream_core.dream import DreamSettings, Example, train_datadream
+sd, out, *paths = sys.argv[1:]
+examples = [Example(p, "a photo of a dax") for p in paths]
+train_datadream(sd, examples, out, DreamSettings(rank=4, alpha=4, batch_size=2, epochs=40, warmup_steps=3,
+                learning_rate=1e-3, checkpoint_every=5), seed=3)
+"""
+
+
+def test_killed_training_resumes_to_the_same_adapter(tiny_sd, shots, tmp_path):
+    paths = [example.path for example in shots[:4]]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    run = lambda out: [sys.executable, "-c", TRAIN_SCRIPT, tiny_sd, str(out), *paths]
+    subprocess.run(run(tmp_path / "whole"), check=True, env=env, capture_output=True)
+    process = subprocess.Popen(run(tmp_path / "killed"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "killed" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert checkpoint.exists() and not (tmp_path / "killed" / LORA_FILE).exists()
+    resumed_from = torch.load(checkpoint, weights_only=False)["step"]
+    assert 5 <= resumed_from < 80
+    subprocess.run(run(tmp_path / "killed"), check=True, env=env, capture_output=True)
+    whole, resumed = load_file(tmp_path / "whole" / LORA_FILE), load_file(tmp_path / "killed" / LORA_FILE)
+    assert whole.keys() == resumed.keys()
+    for key in whole:
+        torch.testing.assert_close(resumed[key], whole[key], rtol=0, atol=1e-6)
+    assert not checkpoint.exists()
+    assert (tmp_path / "killed" / "losses.csv").read_text() == (tmp_path / "whole" / "losses.csv").read_text()

@@ -1,0 +1,104 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from datadream_core.dream import DreamSettings, Example, train_datadream
+from datadream_core.data.miniworld import render_world
+from datadream_core.io import read_csv
+from datadream_core.synth.sampler import ShardJob, merge_manifest, run_shard, shard_count, shard_range
+from datadream_core.synth.text2img import SamplingSettings, load_text2img, text2img_renderer
+
+SETTINGS = SamplingSettings(steps=4, guidance_scale=2.0, batch_size=3)
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def renderer(tiny_sd):
+    return text2img_renderer(load_text2img(tiny_sd, None, SETTINGS, CPU), SETTINGS)
+
+
+def _pixels(path) -> np.ndarray:
+    return np.asarray(Image.open(path), dtype=np.int16)
+
+
+def test_shard_ranges():
+    assert shard_count(10, None) == 1 and shard_range(10, None, 0) == (0, 10)
+    assert shard_count(10, 4) == 3 and [shard_range(10, 4, j) for j in range(3)] == [(0, 4), (4, 8), (8, 10)]
+    with pytest.raises(ValueError, match="shard 3 does not exist"):
+        shard_range(10, 4, 3)
+
+
+def test_same_images_whatever_the_shard_and_batch_size(renderer, tmp_path):
+    whole = run_shard(ShardJob("sd", 2, "a photo of a dax", 5, 0, 7), renderer, tmp_path / "whole", batch_size=4)
+    run_shard(ShardJob("sd", 2, "a photo of a dax", 5, 0, 2), renderer, tmp_path / "a", batch_size=2)
+    run_shard(ShardJob("sd", 2, "a photo of a dax", 5, 2, 7), renderer, tmp_path / "b", batch_size=5)
+    assert len(whole) == 7
+    for index in range(7):
+        part = tmp_path / ("a" if index < 2 else "b") / f"{index:06d}.png"
+        assert np.array_equal(_pixels(tmp_path / "whole" / f"{index:06d}.png"), _pixels(part)), index
+    info = Image.open(tmp_path / "whole" / "000003.png").text
+    assert info["prompt"] == "a photo of a dax" and info["seed"] == "5" and info["image_index"] == "3"
+
+
+def test_images_differ_across_classes_seeds_and_indices(renderer, tmp_path):
+    run_shard(ShardJob("sd", 0, "a photo", 0, 0, 2), renderer, tmp_path / "c0s0", batch_size=2)
+    run_shard(ShardJob("sd", 1, "a photo", 0, 0, 1), renderer, tmp_path / "c1s0", batch_size=2)
+    run_shard(ShardJob("sd", 0, "a photo", 1, 0, 1), renderer, tmp_path / "c0s1", batch_size=2)
+    first = _pixels(tmp_path / "c0s0" / "000000.png")
+    for other in (tmp_path / "c0s0" / "000001.png", tmp_path / "c1s0" / "000000.png", tmp_path / "c0s1" / "000000.png"):
+        assert np.abs(first - _pixels(other)).mean() > 1.0, other
+
+
+def test_killed_shard_keeps_finished_images(renderer, tmp_path):
+    rendered = []
+
+    def dies_after_first_batch(prompts, generators, indices):
+        if rendered:
+            raise KeyboardInterrupt("killed")
+        rendered.append(list(indices))
+        return renderer(prompts, generators, indices)
+
+    job = ShardJob("datadream_dset", 1, "a photo of a wug", 0, 0, 5)
+    with pytest.raises(KeyboardInterrupt):
+        run_shard(job, dies_after_first_batch, tmp_path, batch_size=2)
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["000000.png", "000001.png"]
+    assert not (tmp_path / "shard.csv").exists()
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.png")}
+
+    def counting(prompts, generators, indices):
+        rendered.append(list(indices))
+        return renderer(prompts, generators, indices)
+
+    rows = run_shard(job, counting, tmp_path, batch_size=2)
+    assert rendered[1:] == [[2, 3], [4]]
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.png") if p.name in before} == before
+    assert [row[2] for row in rows] == [0, 1, 2, 3, 4]
+    assert len(read_csv(tmp_path / "shard.csv")) == 5
+
+
+def test_fused_adapter_matches_the_unfused_one(tiny_sd, tmp_path):
+    rows = render_world(tmp_path / "world", "target", 32, {"train": 2}, seed=0)
+    examples = [Example(path, "a photo of a dax") for path, c, _ in rows if c == 1]
+    train_datadream(tiny_sd, examples, tmp_path / "lora", DreamSettings(rank=4, alpha=4, batch_size=2, epochs=5,
+                                                                        warmup_steps=1, learning_rate=1e-2), seed=0)
+    fused = load_text2img(tiny_sd, str(tmp_path / "lora"), SETTINGS, CPU)
+    unfused = load_text2img(tiny_sd, None, SETTINGS, CPU)
+    unfused.load_lora_weights(str(tmp_path / "lora"))
+    base = load_text2img(tiny_sd, None, SETTINGS, CPU)
+    outputs = [pipe(["a photo of a dax"], num_inference_steps=3, output_type="np",
+                    generator=torch.Generator().manual_seed(1)).images for pipe in (fused, unfused, base)]
+    assert np.abs(outputs[0] - outputs[1]).max() < 1e-4
+    assert np.abs(outputs[0] - outputs[2]).max() > 1e-3
+
+
+def test_manifest_merges_in_class_and_image_order(renderer, tmp_path):
+    run_shard(ShardJob("sd", 1, "p1", 0, 2, 4), renderer, tmp_path / "c1b", batch_size=2)
+    run_shard(ShardJob("sd", 1, "p1", 0, 0, 2), renderer, tmp_path / "c1a", batch_size=2)
+    run_shard(ShardJob("sd", 0, "p0", 0, 0, 1), renderer, tmp_path / "c0", batch_size=2)
+    count = merge_manifest([tmp_path / d / "shard.csv" for d in ("c1b", "c1a", "c0")], tmp_path / "manifest.csv")
+    rows = read_csv(tmp_path / "manifest.csv")
+    assert count == 5
+    assert [(row["class_index"], row["image_index"]) for row in rows] == [("0", "0"), ("1", "0"), ("1", "1"), ("1", "2"), ("1", "3")]

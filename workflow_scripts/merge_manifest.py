@@ -1,0 +1,8 @@
+"""Snakemake adapter: merge the shard lists of one generator/dataset/shots/seed."""
+
+from datadream_core.jobs import start_job
+from datadream_core.synth.sampler import merge_manifest
+
+log = start_job(snakemake.log[0], snakemake.threads)
+count = merge_manifest(snakemake.input, snakemake.output[0])
+log.info("manifest lists %d images", count)
