@@ -25,7 +25,7 @@ def test_data_stage_end_to_end(tmp_path):
                                     "class_names": {"große katze": "große Katze"}},
                            "mini": {"source": "miniworld", "world": {"train_per_class": 3, "val_per_class": 1, "test_per_class": 2}}}}
     work = tmp_path / "run"
-    run_snakemake(work, config)
+    run_snakemake(work, config, "fewshot")
     classes = read_csv(work / "results/pets/classes.csv")
     assert [row["prompt"] for row in classes] == ["a pet photo of a cat", "a pet photo of a dog", "a pet photo of a große Katze"]
     problems = read_csv(work / "results/pets/problems.csv")
@@ -36,7 +36,7 @@ def test_data_stage_end_to_end(tmp_path):
     mini = read_csv(work / "results/mini/splits.csv")
     assert len(mini) == 8 * (3 + 1 + 2)
     before = (work / "results/pets/fewshot/seed0.csv").read_bytes()
-    run_snakemake(work, config, "--forceall")
+    run_snakemake(work, config, "fewshot", "--forceall")
     assert (work / "results/pets/fewshot/seed0.csv").read_bytes() == before
 
 
@@ -45,7 +45,7 @@ def test_named_dataset_target_runs_only_that_dataset(tmp_path):
     config = {"shots": [1], "datasets": {"pets": {"source": "imagefolder", "root": str(root)},
                                          "mini": {"source": "miniworld"}}}
     work = tmp_path / "run"
-    run_snakemake(work, config, "dataset_pets")
+    run_snakemake(work, config, "dataset_pets", "--until", "sample_fewshot")
     assert (work / "results/pets/fewshot/seed0.csv").exists()
     assert not (work / "results/mini").exists()
 
