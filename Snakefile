@@ -15,11 +15,17 @@ except ConfigError as error:
 validate(config, schema=str(SCHEMA_FILE))
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/models.smk"
 include: "rules/data.smk"
 include: "rules/dream.smk"
 include: "rules/synth.smk"
+include: "rules/classify.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
 include: "rules/targets.smk"
 
 
@@ -28,3 +34,4 @@ rule all:
     default_target: True
     input:
         [dataset_targets(dataset) for dataset in DATASETS],
+        report_inputs(),

@@ -12,6 +12,7 @@ generator seeded with (seed, scope, s): a run resumed from a checkpoint continue
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import resource
@@ -65,6 +66,19 @@ class Example:
 
     path: str
     prompt: str
+
+
+def run_identity(sd_path: str, examples: Sequence[Example], settings: DreamSettings, seed: int, scope: int) -> dict:
+    """Everything that determines the adapter; a checkpoint or a finished adapter is reused only if it matches."""
+    return {"sd_path": str(sd_path), "examples": [[example.path, example.prompt] for example in examples],
+            "settings": asdict(settings), "seed": seed, "scope": scope}
+
+
+def finished_adapter_matches(out_dir: str | Path, identity: dict) -> bool:
+    summary_file = Path(out_dir) / "train.json"
+    if not (Path(out_dir) / LORA_FILE).exists() or not summary_file.exists():
+        return False
+    return json.loads(summary_file.read_text(encoding="utf-8")).get("identity") == json.loads(json.dumps(identity))
 
 
 def step_generator(seed: int, scope: int, step: int) -> torch.Generator:
@@ -191,18 +205,19 @@ def save_lora(parts: SDParts, settings: DreamSettings, out_dir: Path) -> Path:
     return target
 
 
-def _save_checkpoint(path: Path, step: int, params, optimizer, lr_schedule, scaler, losses) -> None:
-    state = {"step": step, "lora": [p.detach().cpu() for p in params], "optimizer": optimizer.state_dict(),
+def _save_checkpoint(path: Path, identity: dict, step: int, params, optimizer, lr_schedule, scaler, losses) -> None:
+    state = {"identity": identity, "step": step, "lora": [p.detach().cpu() for p in params], "optimizer": optimizer.state_dict(),
              "lr_schedule": lr_schedule.state_dict(), "scaler": scaler.state_dict() if scaler else None,
              "losses": losses}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
-def _load_checkpoint(path: Path, params, optimizer, lr_schedule, scaler) -> tuple[int, list]:
+def _load_checkpoint(path: Path, identity: dict, params, optimizer, lr_schedule, scaler) -> tuple[int, list]:
     state = torch.load(path, map_location="cpu", weights_only=False)
-    if len(state["lora"]) != len(params):
-        raise RuntimeError(f"checkpoint {path} was written with different LoRA settings; delete it to restart")
+    if state.get("identity") != identity:
+        LOG.warning("checkpoint %s belongs to other settings or images: starting over", path)
+        return 0, []
     with torch.no_grad():
         for param, saved in zip(params, state["lora"]):
             param.copy_(saved)
@@ -229,6 +244,7 @@ def train_datadream(sd_path: str, examples: Sequence[Example], out_dir: str | Pa
     if settings.mixed_precision != "no" and half is None:
         LOG.info("mixed_precision=%s ignored on %s: training in fp32", settings.mixed_precision, device)
     started = time.perf_counter()
+    identity = run_identity(sd_path, examples, settings, seed, scope)
 
     parts = load_sd_parts(sd_path, device=device, dtype=half or torch.float32)
     resolution = settings.resolution or parts.resolution
@@ -261,8 +277,9 @@ def train_datadream(sd_path: str, examples: Sequence[Example], out_dir: str | Pa
     checkpoint = out_dir / CHECKPOINT_FILE
     step, losses = 0, []
     if checkpoint.exists():
-        step, losses = _load_checkpoint(checkpoint, params, optimizer, lr_schedule, scaler)
-        LOG.info("resuming %s from step %d of %d", out_dir, step, total_steps)
+        step, losses = _load_checkpoint(checkpoint, identity, params, optimizer, lr_schedule, scaler)
+        if step:
+            LOG.info("resuming %s from step %d of %d", out_dir, step, total_steps)
 
     bar = progress(total_steps, f"LoRA {out_dir.name}", initial=step, unit="step")
     while step < total_steps:
@@ -297,12 +314,12 @@ def train_datadream(sd_path: str, examples: Sequence[Example], out_dir: str | Pa
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
         if step % settings.checkpoint_every == 0 and step < total_steps:
-            _save_checkpoint(checkpoint, step, params, optimizer, lr_schedule, scaler, losses)
+            _save_checkpoint(checkpoint, identity, step, params, optimizer, lr_schedule, scaler, losses)
     bar.close()
 
     save_lora(parts, settings, out_dir)
     write_csv(out_dir / "losses.csv", ("step", "loss", "lr"), losses)
-    summary = {"settings": asdict(settings), "seed": seed, "scope": scope, "images": len(examples),
+    summary = {"identity": identity, "images": len(examples),
                "prompts": prompts, "steps": total_steps, "resolution": resolution, "device": str(device),
                "wall_seconds": time.perf_counter() - started, "peak_memory_mb": _peak_memory_mb(device),
                "trainable_parameters": sum(p.numel() for p in params), "final_loss": losses[-1][1]}

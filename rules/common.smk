@@ -1,4 +1,5 @@
 # Names and paths shared by the rule files: plain functions of the config, no file I/O at job time.
+from datadream_core.chunks import CHUNK_PATTERN, chunk_classes, chunk_of, class_chunks
 from datadream_core.config import DatasetSpec, fewshot_size, synth_count
 from datadream_core.data.build import class_count
 from datadream_core.synth.sampler import shard_count
@@ -22,14 +23,9 @@ wildcard_constraints:
     seed=r"\d+",
     shots=r"\d+",
     mode="dset|cls",
-    scope=r"all|c\d{4}",
-    cls=r"\d{4}",
+    chunk=CHUNK_PATTERN,
     shard=r"\d{3}",
     generator="sd|datadream_dset|datadream_cls|issynth|disef",
-
-
-def class_ids(dataset):
-    return [f"{index:04d}" for index in range(CLASS_COUNT[dataset])]
 
 
 def world_input(wildcards):
@@ -46,15 +42,22 @@ def clip_model_input(wildcards):
     return [CLIP_MODEL_MARKER] if config["models"]["clip"]["build_tiny"] else []
 
 
-def lora_path(dataset, mode, shots, seed, scope):
-    return f"results/{dataset}/dream/{mode}/k{shots}_seed{seed}/{scope}/pytorch_lora_weights.safetensors"
+def cls_chunk_marker(dataset, shots, seed, chunk):
+    return f"results/{dataset}/dream/cls/k{shots}_seed{seed}/chunks/{chunk}.json"
 
 
-def lora_input(wildcards):
+def dset_adapter(dataset, shots, seed):
+    return f"results/{dataset}/dream/dset/k{shots}_seed{seed}/all/pytorch_lora_weights.safetensors"
+
+
+def generation_adapters(wildcards):
+    """The adapter file (dset) or the class-chunk markers (cls) a generation chunk needs."""
     if wildcards.generator == "datadream_dset":
-        return lora_path(wildcards.dataset, "dset", wildcards.shots, wildcards.seed, "all")
+        return [dset_adapter(wildcards.dataset, wildcards.shots, wildcards.seed)]
     if wildcards.generator == "datadream_cls":
-        return lora_path(wildcards.dataset, "cls", wildcards.shots, wildcards.seed, f"c{wildcards.cls}")
+        n_classes, per_job = CLASS_COUNT[wildcards.dataset], config["dream"]["classes_per_job"]
+        chunks = {chunk_of(index, n_classes, per_job) for index in chunk_classes(wildcards.chunk)}
+        return sorted(cls_chunk_marker(wildcards.dataset, wildcards.shots, wildcards.seed, chunk) for chunk in chunks)
     return []
 
 
@@ -67,9 +70,10 @@ def synth_manifest(dataset, generator, shots, seed):
     return f"{synth_dir(dataset, generator, shots, seed)}/manifest.csv"
 
 
-def shard_csvs(wildcards):
+def chunk_csvs(wildcards):
     base = synth_dir(wildcards.dataset, wildcards.generator, wildcards.shots, wildcards.seed)
-    return [f"{base}/c{cls}/shard{shard:03d}/shard.csv" for cls in class_ids(wildcards.dataset) for shard in range(N_SHARDS)]
+    chunks = class_chunks(CLASS_COUNT[wildcards.dataset], config["synth"]["classes_per_job"])
+    return [f"{base}/chunks/{chunk}_shard{shard:03d}.csv" for chunk in chunks for shard in range(N_SHARDS)]
 
 
 def dataset_files(dataset):
@@ -79,9 +83,15 @@ def dataset_files(dataset):
 
 
 def lora_targets(dataset):
-    scopes = {"dset": ["all"], "cls": [f"c{cls}" for cls in class_ids(dataset)]}
-    return [lora_path(dataset, mode, shots, seed, scope) for mode in config["dream"]["modes"]
-            for shots in SHOTS for seed in SEEDS for scope in scopes[mode]]
+    targets = []
+    for shots in SHOTS:
+        for seed in SEEDS:
+            if "dset" in config["dream"]["modes"]:
+                targets.append(dset_adapter(dataset, shots, seed))
+            if "cls" in config["dream"]["modes"]:
+                targets += [cls_chunk_marker(dataset, shots, seed, chunk)
+                            for chunk in class_chunks(CLASS_COUNT[dataset], config["dream"]["classes_per_job"])]
+    return targets
 
 
 def synth_targets(dataset):

@@ -1,15 +1,35 @@
-# DataDream: one LoRA per dataset (mode dset, scope "all") or per class (mode cls, scope c0000...).
+# DataDream: one LoRA per dataset (mode dset) or one per class (mode cls, trained in class chunks).
 
 
-rule train_lora:
+rule train_lora_dset:
     input:
         classes="results/{dataset}/classes.csv",
         fewshot="results/{dataset}/fewshot/seed{seed}.csv",
         model=sd_model_input,
     output:
-        "results/{dataset}/dream/{mode}/k{shots}_seed{seed}/{scope}/pytorch_lora_weights.safetensors",
+        "results/{dataset}/dream/dset/k{shots}_seed{seed}/all/pytorch_lora_weights.safetensors",
     log:
-        "logs/train_lora/{dataset}/{mode}/k{shots}_seed{seed}/{scope}.log",
+        "logs/train_lora/{dataset}/dset/k{shots}_seed{seed}.log",
+    threads: 2
+    resources:
+        mem_mb=lambda wildcards, attempt: 24000 * attempt,
+        runtime=lambda wildcards, attempt: 720 * attempt,
+        gpu=1,
+    script:
+        "../workflow_scripts/train_lora.py"
+
+
+rule train_lora_cls:
+    input:
+        classes="results/{dataset}/classes.csv",
+        fewshot="results/{dataset}/fewshot/seed{seed}.csv",
+        model=sd_model_input,
+    output:
+        "results/{dataset}/dream/cls/k{shots}_seed{seed}/chunks/{chunk}.json",
+    log:
+        "logs/train_lora/{dataset}/cls/k{shots}_seed{seed}/{chunk}.log",
+    params:
+        cls_dir="results/{dataset}/dream/cls/k{shots}_seed{seed}",
     threads: 2
     resources:
         mem_mb=lambda wildcards, attempt: 24000 * attempt,

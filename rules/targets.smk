@@ -2,7 +2,8 @@
 
 
 def dataset_targets(dataset):
-    return dataset_files(dataset) + lora_targets(dataset) + synth_targets(dataset)
+    return (dataset_files(dataset) + lora_targets(dataset) + synth_targets(dataset) + classifier_targets(dataset)
+            + fid_targets(dataset) + grid_targets(dataset))
 
 
 rule fewshot:
@@ -18,6 +19,26 @@ rule loras:
 rule synth:
     input:
         [synth_targets(dataset) for dataset in DATASETS],
+
+
+rule classifiers:
+    input:
+        [classifier_targets(dataset) for dataset in DATASETS],
+
+
+rule fid:
+    input:
+        [fid_targets(dataset) for dataset in DATASETS],
+
+
+rule tables:
+    input:
+        table_targets(),
+
+
+rule report_inputs:
+    input:
+        report_inputs(),
 
 
 for _dataset in DATASETS:

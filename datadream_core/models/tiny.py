@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from datadream_core.io import atomic_path, write_json
+from datadream_core.io import FILE_MODE, atomic_path, write_json
 
 SD2_PAD_TOKEN = "!"  # Stable Diffusion 2.x pads with "!" (id 0), not with the end token
 
@@ -57,81 +57,166 @@ def write_clip_tokenizer(folder: str | Path, model_max_length: int = 77) -> Path
     return folder
 
 
+# Widths are small on purpose: the 49408-token embedding tables dominate the checkpoint size.
 TINY_SD = {
     "image_size": 32,
     "vae_channels": (32, 64),
     "unet_channels": (32, 64, 64),
-    "text_width": 64,
+    "unet_heads": 4,
+    "text_width": 32,
     "text_layers": 3,
     "text_heads": 4,
     "max_length": 16,
 }
 
 
-def build_tiny_sd(folder: str | Path, seed: int = 0, prediction_type: str = "v_prediction") -> Path:
-    """Save a randomly initialised tiny StableDiffusionPipeline folder (diffusers layout)."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+def tiny_sd_scheduler(prediction_type: str = "v_prediction"):
+    """SD's training noise schedule; v-prediction with scaled_linear betas is what a tiny model learns."""
+    from diffusers import DDIMScheduler
 
-    folder = Path(folder)
-    torch.manual_seed(seed)
-    spec = TINY_SD
-    vae_factor = 2 ** (len(spec["vae_channels"]) - 1)
-    vae = AutoencoderKL(
+    return DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                         num_train_timesteps=1000, clip_sample=False, set_alpha_to_one=False,
+                         steps_offset=1, prediction_type=prediction_type)
+
+
+def tiny_vae(spec: dict = TINY_SD):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=16,
         block_out_channels=spec["vae_channels"], sample_size=spec["image_size"],
         down_block_types=("DownEncoderBlock2D",) * len(spec["vae_channels"]),
         up_block_types=("UpDecoderBlock2D",) * len(spec["vae_channels"]),
     )
-    unet = UNet2DConditionModel(
+
+
+def tiny_unet(spec: dict = TINY_SD):
+    from diffusers import UNet2DConditionModel
+
+    vae_factor = 2 ** (len(spec["vae_channels"]) - 1)
+    return UNet2DConditionModel(
         sample_size=spec["image_size"] // vae_factor, in_channels=4, out_channels=4, layers_per_block=1,
         block_out_channels=spec["unet_channels"], norm_num_groups=16,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=spec["text_width"], attention_head_dim=4, use_linear_projection=True,
+        cross_attention_dim=spec["text_width"], attention_head_dim=spec["unet_heads"], use_linear_projection=True,
     )
-    tokenizer_dir = write_clip_tokenizer(folder / "tokenizer", model_max_length=spec["max_length"])
-    tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
+
+
+def tiny_text_encoder(tokenizer, spec: dict = TINY_SD):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(CLIPTextConfig(
         vocab_size=len(tokenizer), hidden_size=spec["text_width"], intermediate_size=4 * spec["text_width"],
         num_hidden_layers=spec["text_layers"], num_attention_heads=spec["text_heads"],
         max_position_embeddings=spec["max_length"], hidden_act="gelu", projection_dim=spec["text_width"],
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
     ))
-    # v-prediction with SD's scaled_linear betas: the combination a tiny model learns (miniworld notes).
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              num_train_timesteps=1000, clip_sample=False, set_alpha_to_one=False,
-                              steps_offset=1, prediction_type=prediction_type)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-    pipe.save_pretrained(folder)
+
+
+def tiny_tokenizer(folder: str | Path, spec: dict = TINY_SD):
+    """Write the offline CLIP tokenizer into `folder` and load it."""
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(write_clip_tokenizer(folder, model_max_length=spec["max_length"]))
+
+
+def save_sd_folder(folder: str | Path, vae, unet, text_encoder, tokenizer, scheduler, half: bool = False) -> Path:
+    """Save the parts as a StableDiffusionPipeline folder (diffusers layout); `half` stores fp16 weights.
+
+    Written into a staging folder beside `folder` and renamed into place, so a crash never leaves
+    a half-written model that looks finished.
+    """
+    import shutil
+    import tempfile
+
+    from diffusers import StableDiffusionPipeline
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                       scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False)
+        if half:
+            pipe = pipe.to(torch.float16)
+        pipe.save_pretrained(staging)
+        if half:
+            pipe.to(torch.float32)
+            # fp16 on disk only: stock from_pretrained without a dtype still gives fp32 modules
+            config_path = staging / "text_encoder" / "config.json"
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+            config["dtype"] = "float32"
+            config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        # vocab.json + merges.txt (1.6 MB) instead of the 3.6 MB tokenizer.json: the same offline BPE tokenizer
+        shutil.rmtree(staging / "tokenizer")
+        write_clip_tokenizer(staging / "tokenizer", model_max_length=tokenizer.model_max_length)
+        for path in [staging, *staging.rglob("*")]:
+            path.chmod(0o777 & ~_umask() if path.is_dir() else FILE_MODE)
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def build_tiny_sd(folder: str | Path, seed: int = 0, prediction_type: str = "v_prediction") -> Path:
+    """Save a randomly initialised tiny StableDiffusionPipeline folder (diffusers layout)."""
+    import tempfile
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    vae, unet = tiny_vae(), tiny_unet()
+    with tempfile.TemporaryDirectory() as scratch:
+        tokenizer = tiny_tokenizer(scratch)
+    text_encoder = tiny_text_encoder(tokenizer)
+    return save_sd_folder(folder, vae, unet, text_encoder, tokenizer, tiny_sd_scheduler(prediction_type))
 
 
 TINY_CLIP = {
     "embed_dim": 64,
     "vision_cfg": {"image_size": 32, "layers": 4, "width": 96, "head_width": 32, "patch_size": 4},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 3},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 3},
 }
 
 
-def build_tiny_clip(folder: str | Path, seed: int = 0) -> Path:
-    """Save a randomly initialised tiny open_clip ViT as a folder `load_clip` reads via local-dir."""
+def tiny_clip_model(seed: int = 0, spec: dict = TINY_CLIP):
+    """A randomly initialised tiny open_clip CLIP (ViT image tower, transformer text tower)."""
+    import open_clip
+
+    torch.manual_seed(seed)
+    return open_clip.CLIP(embed_dim=spec["embed_dim"], vision_cfg=open_clip.CLIPVisionCfg(**spec["vision_cfg"]),
+                          text_cfg=open_clip.CLIPTextCfg(**spec["text_cfg"]))
+
+
+def save_clip_folder(folder: str | Path, model, spec: dict = TINY_CLIP, half: bool = False) -> Path:
+    """Save an open_clip model as a folder `load_clip` reads via local-dir; `half` stores fp16 weights."""
     import open_clip
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    model = open_clip.CLIP(embed_dim=TINY_CLIP["embed_dim"],
-                           vision_cfg=open_clip.CLIPVisionCfg(**TINY_CLIP["vision_cfg"]),
-                           text_cfg=open_clip.CLIPTextCfg(**TINY_CLIP["text_cfg"]))
-    config = {"model_cfg": TINY_CLIP, "preprocess_cfg": {
+    config = {"model_cfg": spec, "preprocess_cfg": {
         "mean": list(open_clip.OPENAI_DATASET_MEAN), "std": list(open_clip.OPENAI_DATASET_STD),
         "interpolation": "bicubic", "resize_mode": "shortest"}}
-    state = {key: value.contiguous() for key, value in model.state_dict().items()}
+    state = {key: (value.half() if half and value.is_floating_point() else value).contiguous()
+             for key, value in model.state_dict().items()}
     with atomic_path(folder / "open_clip_model.safetensors") as tmp:
         save_file(state, str(tmp))
     write_json(folder / "open_clip_config.json", config)
     return folder
+
+
+def build_tiny_clip(folder: str | Path, seed: int = 0) -> Path:
+    """Save a randomly initialised tiny open_clip ViT as a folder `load_clip` reads via local-dir."""
+    return save_clip_folder(folder, tiny_clip_model(seed))

@@ -7,6 +7,8 @@ PNGs are written atomically, so a shard killed half way keeps them and a rerun m
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,17 @@ class ShardJob:
     seed: int
     start: int
     stop: int
+    fingerprint: str = ""  # of the model, adapter and sampling settings; stale images are remade
+
+
+def fingerprint(*parts) -> str:
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def file_fingerprint(path: str | Path) -> list:
+    """Cheap identity of a weights file: its name, size and modification time."""
+    stat = Path(path).stat()
+    return [str(path), stat.st_size, stat.st_mtime_ns]
 
 
 def image_seed(seed: int, class_index: int, image_index: int) -> int:
@@ -63,18 +76,28 @@ def image_name(image_index: int) -> str:
 def _save_png(image: Image.Image, target: Path, job: ShardJob, image_index: int) -> None:
     info = PngImagePlugin.PngInfo()
     for key, value in (("prompt", job.prompt), ("seed", job.seed), ("class_index", job.class_index),
-                       ("image_index", image_index), ("generator", job.generator)):
+                       ("image_index", image_index), ("generator", job.generator), ("fingerprint", job.fingerprint)):
         info.add_text(key, str(value))
     with atomic_path(target) as tmp:
         image.save(tmp, format="PNG", pnginfo=info)
 
 
+def _is_current(path: Path, job: ShardJob) -> bool:
+    if not path.exists():
+        return False
+    try:
+        with Image.open(path) as image:
+            return image.text.get("fingerprint", "") == job.fingerprint
+    except OSError:
+        return False
+
+
 def run_shard(job: ShardJob, render: Renderer, out_dir: str | Path, batch_size: int) -> list[tuple]:
-    """Make the shard's missing images, then write shard.csv listing all of them."""
+    """Make the shard's missing (or stale) images, then write shard.csv listing all of them."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     indices = list(range(job.start, job.stop))
-    missing = [i for i in indices if not (out_dir / image_name(i)).exists()]
+    missing = [i for i in indices if not _is_current(out_dir / image_name(i), job)]
     if len(missing) < len(indices):
         LOG.info("%s: %d of %d images already exist; making the other %d", out_dir, len(indices) - len(missing),
                  len(indices), len(missing))

@@ -1,0 +1,32 @@
+"""Class chunks: the job unit of per-class stages ("c0000-c0007" = classes 0..7).
+
+One class per chunk gives one job per class (the paper's scale); bigger chunks amortise the
+seconds of start-up each job pays on small CPU configs. Outputs stay per class either way.
+"""
+
+from __future__ import annotations
+
+import re
+
+CHUNK_PATTERN = r"c\d{4}-c\d{4}"
+
+
+def chunk_name(first: int, last: int) -> str:
+    return f"c{first:04d}-c{last:04d}"
+
+
+def class_chunks(n_classes: int, classes_per_job: int) -> list[str]:
+    return [chunk_name(first, min(first + classes_per_job, n_classes) - 1)
+            for first in range(0, n_classes, classes_per_job)]
+
+
+def chunk_classes(name: str) -> range:
+    match = re.fullmatch(r"c(\d{4})-c(\d{4})", name)
+    if not match or int(match.group(1)) > int(match.group(2)):
+        raise ValueError(f"'{name}' is not a class chunk like c0000-c0007")
+    return range(int(match.group(1)), int(match.group(2)) + 1)
+
+
+def chunk_of(class_index: int, n_classes: int, classes_per_job: int) -> str:
+    first = class_index - class_index % classes_per_job
+    return chunk_name(first, min(first + classes_per_job, n_classes) - 1)

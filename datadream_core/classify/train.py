@@ -1,0 +1,313 @@
+"""Train a CLIP LoRA classifier on one train set, select it on val (or take the last epoch), test it once.
+
+The head is the zero-shot one: cosine similarity between image features and the text features of the
+class prompts, times a frozen logit scale. Only the LoRA weights of both towers train.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from datadream_core.classify.data import (Example, eval_transform, make_loader, mix_within_parts, split_examples,
+                                          train_examples, train_transform)
+from datadream_core.classify.lora import add_lora, encode_text, load_lora_state, lora_state, truncate_context
+from datadream_core.classify.trainsets import parse_trainset
+from datadream_core.config import section
+from datadream_core.data.table import read_classes
+from datadream_core.io import atomic_path, write_csv, write_json
+from datadream_core.models.clip import load_clip
+
+LOG = logging.getLogger("datadream")
+PER_CLASS_HEADER = ("class_index", "name", "correct", "total", "accuracy")
+
+
+@dataclass(frozen=True)
+class ClassifySettings:
+    """The keys of the `classify:` config section this module uses; the schema holds their defaults."""
+
+    lora_targets: Sequence[str]
+    lora_rank: int
+    lora_alpha: float
+    lora_dropout: float
+    logit_scale: float
+    learning_rate: float
+    min_learning_rate: float
+    weight_decay: float
+    batch_size: int
+    eval_batch_size: int
+    epochs: int
+    warmup_epochs: float
+    real_weight: float
+    mix_prob: float
+    augment: str
+    selection: str
+    mixed_precision: str
+    workers: int
+    seed: int
+
+
+@dataclass
+class ClassCounts:
+    correct: list[int]
+    total: list[int]
+
+    @property
+    def accuracy(self) -> float:
+        """Top-1 over all images (micro), in percent."""
+        return 100.0 * sum(self.correct) / max(1, sum(self.total))
+
+    def per_class(self) -> list[float | None]:
+        """Accuracy of each class in percent; None for a class without images (JSON has no NaN)."""
+        return [100.0 * c / t if t else None for c, t in zip(self.correct, self.total)]
+
+
+@dataclass
+class FitState:
+    """Everything a checkpoint restores besides the model and optimizer."""
+
+    epoch: int = 0
+    best_accuracy: float = -1.0
+    best_epoch: int = 0
+    best_lora: dict | None = None
+    val_accuracy: list[float] = field(default_factory=list)
+    train_seconds: float = 0.0
+    selection_seconds: float = 0.0
+    images_trained: int = 0
+
+
+def learning_rate_at(step: int, total_steps: int, warmup_steps: int, peak: float, floor: float) -> float:
+    """Linear warmup from `floor` to `peak`, then cosine back to `floor`, per iteration (the released schedule)."""
+    if step < warmup_steps:
+        return floor + (peak - floor) * step / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return floor + 0.5 * (peak - floor) * (1.0 + math.cos(math.pi * progress))
+
+
+def weighted_loss(logits: torch.Tensor, targets: torch.Tensor, is_real: torch.Tensor, real_weight: float) -> torch.Tensor:
+    """real_weight * CE(real part) + (1 - real_weight) * CE(synthetic part), each a mean over its own part.
+
+    A part absent from the batch contributes nothing while the other keeps its weight (the released code
+    divided by zero here), so a batch's gradient scale does not depend on which parts it happened to draw.
+    """
+    per_example = F.cross_entropy(logits, targets, reduction="none")
+    loss = logits.new_zeros(())
+    for part, weight in ((is_real, real_weight), (~is_real, 1.0 - real_weight)):
+        if part.any():
+            loss = loss + weight * per_example[part].mean()
+    return loss
+
+
+def text_features(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    return F.normalize(encode_text(model, tokens).float(), dim=-1)
+
+
+def class_logits(model: torch.nn.Module, images: torch.Tensor, texts: torch.Tensor, scale: float) -> torch.Tensor:
+    return scale * F.normalize(model.encode_image(images).float(), dim=-1) @ texts.T
+
+
+def _autocast(device: torch.device, mixed_precision: str):
+    # Mixed precision is a GPU speed-up; on CPU it would only change the numbers.
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision)
+    return torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda" and dtype is not None)
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, tokens: torch.Tensor, examples: Sequence[Example], transform, n_classes: int,
+             settings: ClassifySettings, device: torch.device, desc: str) -> ClassCounts:
+    """Per-class correct/total; the text features are computed once for the whole evaluation."""
+    model.eval()
+    correct, total = torch.zeros(n_classes, dtype=torch.long), torch.zeros(n_classes, dtype=torch.long)
+    loader = make_loader(examples, transform, settings.eval_batch_size, settings.workers)
+    with _autocast(device, settings.mixed_precision):
+        texts = text_features(model, tokens)
+        for images, labels, _ in tqdm(loader, desc=desc, leave=False):
+            predicted = class_logits(model, images.to(device), texts, settings.logit_scale).argmax(dim=-1).cpu()
+            total += torch.bincount(labels, minlength=n_classes)
+            correct += torch.bincount(labels[predicted == labels], minlength=n_classes)
+    return ClassCounts(correct.tolist(), total.tolist())
+
+
+def _train_epoch(model, tokens, loader, optimizer, scaler, settings: ClassifySettings, real_weight: float,
+                 n_classes: int, first_step: int, total_steps: int, device: torch.device, mix_rng: random.Random,
+                 desc: str) -> int:
+    model.train()
+    warmup_steps = min(total_steps, round(settings.warmup_epochs * len(loader)))
+    seen = 0
+    bar = tqdm(loader, desc=desc, leave=False)
+    for step, (images, labels, is_real) in enumerate(bar, start=first_step):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate_at(step, total_steps, warmup_steps, settings.learning_rate, settings.min_learning_rate)
+        images, labels, is_real = images.to(device), labels.to(device), is_real.to(device)
+        if mix_rng.random() < settings.mix_prob:
+            images, targets = mix_within_parts(images, labels, is_real, n_classes)
+        else:
+            targets = F.one_hot(labels, n_classes).float()
+        with _autocast(device, settings.mixed_precision):
+            # The text tower runs once per step for all classes, as its LoRA changes every step.
+            logits = class_logits(model, images, text_features(model, tokens), settings.logit_scale)
+        loss = weighted_loss(logits.float(), targets, is_real, real_weight)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        seen += len(labels)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    return seen
+
+
+def _save_checkpoint(path: Path, fingerprint: str, model, optimizer, scaler, state: FitState) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"fingerprint": fingerprint, "lora": lora_state(model), "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict(), "state": asdict(state)}, tmp)
+
+
+def _load_checkpoint(path: Path, fingerprint: str, model, optimizer, scaler) -> FitState:
+    if not path.exists():
+        return FitState()
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if saved["fingerprint"] != fingerprint:
+        LOG.warning("ignoring checkpoint %s: it belongs to another configuration or input", path)
+        return FitState()
+    load_lora_state(model, saved["lora"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scaler.load_state_dict(saved["scaler"])
+    LOG.info("resuming from %s after epoch %d", path, saved["state"]["epoch"])
+    return FitState(**saved["state"])
+
+
+def fit(model, tokens, train: Sequence[Example], val: Sequence[Example], settings: ClassifySettings, real_weight: float,
+        n_classes: int, train_tf, val_tf, run_seed: Sequence[int], device: torch.device, checkpoint: Path,
+        fingerprint: str) -> FitState:
+    """Train for settings.epochs, checkpointing every epoch; leave the selected LoRA state in the model.
+
+    Every epoch reseeds all generators from (run_seed, epoch), so a resumed run repeats exactly what an
+    uninterrupted one would have done from that epoch on.
+    """
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and settings.mixed_precision == "fp16")
+    state = _load_checkpoint(checkpoint, fingerprint, model, optimizer, scaler)
+    steps_per_epoch = math.ceil(len(train) / settings.batch_size)
+    select_on_val = settings.selection == "val" and len(val) > 0
+    for epoch in tqdm(range(state.epoch, settings.epochs), desc="epochs", initial=state.epoch, total=settings.epochs):
+        epoch_seed = _seed(*run_seed, epoch + 1)
+        _seed_everything(epoch_seed)
+        loader = make_loader(train, train_tf, settings.batch_size, settings.workers, shuffle=True,
+                             generator=torch.Generator().manual_seed(epoch_seed))
+        started = time.perf_counter()
+        state.images_trained += _train_epoch(model, tokens, loader, optimizer, scaler, settings, real_weight, n_classes,
+                                             epoch * steps_per_epoch, settings.epochs * steps_per_epoch, device,
+                                             random.Random(epoch_seed), f"epoch {epoch + 1}")
+        state.train_seconds += time.perf_counter() - started
+        state.epoch = epoch + 1
+        if select_on_val:
+            started = time.perf_counter()
+            accuracy = evaluate(model, tokens, val, val_tf, n_classes, settings, device, "val").accuracy
+            state.selection_seconds += time.perf_counter() - started
+            state.val_accuracy.append(accuracy)
+            LOG.info("epoch %d: val accuracy %.2f%%", state.epoch, accuracy)
+            if accuracy > state.best_accuracy:
+                state.best_accuracy, state.best_epoch, state.best_lora = accuracy, state.epoch, lora_state(model)
+        _save_checkpoint(checkpoint, fingerprint, model, optimizer, scaler, state)
+    if select_on_val:
+        load_lora_state(model, state.best_lora)
+    else:
+        state.best_epoch = state.epoch
+    return state
+
+
+def _fingerprint(**parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def run_classifier(*, dataset: str, trainset: str, shots: int, seed: int, n_synth: int, classes_csv: str | Path,
+                   splits_csv: str | Path, fewshot_csv: str | Path, manifest_csv: str | Path | None, clip: Mapping,
+                   classify: Mapping, metrics_json: str | Path, per_class_csv: str | Path,
+                   checkpoint: str | Path | None = None, device: str | None = None) -> dict:
+    """Train (unless zero-shot), select, evaluate on test once, write metrics.json and per_class.csv.
+
+    `clip` and `classify` are the validated `models.clip` and `classify` config sections; `seed` is the
+    few-shot seed, combined with classify.seed for every random choice.
+    """
+    settings = section(ClassifySettings, classify)
+    spec = parse_trainset(trainset)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    checkpoint = Path(checkpoint) if checkpoint else Path(metrics_json).with_name("checkpoint.pt")
+    classes = read_classes(classes_csv)
+    n_classes = len(classes)
+    run_seed = (settings.seed, seed)
+    _seed_everything(_seed(*run_seed, 0))
+
+    loaded = load_clip(clip["name"], clip.get("pretrained", ""), device="cpu")
+    model = loaded.model
+    if spec.trains:
+        add_lora(model, settings.lora_targets, settings.lora_rank, settings.lora_alpha, settings.lora_dropout)
+    model.to(device)
+    tokens = truncate_context(model, loaded.tokenize([row.prompt for row in classes])).to(device)
+    val_tf = eval_transform(loaded.image_size, loaded.mean, loaded.std)
+
+    train: list[Example] = []
+    fitted = FitState()
+    selection = "none"
+    if spec.trains:
+        real_weight = settings.real_weight if spec.uses_real and spec.generator else float(spec.uses_real)
+        train = train_examples(spec, fewshot_csv, shots, manifest_csv, n_synth, n_classes)
+        val = split_examples(splits_csv, "val") if settings.selection == "val" else []
+        selection = settings.selection if settings.selection == "last" or val else "last"
+        if selection != settings.selection:
+            LOG.warning("%s has no val split: selecting the last epoch instead", splits_csv)
+        fingerprint = _fingerprint(settings=asdict(settings), trainset=trainset, shots=shots, seed=seed, n_synth=n_synth,
+                                   clip=dict(clip), train=[asdict(example) for example in train])
+        train_tf = train_transform(settings.augment, loaded.image_size, loaded.mean, loaded.std)
+        fitted = fit(model, tokens, train, val, settings, real_weight, n_classes, train_tf, val_tf, run_seed, device,
+                     checkpoint, fingerprint)
+
+    # The test split is read only now, after training and selection are final.
+    test = split_examples(splits_csv, "test")
+    if not test:
+        raise ValueError(f"{splits_csv} has no test images")
+    started = time.perf_counter()
+    counts = evaluate(model, tokens, test, val_tf, n_classes, settings, device, "test")
+    eval_seconds = time.perf_counter() - started
+
+    write_csv(per_class_csv, PER_CLASS_HEADER, (
+        (row.index, row.name, counts.correct[row.index], counts.total[row.index], counts.per_class()[row.index])
+        for row in classes))
+    metrics = {
+        "dataset": dataset, "trainset": trainset, "shots": shots, "seed": seed, "n_synth": n_synth,
+        "accuracy": counts.accuracy, "per_class_accuracy": counts.per_class(),
+        "selection": selection, "requested_selection": settings.selection, "selected_epoch": fitted.best_epoch,
+        "val_accuracy": fitted.val_accuracy,
+        "classify": dict(classify), "clip": dict(clip), "device": str(device),
+        "n_train_images": len(train), "n_test_images": len(test),
+        "train_seconds": fitted.train_seconds, "selection_seconds": fitted.selection_seconds,
+        "train_images_per_second": fitted.images_trained / fitted.train_seconds if fitted.train_seconds else 0.0,
+        "eval_seconds": eval_seconds, "eval_images_per_second": len(test) / eval_seconds,
+    }
+    write_json(metrics_json, metrics)
+    checkpoint.unlink(missing_ok=True)
+    LOG.info("%s %s k%d seed%d n%d: test accuracy %.2f%%", dataset, trainset, shots, seed, n_synth, counts.accuracy)
+    return metrics

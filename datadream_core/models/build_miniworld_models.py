@@ -1,0 +1,194 @@
+"""Build the miniature world's base models from a seed: render SOURCE data, train VAE, SD and CLIP.
+
+Writes `out_dir/sd/` (a StableDiffusionPipeline folder for `load_sd_parts` / `load_sd_pipeline`),
+`out_dir/clip/` (an open_clip folder for `load_clip`) and `out_dir/build.json` (seed, settings,
+wall times, losses, checks). Weights are stored in fp16 so the folders stay small enough to ship.
+
+Each stage's result is kept under `out_dir/.stages/` until the build finishes, so a rerun after a
+kill resumes at the first unfinished stage. Run as a script:
+
+    python -m datadream_core.models.build_miniworld_models OUT_DIR [--seed 0] [--threads 1] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from datadream_core.data.miniworld import WORLD_CLASSES, render_image, render_source
+from datadream_core.io import read_json, write_json
+from datadream_core.jobs import LOG
+from datadream_core.models.pretrain import (CLIPSettings, SDSettings, VAESettings, clip_zero_shot, encode_latents,
+                                            reconstruction_psnr, scaling_factor, train_clip, train_sd, train_vae)
+
+
+@dataclass(frozen=True)
+class BuildBudget:
+    """How much source data and how many optimiser steps each model gets."""
+
+    source_images: int = 24000
+    class_fraction: float = 0.3
+    vae: VAESettings = field(default_factory=VAESettings)
+    sd: SDSettings = field(default_factory=SDSettings)
+    clip: CLIPSettings = field(default_factory=CLIPSettings)
+    half: bool = True  # store fp16 weights
+    check_images: int = 50  # per class, for the PSNR / zero-shot checks in build.json
+
+
+DEFAULT_BUDGET = BuildBudget(
+    vae=VAESettings(steps=500, batch_size=32),
+    sd=SDSettings(steps=2000, batch_size=64),
+    clip=CLIPSettings(steps=800, batch_size=128),
+)
+QUICK_BUDGET = BuildBudget(  # seconds, for tests: the models are untrained but load like the real ones
+    source_images=256, vae=VAESettings(steps=2, batch_size=8), sd=SDSettings(steps=2, batch_size=8),
+    clip=CLIPSettings(steps=2, batch_size=16), check_images=2,
+)
+
+
+def _budget_dict(budget: BuildBudget) -> dict:
+    return asdict(budget)
+
+
+def _check_images(domain: str, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = [], []
+    for class_index, cls in enumerate(WORLD_CLASSES):
+        for i in range(count):
+            rng = np.random.default_rng([seed, 99, class_index, i, len(domain)])
+            images.append(np.asarray(render_image(cls, domain, 32, rng)))
+            labels.append(class_index)
+    return np.stack(images), np.array(labels)
+
+
+def _save_vae_stage(folder: Path, vae, info: dict) -> None:
+    staging = Path(tempfile.mkdtemp(prefix=".vae.", dir=folder.parent))
+    vae.save_pretrained(staging)
+    write_json(staging / "stage.json", info)
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)
+
+
+def build_miniworld_models(out_dir: str | Path, seed: int = 0, budget: BuildBudget = DEFAULT_BUDGET,
+                           threads: int | None = None, keep_stages: bool = False) -> dict:
+    """Render the source world, train VAE -> SD -> CLIP, write out_dir/{sd,clip,build.json}; return build.json."""
+    from diffusers import AutoencoderKL
+
+    from datadream_core.models.tiny import save_clip_folder, save_sd_folder, tiny_tokenizer
+
+    if threads:
+        torch.set_num_threads(threads)
+    out_dir = Path(out_dir)
+    stages = out_dir / ".stages"
+    stages.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    report: dict = {"seed": seed, "budget": _budget_dict(budget), "threads": torch.get_num_threads(),
+                    "torch": torch.__version__, "wall_seconds": {}}
+
+    clock = time.perf_counter()
+    source = render_source(budget.source_images, 32, seed, budget.class_fraction)
+    report["wall_seconds"]["render"] = time.perf_counter() - clock
+    report["source_captions_distinct"] = len(set(source.captions))
+    LOG.info("rendered %d source images (%d distinct captions)", len(source.captions), report["source_captions_distinct"])
+    source_check, _ = _check_images("source", budget.check_images, seed)
+    target_check, target_labels = _check_images("target", budget.check_images, seed)
+
+    # 1. VAE
+    vae_dir = stages / "vae"
+    if (vae_dir / "stage.json").is_file():
+        LOG.info("VAE: reusing %s", vae_dir)
+        vae = AutoencoderKL.from_pretrained(vae_dir).requires_grad_(False).eval()
+        report["vae"] = read_json(vae_dir / "stage.json")
+    else:
+        clock = time.perf_counter()
+        vae, losses = train_vae(source.images, budget.vae, seed)
+        wall = time.perf_counter() - clock
+        means, stds = encode_latents(vae, source.images[:4096])
+        vae.register_to_config(scaling_factor=scaling_factor(means, stds, seed))
+        info = {"wall_seconds": wall, "final_loss": losses[-1][1], "final_mse": losses[-1][2],
+                "loss_curve": [round(row[1], 5) for row in losses[:: max(1, len(losses) // 50)]],
+                "scaling_factor": vae.config.scaling_factor,
+                "psnr_source": reconstruction_psnr(vae, source_check), "psnr_target": reconstruction_psnr(vae, target_check)}
+        _save_vae_stage(vae_dir, vae, info)
+        report["vae"] = info
+        LOG.info("VAE: %.0f s, PSNR source %.1f dB, target %.1f dB", wall, info["psnr_source"], info["psnr_target"])
+    report["wall_seconds"]["vae"] = report["vae"]["wall_seconds"]
+
+    # 2. UNet + text encoder, saved with the VAE as a StableDiffusionPipeline folder
+    sd_dir = out_dir / "sd"
+    if (stages / "sd.json").is_file() and (sd_dir / "model_index.json").is_file():
+        LOG.info("SD: reusing %s", sd_dir)
+        report["sd"] = read_json(stages / "sd.json")
+    else:
+        clock = time.perf_counter()
+        with tempfile.TemporaryDirectory() as scratch:
+            tokenizer = tiny_tokenizer(scratch)
+        latents = encode_latents(vae, source.images)
+        unet, text_encoder, scheduler, losses = train_sd(vae, tokenizer, source.images, source.captions, budget.sd,
+                                                         seed, latents=latents)
+        wall = time.perf_counter() - clock
+        save_sd_folder(sd_dir, vae, unet, text_encoder, tokenizer, scheduler, half=budget.half)
+        info = {"wall_seconds": wall, "final_loss": float(np.mean([row[1] for row in losses[-50:]])),
+                "loss_curve": [round(row[1], 5) for row in losses[:: max(1, len(losses) // 50)]]}
+        write_json(stages / "sd.json", info)
+        report["sd"] = info
+        LOG.info("SD: %.0f s, final loss %.4f", wall, info["final_loss"])
+    report["wall_seconds"]["sd"] = report["sd"]["wall_seconds"]
+
+    # 3. CLIP
+    clip_dir = out_dir / "clip"
+    if (stages / "clip.json").is_file() and (clip_dir / "open_clip_config.json").is_file():
+        LOG.info("CLIP: reusing %s", clip_dir)
+        report["clip"] = read_json(stages / "clip.json")
+    else:
+        clock = time.perf_counter()
+        model, losses = train_clip(source, budget.clip, seed)
+        wall = time.perf_counter() - clock
+        save_clip_folder(clip_dir, model, half=budget.half)
+        prompts = [f"a photo of a {cls.name}" for cls in WORLD_CLASSES]
+        coarse = [f"a photo of a {cls.coarse}" for cls in WORLD_CLASSES]
+        pair = target_labels // 2  # the two classes of a pair share shape and colour
+        info = {"wall_seconds": wall, "final_loss": float(np.mean([row[1] for row in losses[-50:]])),
+                "loss_curve": [round(row[1], 4) for row in losses[:: max(1, len(losses) // 50)]],
+                "zero_shot_target_class_names": clip_zero_shot(model, target_check, target_labels, prompts),
+                "zero_shot_target_pairs": clip_zero_shot(model, target_check, pair, coarse[::2])}
+        write_json(stages / "clip.json", info)
+        report["clip"] = info
+        LOG.info("CLIP: %.0f s, zero-shot on target %.1f %% (classes), %.1f %% (pairs)", wall,
+                 info["zero_shot_target_class_names"], info["zero_shot_target_pairs"])
+    report["wall_seconds"]["clip"] = report["clip"]["wall_seconds"]
+
+    report["wall_seconds"]["total_this_run"] = time.perf_counter() - started
+    report["size_bytes"] = sum(path.stat().st_size for folder in (sd_dir, clip_dir) for path in folder.rglob("*") if path.is_file())
+    write_json(out_dir / "build.json", report)
+    if not keep_stages:
+        shutil.rmtree(stages, ignore_errors=True)
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    from datadream_core.jobs import start_job
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out_dir")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="a few steps per model (seconds): for tests")
+    parser.add_argument("--log", default=None)
+    parser.add_argument("--keep-stages", action="store_true", help="keep out_dir/.stages (the trained VAE) afterwards")
+    args = parser.parse_args(argv)
+    start_job(args.log, args.threads)
+    report = build_miniworld_models(args.out_dir, args.seed, QUICK_BUDGET if args.quick else DEFAULT_BUDGET, args.threads,
+                                    keep_stages=args.keep_stages)
+    print(json.dumps(report["wall_seconds"], indent=2))
+
+
+if __name__ == "__main__":
+    main()

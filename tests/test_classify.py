@@ -1,0 +1,406 @@
+"""CLIP LoRA classifier on the tiny open_clip model and a rendered 8-class world."""
+
+import json
+import logging
+import math
+import os
+import re
+import runpy
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from conftest import REPO
+from datadream_core.classify import data as classify_data
+from datadream_core.classify import train as classify_train
+from datadream_core.classify.data import mix_within_parts, synth_examples, train_examples
+from datadream_core.classify.lora import add_lora, encode_text, lora_state, truncate_context
+from datadream_core.classify.train import learning_rate_at, run_classifier, weighted_loss
+from datadream_core.classify.trainsets import parse_trainset, trainset_names
+from datadream_core.config import validate_config
+from datadream_core.data.fewshot import sample_fewshot, write_fewshot
+from datadream_core.data.miniworld import WORLD_CLASSES, render_world
+from datadream_core.data.table import CLASSES_HEADER, SPLITS_HEADER, read_classes, read_splits
+from datadream_core.io import read_csv, read_json, write_csv
+from datadream_core.models.clip import load_clip
+from datadream_core.models.tiny import TINY_CLIP
+
+N_CLASSES = len(WORLD_CLASSES)
+SHOTS = 8
+FAST = {"epochs": 8, "warmup_epochs": 1, "batch_size": 16, "learning_rate": 1e-3, "augment": "light",
+        "workers": 0, "mix_prob": 0.0, "selection": "last", "eval_batch_size": 64}
+
+
+def classify_config(**overrides) -> dict:
+    config = validate_config({"datasets": {"world": {"source": "miniworld"}}, "classify": {**FAST, **overrides}})
+    return config["classify"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """classes.csv, splits.csv, an 8-shot fewshot.csv and a 'synthetic' manifest of an easy rendered world."""
+    root = tmp_path_factory.mktemp("world")
+    rows = render_world(root / "real", "source", 32, {"train": SHOTS, "val": 4, "test": 10}, seed=0)
+    write_csv(root / "classes.csv", CLASSES_HEADER,
+              [(index, cls.name, cls.name, f"a photo of a {cls.name}") for index, cls in enumerate(WORLD_CLASSES)])
+    write_csv(root / "splits.csv", SPLITS_HEADER, rows)
+    write_fewshot(root / "fewshot.csv", sample_fewshot(read_splits(root / "splits.csv"), read_classes(root / "classes.csv"), SHOTS, seed=0))
+    synth = render_world(root / "synth", "source", 32, {"train": 4}, seed=1)
+    write_csv(root / "manifest.csv", ("path", "class_index", "image_index"),
+              [(path, class_index, int(Path(path).stem)) for path, class_index, _ in reversed(synth)])
+    return root
+
+
+def run(world: Path, out: Path, trainset: str, n_synth: int = 0, splits: Path | None = None, **overrides) -> dict:
+    return run_classifier(
+        dataset="world", trainset=trainset, shots=SHOTS, seed=0, n_synth=n_synth, classes_csv=world / "classes.csv",
+        splits_csv=splits or world / "splits.csv", fewshot_csv=world / "fewshot.csv", manifest_csv=world / "manifest.csv",
+        clip={"name": os.environ["TINY_CLIP"], "pretrained": ""}, classify=classify_config(**overrides),
+        metrics_json=out / "metrics.json", per_class_csv=out / "per_class.csv")
+
+
+@pytest.fixture(autouse=True)
+def _tiny_clip_env(tiny_clip, monkeypatch):
+    monkeypatch.setenv("TINY_CLIP", tiny_clip)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The tiny model's many small ops run fastest on one thread; more threads thrash on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def final_lora(monkeypatch):
+    """The LoRA state the classifier ends training with."""
+    captured = {}
+    fit = classify_train.fit
+
+    def capturing_fit(model, *args, **kwargs):
+        state = fit(model, *args, **kwargs)
+        captured.update(lora_state(model))
+        return state
+
+    monkeypatch.setattr(classify_train, "fit", capturing_fit)
+    return captured
+
+
+# --- LoRA -------------------------------------------------------------------------------------------
+
+def _lora_b(model):
+    return [p for name, p in model.named_parameters() if ".lora." in name and name.endswith(".B")]
+
+
+def test_lora_sits_on_q_and_v_of_every_block_of_both_towers(tiny_clip):
+    model = load_clip(tiny_clip).model
+    before = sum(p.numel() for p in model.parameters())
+    adapted = add_lora(model, ["q", "v"], rank=16, alpha=32, dropout=0.1)
+
+    vision, text = TINY_CLIP["vision_cfg"], TINY_CLIP["text_cfg"]
+    towers = {"visual.transformer": vision["layers"], "transformer": text["layers"]}
+    assert adapted == [f"{tower}.resblocks.{i}.attn" for tower, layers in towers.items() for i in range(layers)]
+    expected = {f"{tower}.resblocks.{i}.attn.lora.{target}.{matrix}"
+                for tower, layers in towers.items() for i in range(layers) for target in "qv" for matrix in "AB"}
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    assert set(trainable) == expected
+    count = sum(p.numel() for p in trainable.values())
+    assert count == vision["layers"] * 2 * 16 * (2 * vision["width"]) + text["layers"] * 2 * 16 * (2 * text["width"]) == 36864
+    # The pretrained weights are shared, not copied: the model grew by exactly the LoRA weights.
+    assert sum(p.numel() for p in model.parameters()) - before == count
+    assert not model.logit_scale.requires_grad
+
+
+def test_lora_on_all_four_projections_doubles_the_count(tiny_clip):
+    model = load_clip(tiny_clip).model
+    add_lora(model, ["q", "k", "v", "out"], rank=16, alpha=32, dropout=0.0)
+    names = {name.split(".lora.")[1] for name, p in model.named_parameters() if p.requires_grad}
+    assert names == {f"{target}.{matrix}" for target in ("q", "k", "v", "out") for matrix in "AB"}
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 2 * 36864
+
+
+def test_lora_count_on_the_vit_b16_architecture():
+    """The paper's classifier: 12 blocks of width 768 (image) and 12 of width 512 (text), built on the meta device."""
+    import open_clip
+
+    with torch.device("meta"):
+        model = open_clip.CLIP(**open_clip.get_model_config("ViT-B-16"), quick_gelu=True)
+        add_lora(model, ["q", "v"], rank=16, alpha=32, dropout=0.1)
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 12 * 2 * 16 * (768 + 768) + 12 * 2 * 16 * (512 + 512) == 983040
+
+
+def test_lora_starts_at_the_pretrained_model_and_changes_both_towers(tiny_clip):
+    reference, adapted = load_clip(tiny_clip), load_clip(tiny_clip)
+    add_lora(adapted.model, ["q", "v", "out"], rank=16, alpha=32, dropout=0.1)
+    reference.model.eval(), adapted.model.eval()
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    tokens = reference.tokenize(["a photo of a dax", "a photo of a wug"])
+    with torch.no_grad():
+        assert torch.allclose(adapted.model.encode_image(images), reference.model.encode_image(images), atol=1e-5)
+        assert torch.allclose(adapted.model.encode_text(tokens), reference.model.encode_text(tokens), atol=1e-5)
+        for b in _lora_b(adapted.model):
+            b.normal_(0, 0.05)
+        assert (adapted.model.encode_image(images) - reference.model.encode_image(images)).abs().max() > 1e-3
+        assert (adapted.model.encode_text(tokens) - reference.model.encode_text(tokens)).abs().max() > 1e-3
+
+
+def test_truncated_context_gives_the_full_context_features(tiny_clip):
+    loaded = load_clip(tiny_clip)
+    model = loaded.model
+    tokens = loaded.tokenize(["a photo of a dax", "a photo of a small round blue thing with a dot"])
+    plain = model.encode_text(tokens).detach()
+    add_lora(model, ["q", "v"], rank=16, alpha=32, dropout=0.1)
+    model.eval()
+    truncated = truncate_context(model, tokens)
+    longest = int(tokens.argmax(dim=-1).max()) + 1
+    assert truncated.shape == (2, longest) and longest < tokens.shape[1]
+    with torch.no_grad():
+        # With B still zero the adapted model on the truncated context equals open_clip's own encode_text.
+        assert torch.allclose(encode_text(model, truncated), plain, atol=1e-5)
+        for b in _lora_b(model):
+            b.normal_(0, 0.05)
+        full = encode_text(model, tokens)
+        assert torch.allclose(encode_text(model, truncated), full, atol=1e-5)
+        # Cutting the end token of the longest prompt does change its features: the check can fail.
+        cut = tokens[:, : longest - 1]
+        assert not torch.allclose(encode_text(model, cut)[1], full[1], atol=1e-3)
+
+
+# --- loss, schedule, data ---------------------------------------------------------------------------
+
+LOGITS = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0], [0.0, 0.0, 3.0], [1.0, -1.0, 0.0], [0.2, 0.1, 0.0]])
+
+
+def _ce(row: int, target: list[float]) -> float:
+    values = LOGITS[row].tolist()
+    log_norm = math.log(sum(math.exp(v) for v in values))
+    return -sum(t * (v - log_norm) for t, v in zip(target, values))
+
+
+def test_weighted_loss_equals_the_formula():
+    targets = [[1, 0, 0], [0, 1, 0], [0, 0, 1], [0.3, 0.7, 0], [1, 0, 0]]  # row 3 is a mixed (soft) target
+    is_real = torch.tensor([True, False, True, False, False])
+    loss = weighted_loss(LOGITS, torch.tensor(targets), is_real, real_weight=0.8)
+    expected = 0.8 * (_ce(0, targets[0]) + _ce(2, targets[2])) / 2 + 0.2 * (_ce(1, targets[1]) + _ce(3, targets[3]) + _ce(4, targets[4])) / 3
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("is_real, weight", [(False, 0.2), (True, 0.8)])
+def test_a_batch_with_an_empty_part_gives_a_finite_loss(is_real, weight):
+    logits = LOGITS.clone().requires_grad_(True)
+    targets = torch.eye(3)[[0, 1, 2, 0, 0]]
+    loss = weighted_loss(logits, targets, torch.full((5,), is_real), real_weight=0.8)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+    assert loss.item() == pytest.approx(weight * sum(_ce(i, targets[i].tolist()) for i in range(5)) / 5, abs=1e-6)
+
+
+def test_learning_rate_warms_up_linearly_then_follows_a_cosine():
+    lr = [learning_rate_at(step, 100, 10, peak=1e-3, floor=1e-8) for step in range(100)]
+    assert lr[0] == pytest.approx(1e-8)
+    assert lr[5] == pytest.approx((1e-3 + 1e-8) / 2)
+    assert lr[10] == pytest.approx(1e-3)
+    assert lr[55] == pytest.approx((1e-3 + 1e-8) / 2)
+    assert all(a > b for a, b in zip(lr[10:], lr[11:])) and lr[-1] < 1e-5
+
+
+def test_synthetic_images_are_the_first_n_by_image_index(tmp_path):
+    manifest = tmp_path / "manifest.csv"
+    write_csv(manifest, ("path", "class_index", "image_index"),
+              [("c1_i2.png", 1, 2), ("c0_i1.png", 0, 1), ("c1_i0.png", 1, 0), ("c0_i0.png", 0, 0), ("c1_i1.png", 1, 1), ("c0_i2.png", 0, 2)])
+    assert [(e.path, e.label, e.is_real) for e in synth_examples(manifest, 2, 2)] == [
+        ("c0_i0.png", 0, False), ("c0_i1.png", 0, False), ("c1_i0.png", 1, False), ("c1_i1.png", 1, False)]
+    with pytest.raises(ValueError, match=r"manifest\.csv: fewer than n_synth = 4 synthetic images \(class 0 has 3, class 1 has 3\)"):
+        synth_examples(manifest, 4, 2)
+    with pytest.raises(ValueError, match=r"\(class 2 has 0\)"):
+        synth_examples(manifest, 1, 3)
+    with pytest.raises(ValueError, match="c1_i2.png has class index 1, but there are 1 classes"):
+        synth_examples(manifest, 1, 1)
+
+
+def test_real_shots_are_repeated_to_balance_the_synthetic_count(world):
+    examples = train_examples(parse_trainset("real+synth_sd"), world / "fewshot.csv", 2, world / "manifest.csv", 4, N_CLASSES)
+    real = [e for e in examples if e.is_real]
+    assert len(examples) - len(real) == 4 * N_CLASSES
+    assert len(real) == 2 * 2 * N_CLASSES and len({e.path for e in real}) == 2 * N_CLASSES
+    only_real = train_examples(parse_trainset("real"), world / "fewshot.csv", 2, None, 4, N_CLASSES)
+    assert len(only_real) == 2 * N_CLASSES and all(e.is_real for e in only_real)
+
+
+def test_mixing_stays_within_the_real_and_the_synthetic_part():
+    torch.manual_seed(0)
+    is_real = torch.tensor([True, False, True, False, True, False])
+    labels = torch.tensor([0, 2, 1, 3, 0, 3])
+    images = torch.where(is_real[:, None, None, None], 0.0, 1.0).expand(6, 3, 8, 8).contiguous()
+    soft = 0
+    for _ in range(10):
+        mixed, targets = mix_within_parts(images, labels, is_real, num_classes=4)
+        assert torch.equal(mixed, images)  # a real image only ever blends with real ones (all 0), synthetic with synthetic (all 1)
+        assert torch.allclose(targets.sum(dim=1), torch.ones(6))
+        assert targets[is_real][:, 2:].abs().sum() == 0 and targets[~is_real][:, :2].abs().sum() == 0
+        soft += int((targets.max(dim=1).values < 1).any())
+    assert soft > 0  # labels were really mixed
+
+
+def test_trainset_names():
+    assert trainset_names(["zeroshot", "real", "synth", "real+synth"], ["sd", "datadream_cls"]) == [
+        "zeroshot", "real", "synth_sd", "synth_datadream_cls", "real+synth_sd", "real+synth_datadream_cls"]
+    assert parse_trainset("real+synth_datadream_dset").generator == "datadream_dset"
+    assert parse_trainset("real+synth_datadream_dset").uses_real
+    assert not parse_trainset("synth_sd").uses_real
+    with pytest.raises(ValueError, match="unknown train set 'synth_'"):
+        parse_trainset("synth_")
+
+
+# --- training and evaluation ------------------------------------------------------------------------
+
+def test_training_on_real_shots_beats_chance_and_zero_shot(world, tmp_path):
+    zeroshot = run(world, tmp_path / "zeroshot", "zeroshot")
+    real = run(world, tmp_path / "real", "real")
+    chance = 100.0 / N_CLASSES
+    assert real["accuracy"] >= 2 * chance
+    assert real["accuracy"] >= zeroshot["accuracy"] + 10
+    assert (zeroshot["selected_epoch"], real["selected_epoch"]) == (0, FAST["epochs"])
+    assert (zeroshot["n_train_images"], real["n_train_images"]) == (0, SHOTS * N_CLASSES)
+    rows = read_csv(tmp_path / "real" / "per_class.csv")
+    assert [row["name"] for row in rows] == [cls.name for cls in WORLD_CLASSES]
+    assert all(int(row["total"]) == 10 for row in rows)
+    assert 100.0 * sum(int(row["correct"]) for row in rows) / (10 * N_CLASSES) == pytest.approx(real["accuracy"])
+    assert [float(row["accuracy"]) for row in rows] == pytest.approx(real["per_class_accuracy"])
+    assert read_json(tmp_path / "real" / "metrics.json") == real
+    assert real["classify"]["lora_rank"] == 16 and real["train_images_per_second"] > 0
+    assert not (tmp_path / "real" / "checkpoint.pt").exists()
+
+
+def test_single_kind_batches_in_real_plus_synth_training_stay_finite(world, tmp_path, final_lora):
+    # Batch size 1: every batch lacks either the real or the synthetic part.
+    metrics = run(world, tmp_path, "real+synth_sd", n_synth=2, batch_size=1, epochs=1, warmup_epochs=0)
+    assert metrics["n_train_images"] == N_CLASSES * (2 + SHOTS * max(1, 2 // SHOTS))
+    assert all(torch.isfinite(value).all() for value in final_lora.values())
+    assert any(name.endswith(".B") and value.abs().sum() > 0 for name, value in final_lora.items())
+
+
+def test_test_images_are_read_once_and_only_after_selection(world, tmp_path, monkeypatch):
+    loaded = []
+    load_rgb = classify_data.load_rgb
+    monkeypatch.setattr(classify_data, "load_rgb", lambda path: loaded.append(path) or load_rgb(path))
+    metrics = run(world, tmp_path, "real", selection="val", epochs=2)
+    split_of = {row.path: row.split for row in read_splits(world / "splits.csv")}
+    splits = [split_of[path] for path in loaded]
+    n_test = splits.count("test")
+    assert n_test == 10 * N_CLASSES and set(splits[-n_test:]) == {"test"}
+    assert len({path for path in loaded if split_of[path] == "test"}) == n_test
+    assert splits.count("val") == 2 * 4 * N_CLASSES  # once per epoch
+    assert len(metrics["val_accuracy"]) == 2
+    assert metrics["selected_epoch"] == 1 + metrics["val_accuracy"].index(max(metrics["val_accuracy"]))
+
+
+def test_an_empty_val_split_falls_back_to_the_last_epoch(world, tmp_path):
+    splits = tmp_path / "splits.csv"
+    write_csv(splits, SPLITS_HEADER, [(r.path, r.class_index, r.split) for r in read_splits(world / "splits.csv") if r.split != "val"])
+    metrics = run(world, tmp_path / "out", "real", splits=splits, selection="val", epochs=2)
+    assert (metrics["selection"], metrics["requested_selection"], metrics["selected_epoch"]) == ("last", "val", 2)
+    assert metrics["val_accuracy"] == []
+
+
+def test_workflow_script_runs_the_classifier(world, tmp_path, monkeypatch):
+    from datadream_core import jobs
+
+    monkeypatch.setattr(jobs, "start_job", lambda log, threads: logging.getLogger("datadream"))
+    config = validate_config({"datasets": {"world": {"source": "miniworld"}}, "classify": {**FAST, "epochs": 1},
+                              "models": {"clip": {"name": os.environ["TINY_CLIP"], "pretrained": ""}}})
+
+    class Files(SimpleNamespace):
+        def get(self, key, default=None):
+            return getattr(self, key, default)
+
+    out = tmp_path / "results/world/clf/synth_sd/k8_seed0/n2"
+    snakemake = SimpleNamespace(
+        input=Files(classes=str(world / "classes.csv"), splits=str(world / "splits.csv"),
+                    fewshot=str(world / "fewshot.csv"), manifest=str(world / "manifest.csv")),
+        output=SimpleNamespace(metrics=str(out / "metrics.json"), per_class=str(out / "per_class.csv")),
+        params=SimpleNamespace(trainset="synth_sd", shots=SHOTS, n_synth=2), wildcards=SimpleNamespace(dataset="world", seed="0"),
+        log=[str(tmp_path / "log")], threads=1, config=config)
+    runpy.run_path(str(REPO / "workflow_scripts" / "classify.py"), init_globals={"snakemake": snakemake})
+    metrics = read_json(out / "metrics.json")
+    assert (metrics["trainset"], metrics["n_synth"], metrics["n_train_images"]) == ("synth_sd", 2, 2 * N_CLASSES)
+
+
+KILLED_SCRIPT = """
+import sys, torch
+torch.set_num_threads(1)
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from test_classify import run
+
+run(Path(sys.argv[2]), Path(sys.argv[3]), "real+synth_sd", n_synth=4, **%r)
+"""
+
+
+def test_a_killed_run_resumes_and_ends_like_an_uninterrupted_one(world, tmp_path, tiny_clip, final_lora, caplog):
+    epochs = 4
+    settings = {"epochs": epochs, "warmup_epochs": 1, "selection": "val", "workers": 1, "augment": "released", "mix_prob": 0.5}
+    killed = subprocess.Popen([sys.executable, "-c", KILLED_SCRIPT % settings, str(REPO / "tests"), str(world), str(tmp_path)],
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+    checkpoint = tmp_path / "checkpoint.pt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.killpg(killed.pid, signal.SIGKILL)
+    _, stderr = killed.communicate()
+    assert checkpoint.exists(), f"no checkpoint appeared before the run ended:\n{stderr[-3000:]}"
+    assert 1 <= torch.load(checkpoint, weights_only=True)["state"]["epoch"] < epochs
+    assert not (tmp_path / "metrics.json").exists()
+
+    with caplog.at_level(logging.INFO, logger="datadream"):
+        resumed = run(world, tmp_path, "real+synth_sd", n_synth=4, **settings)
+    assert "resuming from" in caplog.text
+    resumed_lora = dict(final_lora)
+    whole = run(world, tmp_path / "whole", "real+synth_sd", n_synth=4, **settings)
+    for key in ("accuracy", "per_class_accuracy", "val_accuracy", "selected_epoch"):
+        assert resumed[key] == whole[key], key
+    assert resumed_lora.keys() == final_lora.keys()
+    assert all(torch.equal(resumed_lora[name], final_lora[name]) for name in final_lora)
+
+
+RULES_SNAKEFILE = """
+from datadream_core.config import validate_config
+
+config.update(validate_config(config))
+
+
+include: "{rules}/common.smk"
+include: "{rules}/data.smk"
+include: "{rules}/classify.smk"
+
+
+rule all:
+    input:
+        [classifier_targets(dataset) for dataset in DATASETS],
+"""
+
+
+def test_rule_plans_every_trainset_kind_and_reads_the_generator_manifest(tmp_path):
+    (tmp_path / "Snakefile").write_text(RULES_SNAKEFILE.format(rules=REPO / "rules"), encoding="utf-8")
+    config = {"seeds": [0], "shots": [2], "datasets": {"world": {"source": "miniworld"}},
+              "synth": {"generators": ["datadream_dset"], "n_synth": 3}}
+    (tmp_path / "config.yaml").write_text(json.dumps(config), encoding="utf-8")
+    command = [sys.executable, "-m", "snakemake", "-s", "Snakefile", "--configfile", "config.yaml", "-n", "--cores", "1",
+               "--quiet", "rules"]
+    manifest = "results/world/synth/datadream_dset/k2_seed0/manifest.csv"
+    missing = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
+    assert missing.returncode != 0 and manifest in missing.stdout + missing.stderr
+    (tmp_path / manifest).parent.mkdir(parents=True)
+    (tmp_path / manifest).write_text("path,class_index,image_index\n", encoding="utf-8")
+    planned = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    assert re.search(r"^train_classifier\s+4$", planned.stdout, re.MULTILINE), planned.stdout

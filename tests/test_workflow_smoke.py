@@ -1,0 +1,60 @@
+"""The whole DAG on configs/smoke.yaml: tiny models, a 3-class world, every stage, the report."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, run_snakemake
+from datadream_core.io import read_csv
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("smoke")
+    config = yaml.safe_load((REPO / "configs/smoke.yaml").read_text())
+    run_snakemake(work, config)
+    run_snakemake(work, config, "--report", "report.html")
+    return work, config
+
+
+def test_every_stage_produced_its_outputs(smoke_run):
+    work, config = smoke_run
+    results = work / "results/miniworld"
+    assert (results / "dream/dset/k2_seed0/all/pytorch_lora_weights.safetensors").exists()
+    cls_chunk = json.loads((results / "dream/cls/k2_seed0/chunks/c0000-c0002.json").read_text())
+    assert sorted(cls_chunk["adapters"]) == ["0", "1", "2"]
+    for generator, shots in (("sd", 0), ("datadream_dset", 2), ("datadream_cls", 2)):
+        manifest = read_csv(results / f"synth/{generator}/k{shots}_seed0/manifest.csv")
+        assert [(row["class_index"], row["image_index"]) for row in manifest] == [
+            (str(c), str(i)) for c in range(3) for i in range(4)]
+        assert all((work / row["path"]).exists() for row in manifest)
+    trainsets = ["zeroshot", "real"] + [f"{kind}_{g}" for kind in ("synth", "real+synth")
+                                        for g in ("sd", "datadream_dset", "datadream_cls")]
+    for trainset in trainsets:
+        n = 0 if trainset in ("zeroshot", "real") else 4
+        metrics = json.loads((results / f"clf/{trainset}/k2_seed0/n{n}/metrics.json").read_text())
+        assert metrics["trainset"] == trainset and 0 <= metrics["accuracy"] <= 100
+    for generator in ("sd", "datadream_dset", "datadream_cls"):
+        rows = read_csv(results / f"fid/{generator}/k2_seed0/per_class.csv")
+        assert len(rows) == 3 and all(float(row["fid"]) >= 0 for row in rows)
+
+
+def test_report_holds_every_table_and_figure(smoke_run):
+    work, _ = smoke_run
+    html = (work / "report.html").read_text(encoding="utf-8")
+    for category in ("Accuracy", "FID", "Scaling", "Samples"):
+        assert re.search(rf'"{category}"', html), category
+    for name in ("table1_accuracy.html", "table2_comparison.html", "table_fid.html", "fid_hist_miniworld.png",
+                 "scaling_nsynth.png", "scaling_shots.png", "miniworld.png"):
+        assert name in html, name
+
+
+def test_rerun_has_nothing_to_do(smoke_run):
+    work, config = smoke_run
+    result = run_snakemake(work, config, "-n")
+    assert "Nothing to be done" in result.stdout + result.stderr
