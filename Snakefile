@@ -29,6 +29,26 @@ include: "rules/report.smk"
 include: "rules/targets.smk"
 
 
+# Light bookkeeping runs on the head node, never as a cluster job.
+localrules:
+    all,
+    fewshot,
+    loras,
+    synth,
+    classifiers,
+    fid,
+    tables,
+    report_inputs,
+    sample_fewshot,
+    merge_manifest,
+    table_accuracy,
+    table_fid,
+    fid_histogram,
+    sample_grid,
+    scaling_nsynth,
+    scaling_shots,
+
+
 # Included files cannot set the default target, so `all` lives here.
 rule all:
     default_target: True

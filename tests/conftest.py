@@ -38,3 +38,13 @@ def run_snakemake(workdir: Path, config: dict, *args: str, check: bool = True) -
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
     return result
+
+
+@pytest.fixture(scope="session")
+def smoke_local(tmp_path_factory):
+    """configs/smoke.yaml run locally through the whole DAG, report included (shared by several tests)."""
+    work = tmp_path_factory.mktemp("smoke_local")
+    config = yaml.safe_load((REPO / "configs/smoke.yaml").read_text())
+    run_snakemake(work, config)
+    run_snakemake(work, config, "--report", "report.html")
+    return work, config

@@ -5,21 +5,15 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
-
-from conftest import REPO, run_snakemake
+from conftest import run_snakemake
 from datadream_core.io import read_csv
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("smoke")
-    config = yaml.safe_load((REPO / "configs/smoke.yaml").read_text())
-    run_snakemake(work, config)
-    run_snakemake(work, config, "--report", "report.html")
-    return work, config
+def smoke_run(smoke_local):
+    return smoke_local
 
 
 def test_every_stage_produced_its_outputs(smoke_run):

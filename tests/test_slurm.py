@@ -1,0 +1,84 @@
+"""The smoke config through `--profile slurm` on a real single-node SLURM, compared with a local run."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+from safetensors.torch import load_file
+
+from conftest import REPO
+from slurm_cluster import ClusterUnavailable, SlurmCluster
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        cluster.start()
+    except ClusterUnavailable as reason:
+        cluster.stop()
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"no SLURM here: {reason}")
+    yield cluster
+    cluster.stop()
+
+
+def _rule_names() -> list[str]:
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--configfile",
+                             str(REPO / "configs/smoke.yaml"), "--list-rules"], capture_output=True, text=True,
+                            cwd=REPO, check=True)
+    return [line.strip() for line in result.stdout.splitlines() if line.strip() and " " not in line.strip()]
+
+
+def _slurm_run(work: Path, config: dict) -> subprocess.CompletedProcess:
+    work.mkdir(parents=True)
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    small = [f"{rule}:{key}={value}" for rule in _rule_names() for key, value in (("mem_mb", 1500), ("runtime", 15))]
+    command = [
+        "timeout", "-k", "30", "1500", sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
+        "--profile", str(REPO / "profiles/slurm"), "--directory", str(work), "--configfile", str(work / "config.yaml"),
+        # The test cluster has no accounting (status through squeue), one 2-CPU node and partition "debug".
+        "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1", "--jobs", "2",
+        "--default-resources", "slurm_partition=debug", "mem_mb=1500", "runtime=15",
+        "--set-threads", *[f"{rule}=1" for rule in _rule_names()], "--set-resources", *small,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def test_smoke_config_on_slurm_equals_the_local_run(cluster, smoke_local, tmp_path_factory, capsys):
+    local, config = smoke_local
+    work = tmp_path_factory.mktemp("slurm_run") / "work"
+    # Without the scaling runs the DAG keeps every stage at a third of the jobs; all of them exist locally too.
+    result = _slurm_run(work, {**config, "scaling": {"n_synth": [], "shots": []}})
+    jobs = cluster.jobs()
+    with capsys.disabled():
+        print(f"\nSLURM saw {len(jobs)} jobs (id | rule/wildcards | final state):")
+        for job in jobs:
+            print("  " + " | ".join(job))
+    assert result.returncode == 0, result.stderr[-5000:]
+    assert jobs and all(state == "COMPLETED" for _, _, state in jobs)
+    assert any("train_lora" in comment for _, comment, _ in jobs)
+
+    results, reference = work / "results/miniworld", local / "results/miniworld"
+    assert (results / "fewshot/seed0.csv").read_bytes() == (reference / "fewshot/seed0.csv").read_bytes()
+    for adapter in ["dream/dset/k2_seed0/all", "dream/cls/k2_seed0/c0001"]:
+        ours, theirs = (load_file(path / adapter / "pytorch_lora_weights.safetensors") for path in (results, reference))
+        assert ours.keys() == theirs.keys()
+        assert all(np.allclose(ours[key].numpy(), theirs[key].numpy(), atol=1e-5) for key in ours)
+    pngs = sorted(p.relative_to(reference) for p in (reference / "synth").rglob("*.png"))
+    assert pngs and pngs == sorted(p.relative_to(results) for p in (results / "synth").rglob("*.png"))
+    for png in pngs:
+        difference = np.abs(np.asarray(Image.open(results / png), dtype=int) - np.asarray(Image.open(reference / png), dtype=int))
+        assert difference.max() <= 1, png
+    for metrics in sorted((reference / "clf").rglob("metrics.json")):
+        ours = json.loads((results / metrics.relative_to(reference)).read_text())
+        assert ours["accuracy"] == pytest.approx(json.loads(metrics.read_text())["accuracy"], abs=1e-6), metrics
