@@ -32,3 +32,21 @@ if config["models"]["clip"]["build_tiny"]:
             runtime=10,
         script:
             "../workflow_scripts/build_tiny_model.py"
+
+
+# DISEF's captioner: a tiny randomly initialised BLIP (synth.captioner_build_tiny: true).
+CAPTIONER_MARKER = f"{config['synth']['captioner']}/config.json"
+
+if config["synth"]["captioner_build_tiny"]:
+
+    rule build_tiny_captioner:
+        output:
+            CAPTIONER_MARKER,
+        log:
+            "logs/build_tiny_models/captioner.log",
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        script:
+            "../workflow_scripts/build_tiny_captioner.py"

@@ -277,6 +277,21 @@ def render_source(count: int, size: int, seed: int, class_fraction: float = 0.3,
     return SourceData(images, captions, attributes, mentioned)
 
 
+def render_generic(count: int, size: int, seed: int) -> np.ndarray:
+    """(count, size, size, 3) uint8 images of random colours, shapes, markings and gradients: what the VAE
+    learns as a general image codec (SD's VAE, too, reconstructs far more than SD draws well)."""
+    images = np.empty((count, size, size, 3), dtype=np.uint8)
+    big = size * SUPERSAMPLE
+    for k in range(count):
+        rng = np.random.default_rng([seed, 11, k])
+        canvas = _gradient(big, rng.uniform(0, 255, 3), rng.uniform(0, 255, 3), rng, jitter=0)
+        for _ in range(int(rng.integers(1, 3))):
+            draw_object(canvas, SHAPES[int(rng.integers(len(SHAPES)))], rng.uniform(0, 255, 3),
+                        MARKINGS[int(rng.integers(len(MARKINGS)))], rng, scale=(0.12, 0.38), jitter=0.25, max_angle=math.pi)
+        images[k] = np.asarray(_finish(canvas, size))
+    return images
+
+
 def render_world(out_dir: str | Path, domain: str, image_size: int, counts: dict[str, int], seed: int,
                  num_classes: int = len(WORLD_CLASSES)) -> list[tuple[str, int, str]]:
     """Render `counts[split]` images per class of the first `num_classes` classes into

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from datadream_core.data.miniworld import WORLD_CLASSES, render_image, render_source
+from datadream_core.data.miniworld import WORLD_CLASSES, render_generic, render_image, render_source
 from datadream_core.io import read_json, write_json
 from datadream_core.jobs import LOG
 from datadream_core.models.pretrain import (CLIPSettings, SDSettings, VAESettings, clip_zero_shot, encode_latents,
@@ -36,6 +36,7 @@ class BuildBudget:
 
     source_images: int = 24000
     class_fraction: float = 0.3
+    generic_images: int = 12000  # random colours and shapes, for the VAE only (a general codec)
     vae: VAESettings = field(default_factory=VAESettings)
     sd: SDSettings = field(default_factory=SDSettings)
     clip: CLIPSettings = field(default_factory=CLIPSettings)
@@ -44,12 +45,12 @@ class BuildBudget:
 
 
 DEFAULT_BUDGET = BuildBudget(
-    vae=VAESettings(steps=500, batch_size=32),
+    vae=VAESettings(steps=1000, batch_size=16, learning_rate=3e-3),
     sd=SDSettings(steps=2000, batch_size=64),
     clip=CLIPSettings(steps=800, batch_size=128),
 )
 QUICK_BUDGET = BuildBudget(  # seconds, for tests: the models are untrained but load like the real ones
-    source_images=256, vae=VAESettings(steps=2, batch_size=8), sd=SDSettings(steps=2, batch_size=8),
+    source_images=256, generic_images=64, vae=VAESettings(steps=2, batch_size=8), sd=SDSettings(steps=2, batch_size=8),
     clip=CLIPSettings(steps=2, batch_size=16), check_images=2,
 )
 
@@ -108,7 +109,8 @@ def build_miniworld_models(out_dir: str | Path, seed: int = 0, budget: BuildBudg
         report["vae"] = read_json(vae_dir / "stage.json")
     else:
         clock = time.perf_counter()
-        vae, losses = train_vae(source.images, budget.vae, seed)
+        codec_images = np.concatenate([source.images, render_generic(budget.generic_images, 32, seed)])
+        vae, losses = train_vae(codec_images, budget.vae, seed)
         wall = time.perf_counter() - clock
         means, stds = encode_latents(vae, source.images[:4096])
         vae.register_to_config(scaling_factor=scaling_factor(means, stds, seed))

@@ -139,16 +139,21 @@ def save_sd_folder(folder: str | Path, vae, unet, text_encoder, tokenizer, sched
         pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                        scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                        requires_safety_checker=False)
+        modules = (vae, unet, text_encoder)
         if half:
-            pipe = pipe.to(torch.float16)
-        pipe.save_pretrained(staging)
-        if half:
-            pipe.to(torch.float32)
-            # fp16 on disk only: stock from_pretrained without a dtype still gives fp32 modules
-            config_path = staging / "text_encoder" / "config.json"
-            config = json.loads(config_path.read_text(encoding="utf-8"))
-            config["dtype"] = "float32"
-            config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            for module in modules:
+                module.half()
+        try:
+            pipe.save_pretrained(staging)
+        finally:
+            if half:
+                for module in modules:
+                    module.float()
+        # fp16 on disk only: stock from_pretrained without a dtype still gives fp32 modules
+        config_path = staging / "text_encoder" / "config.json"
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config["dtype"] = "float32"
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         # vocab.json + merges.txt (1.6 MB) instead of the 3.6 MB tokenizer.json: the same offline BPE tokenizer
         shutil.rmtree(staging / "tokenizer")
         write_clip_tokenizer(staging / "tokenizer", model_max_length=tokenizer.model_max_length)
@@ -220,3 +225,78 @@ def save_clip_folder(folder: str | Path, model, spec: dict = TINY_CLIP, half: bo
 def build_tiny_clip(folder: str | Path, seed: int = 0) -> Path:
     """Save a randomly initialised tiny open_clip ViT as a folder `load_clip` reads via local-dir."""
     return save_clip_folder(folder, tiny_clip_model(seed))
+
+
+# A tiny BLIP captioner (BlipForConditionalGeneration + BlipProcessor) for DISEF's captions in tests and
+# smoke runs. BLIP's tokenizer is BERT's WordPiece with a "[DEC]" start token; a small English vocabulary
+# written here stands in for bert-base-uncased's, so nothing is downloaded.
+TINY_CAPTION_WORDS = (
+    "a an the of on in with and at photo picture image close up view shape object small large bright dark "
+    "red blue green yellow white black gray circle square triangle star cross ring stripe dot background "
+    "plain textured sky field road water tree flower animal car plane bird dog cat"
+).split()
+
+TINY_BLIP = {"image_size": 32, "patch_size": 8, "width": 32, "layers": 2, "heads": 2, "max_length": 32}
+
+
+def tiny_blip_tokenizer(folder: str | Path, words=TINY_CAPTION_WORDS, model_max_length: int = TINY_BLIP["max_length"]):
+    """A BertTokenizer over a small WordPiece vocabulary, with BLIP's "[DEC]" start token."""
+    from transformers import BertTokenizer
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+    with atomic_path(folder / "vocab.txt") as tmp:
+        tmp.write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizer(str(folder / "vocab.txt"), do_lower_case=True, model_max_length=model_max_length)
+    tokenizer.add_special_tokens({"bos_token": "[DEC]"})
+    return tokenizer
+
+
+def tiny_blip_model(tokenizer, seed: int = 0, spec: dict = TINY_BLIP):
+    """A randomly initialised BlipForConditionalGeneration whose captions depend on the image."""
+    from transformers import BlipConfig, BlipForConditionalGeneration
+
+    width = spec["width"]
+    text = dict(vocab_size=len(tokenizer), hidden_size=width, encoder_hidden_size=width, intermediate_size=2 * width,
+                projection_dim=width, num_hidden_layers=spec["layers"], num_attention_heads=spec["heads"],
+                max_position_embeddings=spec["max_length"], bos_token_id=tokenizer.bos_token_id,
+                sep_token_id=tokenizer.sep_token_id, pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.sep_token_id, initializer_range=0.3)
+    # BLIP's own initialisation (vision std 1e-10, text 0.02) gives every image the same caption; wider
+    # random weights make a tiny model's captions depend on the image, as a real captioner's do.
+    vision = dict(hidden_size=width, intermediate_size=2 * width, projection_dim=width, num_hidden_layers=spec["layers"],
+                  num_attention_heads=spec["heads"], image_size=spec["image_size"], patch_size=spec["patch_size"],
+                  initializer_range=0.5)
+    torch.manual_seed(seed)
+    return BlipForConditionalGeneration(BlipConfig(text_config=text, vision_config=vision, projection_dim=width,
+                                                   image_text_hidden_size=width))
+
+
+def build_tiny_captioner(folder: str | Path, seed: int = 0, spec: dict = TINY_BLIP) -> Path:
+    """Save a tiny BLIP captioner + processor folder that `BlipForConditionalGeneration.from_pretrained` reads.
+
+    Written into a staging folder beside `folder` and renamed into place.
+    """
+    import shutil
+    import tempfile
+
+    from transformers import BlipImageProcessor, BlipProcessor
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            tokenizer = tiny_blip_tokenizer(scratch, model_max_length=spec["max_length"])
+            image_processor = BlipImageProcessor(size={"height": spec["image_size"], "width": spec["image_size"]})
+            BlipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(staging)
+        tiny_blip_model(tokenizer, seed, spec).save_pretrained(staging)
+        for path in [staging, *staging.rglob("*")]:
+            path.chmod(0o777 & ~_umask() if path.is_dir() else FILE_MODE)
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder

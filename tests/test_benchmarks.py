@@ -1,0 +1,103 @@
+"""The benchmark harness and the reference (released-code) paths it times: small and fast checks."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not an installed package
+
+from benchmarks import models, reference, stages
+from benchmarks.harness import Measured, PeakMemory, compare, format_table
+
+CPU = torch.device("cpu")
+
+
+def test_compare_interleaves_and_takes_medians():
+    calls = []
+
+    def ours():
+        calls.append("o")
+        return Measured(1.0, "ours output")
+
+    def ref():
+        calls.append("r")
+        return Measured(3.0, "reference output")
+
+    result = compare(ours, ref, reps=4, device=CPU, per=2)
+    assert calls[:2] == ["o", "r"]  # untimed warm-up, one call each
+    assert calls[2:] == ["r", "o", "o", "r", "r", "o", "o", "r"]  # the order alternates
+    assert result.ours_s == [0.5] * 4 and result.reference_s == [1.5] * 4
+    assert result.speedup == pytest.approx(3.0)
+    assert (result.ours_out, result.reference_out) == ("ours output", "reference output")
+
+
+def test_peak_memory_sees_a_large_cpu_tensor():
+    with PeakMemory(CPU) as memory:
+        block = torch.ones(64, 2**20 // 4)  # 64 MiB
+        del block
+    assert memory.peak_mb >= 48
+
+
+def test_table_has_one_line_per_row():
+    rows = [{"stage": "a", "unit": "s", "ours_median_s": 1.0, "reference_median_s": 2.0, "speedup": 2.0,
+             "peak_mb": {"ours": 1.0, "reference": 2.0}, "equal_text": "yes"},
+            {"stage": "dag", "ours_median_s": 3.0, "equal_text": "5 jobs"}]
+    table = format_table(rows).splitlines()
+    assert len(table) == 4 and "2.00x" in table[2] and "| -" in table[3]
+
+
+def test_fid_reference_and_ours_agree(tmp_path):
+    work = stages.Work("test", fid=[(32, 2)])
+    (row,) = stages.stage_fid(stages.Context(tmp_path, CPU, work))
+    assert row["outputs_equal"] and row["speedup"] > 0
+
+
+def test_reference_lora_step_matches_our_step(tiny_sd, tmp_path):
+    from datadream_core.dream import DreamSettings, add_lora, encode_images, step_generator
+    from datadream_core.models.sd import load_sd_parts
+
+    paths = models.write_images(tmp_path / "shots", 4, (32, 32), seed=0, fmt="jpg")  # square: no crop
+    losses, grads = [], []
+    for path_kind in ("ours", "reference"):
+        parts = load_sd_parts(tiny_sd)
+        torch.manual_seed(0)
+        params = add_lora(parts, DreamSettings(rank=4, alpha=4))
+        for p in params:  # non-zero B so every LoRA weight gets a gradient
+            p.data.normal_(0, 0.05, generator=torch.Generator().manual_seed(p.numel()))
+        optimizer = torch.optim.SGD(params, lr=0.0)
+        generator = step_generator(0, 1, 0)
+        if path_kind == "ours":
+            latents = encode_images(parts, paths, 32, CPU)
+            loss = stages.ours_lora_step(parts, latents, np.arange(4), np.zeros(4, dtype=int), ["a photo of a dax"],
+                                         16, generator, CPU, params, optimizer, 1.0)
+        else:
+            loss = reference.reference_lora_step(parts, paths, ["a photo of a dax"] * 4, 32, generator, CPU, params,
+                                                 optimizer, 1.0)
+        losses.append(loss)
+        grads.append(torch.cat([p.grad.flatten() for p in params]))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    assert torch.allclose(grads[0], grads[1], rtol=1e-3, atol=1e-6)
+
+
+def test_reference_evaluation_predicts_what_ours_predicts(tiny_clip, tmp_path):
+    from datadream_core.classify.data import Example, eval_transform
+    from datadream_core.classify.lora import add_lora, truncate_context
+    from datadream_core.classify.train import evaluate
+    from datadream_core.models.clip import load_clip
+
+    loaded = load_clip(tiny_clip)
+    add_lora(loaded.model, ("q", "v"), 4, 8, 0.1)
+    models.randomise_clip_lora(loaded.model, 0.05, seed=0)
+    full = loaded.tokenize(models.class_prompts(12))
+    paths = models.write_images(tmp_path / "test", 20, (40, 30), seed=1, fmt="jpg")
+    examples = [Example(path, i % 12, True) for i, path in enumerate(paths)]
+    transform = eval_transform(loaded.image_size, loaded.mean, loaded.std)
+    settings = stages._classify_settings(eval_batch_size=64, workers=0)
+    counts = evaluate(loaded.model, truncate_context(loaded.model, full), examples, transform, 12, settings, CPU, "t")
+    predictions = reference.reference_evaluate(loaded.model, full, examples, transform, 100, CPU, "fp16")
+    labels = torch.tensor([e.label for e in examples])
+    assert counts.correct == torch.bincount(labels[predictions == labels], minlength=12).tolist()
+    assert truncate_context(loaded.model, full).shape[1] < full.shape[1]

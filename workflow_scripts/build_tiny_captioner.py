@@ -1,0 +1,11 @@
+"""Snakemake adapter: build a tiny randomly initialised BLIP captioner folder (synth.captioner_build_tiny)."""
+
+from pathlib import Path
+
+from datadream_core.jobs import start_job
+from datadream_core.models.tiny import build_tiny_captioner
+
+log = start_job(snakemake.log[0], snakemake.threads)
+folder = Path(snakemake.output[0]).parent
+build_tiny_captioner(folder, seed=0)
+log.info("built tiny captioner in %s", folder)
