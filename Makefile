@@ -24,3 +24,11 @@ test: $(STAMP)
 
 clean-results:
 	rm -rf results logs .snakemake report.html
+
+# Per-stage benchmarks, our path against the released code's behaviour (benchmarks/README.md).
+# BENCH_ARGS passes options through, e.g. BENCH_ARGS="--device cuda" or BENCH_ARGS="--threads 2".
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py --real-size --out benchmarks/results.json $(BENCH_ARGS)
+
+bench-quick: $(STAMP)
+	$(BIN)/python benchmarks/run.py --quick --out benchmarks/results.json $(BENCH_ARGS)
