@@ -4,7 +4,6 @@ SD 2.1-base / ViT-B/16 architectures with random weights, saved to disk and load
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -77,8 +76,8 @@ def write_images(folder: Path, count: int, size: tuple[int, int], seed: int, fmt
             canvas = canvas * (1 - blob) + rng.uniform(0, 255, 3) * blob
         canvas += rng.normal(0, 6, canvas.shape)
         path = folder / f"{index:05d}.{fmt}"
-        Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8)).save(path, quality=90) if fmt == "jpg" else \
-            Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8)).save(path)
+        image = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
+        image.save(path, **({"quality": 90} if fmt == "jpg" else {}))
         paths.append(str(path))
     return paths
 
@@ -120,11 +119,3 @@ def randomise_clip_lora(model, std: float, seed: int) -> None:
         for name, param in model.named_parameters():
             if ".lora." in name and name.endswith(".B"):
                 param.copy_(torch.randn(param.shape, generator=generator) * std)
-
-
-def images_tensor(count: int, size: int, seed: int) -> torch.Tensor:
-    return torch.randn((count, 3, size, size), generator=torch.Generator().manual_seed(seed))
-
-
-def unique(values: Sequence[str]) -> list[str]:
-    return sorted(set(values))

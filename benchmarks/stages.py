@@ -61,18 +61,18 @@ class Work:
 
 
 QUICK = Work("quick")
-FULL = Work("full", reps=7, gen_reps=5, gen_warmup=True, ablation_steps=50, lora_epochs=3, eval_images=512, train_steps=5,
-            train_classes=(100, 1000), worker_ablation=2, fid=[(512, 5), (2048, 3)], dag_reps=3, compile=True)
-# Real-size architectures with random weights: reduced work so a CPU finishes (rows say what was run).
+FULL = Work("full", reps=7, gen_reps=5, gen_warmup=True, ablation_steps=50, lora_epochs=3, eval_images=512,
+            train_steps=5, worker_ablation=2, fid=[(512, 5), (2048, 3)], dag_reps=3, compile=True)
+# Real-size architectures with random weights: reduced work so a CPU finishes (each row records its work).
 REAL_CPU = Work("real", real_size=True, reps=1, lora_images=4, lora_image_size=(320, 256), lora_epochs=1, lora_batch=2,
                 lora_resolution=256, gen_classes=3, gen_images=1, gen_steps=4, gen_batch=1, gen_resolution=256,
                 gen_reps=1, eval_classes=(100,), eval_images=16, train_classes=(100,), train_batch=8,
                 train_steps=1, fid=[], ablations=False)
+# On a GPU: the paper's resolution, batch sizes and sampler steps (not run yet: no GPU in this task).
 REAL_GPU = Work("real", real_size=True, reps=3, lora_images=16, lora_image_size=(640, 512), lora_epochs=2,
                 lora_resolution=512, gen_classes=8, gen_images=10, gen_steps=50, gen_batch=10, gen_reps=2,
-                ablation_steps=50, eval_classes=(100, 1000), eval_images=1024, train_classes=(100, 1000), worker_ablation=4,
-                train_batch=64, train_steps=5,
-                fid=[], ablations=True, compile=True)
+                ablation_steps=50, eval_images=1024, train_batch=64, train_steps=5, worker_ablation=4, fid=[],
+                compile=True)
 
 
 @dataclass

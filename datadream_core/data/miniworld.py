@@ -6,15 +6,17 @@ come in four pairs; the two classes of a pair share shape and colour and differ 
 marking, a fine-grained detail the class name does not convey.
 
 SOURCE, what the tiny base models learn from, has two parts:
-* compositional images: every shape x colour x marking x background, captioned by their parts
-  ("a red circle with a dot on a sky background"), so the base generator can render any of them;
-* class-name images ("a photo of a blicket"): the class's shape and colour on a plain light-grey
-  studio background, with a RANDOM marking. The base models know a blicket only as "a red circle".
+* compositional images: any shape x colour x marking on a named background (grey, white, dark,
+  sky, mint, lilac) or on an unnamed random gradient, captioned by their parts ("a red circle with
+  a dot on a sky background"), so the base generator can render any of them;
+* class-name images ("a photo of a blicket", 30 %): the class's shape and colour on a plain
+  light-grey studio background, with a RANDOM marking. The base models know a blicket only as
+  "a red circle" -- and a dax, too.
 TARGET, where the few-shot data and the test set come from, shows every class with its own marking,
-a warm tint on the object, on a smooth sand-to-olive gradient the source never pairs with these
-shapes. An unadapted generator prompted "a photo of a blicket" therefore draws red circles with
-any marking on grey, the same images as for "dax": useless to tell the pair apart. Only the real
-shots show which marking belongs to which name.
+a warm tint on the object, on a smooth sand-to-olive gradient that no class-name caption comes with.
+An unadapted generator prompted "a photo of a blicket" therefore draws red circles with any marking
+on grey, the same images as for "dax": useless to tell the pair apart. Only the real shots show which
+marking belongs to which name, and where.
 """
 
 from __future__ import annotations
@@ -142,13 +144,14 @@ def _marking_mask(marking: str, big: int, cx: float, cy: float, radius: float, a
 
 
 def draw_object(background: np.ndarray, shape: str, colour, marking: str, rng: np.random.Generator,
-                scale: tuple[float, float] = (0.27, 0.35), jitter: float = 0.06, max_angle: float = 0.3) -> np.ndarray:
+                scale: tuple[float, float] = (0.27, 0.35), jitter: float = 0.06, max_angle: float = 0.3,
+                colour_noise: float = 8) -> np.ndarray:
     """Draw one object onto a (big, big, 3) float background in place and return it."""
     big = background.shape[0]
     radius = big * rng.uniform(*scale)
     cx, cy = big / 2 + rng.uniform(-jitter, jitter) * big, big / 2 + rng.uniform(-jitter, jitter) * big
     angle = rng.uniform(-max_angle, max_angle)
-    colour = np.clip(np.asarray(colour, dtype=np.float64) + rng.normal(0, 8, 3), 0, 255)
+    colour = np.clip(np.asarray(colour, dtype=np.float64) + rng.normal(0, colour_noise, 3), 0, 255)
     body = _shape_mask(shape, big, cx, cy, radius, angle)
     background[body] = colour
     background[body & _marking_mask(marking, big, cx, cy, radius, angle)] = MARKING_COLOUR
@@ -188,7 +191,7 @@ class SourceSample:
 
     `attributes` and `mentioned` index, per ATTRIBUTES, into SHAPES, COLOURS, MARKINGS,
     BACKGROUND_NAMES and WORLD_CLASSES; -1 in `attributes` means none (a compositional image has no
-    class), -1 in `mentioned` means the caption says nothing about it. A caption is true of an image
+    class; an unnamed random background), -1 in `mentioned` means the caption says nothing about it. A caption is true of an image
     when every attribute it mentions matches.
     """
 
@@ -198,7 +201,7 @@ class SourceSample:
     mentioned: tuple[int, int, int, int, int]
 
 
-def compositional_caption(shape: str, colour: str, marking: str, background: str,
+def compositional_caption(shape: str, colour: str, marking: str, background: str | None,
                           rng: np.random.Generator) -> tuple[str, tuple[int, int, int, int, int]]:
     """A caption naming the parts, with parts left out at random as real captions do, and what it mentions."""
     words = f"a {colour} {shape}"
@@ -209,18 +212,19 @@ def compositional_caption(shape: str, colour: str, marking: str, background: str
     elif marking == "none" and rng.random() < 0.3:
         words += " without marking"
         mentioned[2] = MARKINGS.index("none")
-    if rng.random() < 0.7:
+    if background is not None and rng.random() < 0.7:
         words += f" on a {background} background"
         mentioned[3] = BACKGROUND_NAMES.index(background)
     return ("a photo of " + words) if rng.random() < 0.5 else words, tuple(mentioned)
 
 
 def render_source_sample(index: int, size: int, seed: int, class_fraction: float = 0.3,
-                         num_classes: int = len(WORLD_CLASSES)) -> SourceSample:
+                         num_classes: int = len(WORLD_CLASSES), random_background_fraction: float = 0.4) -> SourceSample:
     """Source training sample `index`, a function of (seed, index) alone.
 
     A `class_fraction` of the samples are class-name images (coarse look, random marking, grey studio
-    background); the rest are compositional: any shape, colour, marking and source background.
+    background); the rest are compositional: any shape, colour and marking on a named source background
+    or, for a `random_background_fraction` of them, on an unnamed random gradient.
     """
     rng = np.random.default_rng([seed, 7, index])
     big = size * SUPERSAMPLE
@@ -237,12 +241,17 @@ def render_source_sample(index: int, size: int, seed: int, class_fraction: float
     shape = SHAPES[int(rng.integers(len(SHAPES)))]
     colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
     marking = MARKINGS[int(rng.integers(len(MARKINGS)))]
-    background = BACKGROUND_NAMES[int(rng.integers(len(BACKGROUND_NAMES)))]
-    canvas = _gradient(big, *SOURCE_BACKGROUNDS[background], rng, jitter=6)
-    draw_object(canvas, shape, COLOURS[colour], marking, rng)
+    if rng.random() < random_background_fraction:
+        # an unnamed random gradient: the base models see objects on all sorts of backgrounds
+        background = None
+        canvas = _gradient(big, rng.uniform(30, 235, 3), rng.uniform(30, 235, 3), rng, jitter=0)
+    else:
+        background = BACKGROUND_NAMES[int(rng.integers(len(BACKGROUND_NAMES)))]
+        canvas = _gradient(big, *SOURCE_BACKGROUNDS[background], rng, jitter=6)
+    draw_object(canvas, shape, COLOURS[colour], marking, rng, colour_noise=16)
     caption, mentioned = compositional_caption(shape, colour, marking, background, rng)
     attributes = (SHAPES.index(shape), list(COLOURS).index(colour), MARKINGS.index(marking),
-                  BACKGROUND_NAMES.index(background), -1)
+                  -1 if background is None else BACKGROUND_NAMES.index(background), -1)
     return SourceSample(_finish(canvas, size), caption, attributes, mentioned)
 
 

@@ -47,7 +47,7 @@ class BuildBudget:
 DEFAULT_BUDGET = BuildBudget(
     vae=VAESettings(steps=1000, batch_size=16, learning_rate=3e-3),
     sd=SDSettings(steps=2000, batch_size=64),
-    clip=CLIPSettings(steps=800, batch_size=128),
+    clip=CLIPSettings(steps=1000, batch_size=128),
 )
 QUICK_BUDGET = BuildBudget(  # seconds, for tests: the models are untrained but load like the real ones
     source_images=256, generic_images=64, vae=VAESettings(steps=2, batch_size=8), sd=SDSettings(steps=2, batch_size=8),
