@@ -47,12 +47,13 @@ class Work:
     ablation_steps: int = 10  # sampler steps in the generation ablations (both sides alike)
     # classifier: class counts of the evaluation and training rows (100 ~ Caltech/Aircraft/Flowers, 1000 = ImageNet)
     eval_classes: tuple[int, ...] = (100, 1000)
-    eval_images: int = 256
+    eval_images: int = 160
     eval_image_size: tuple[int, int] = (500, 375)  # test photos of the CoOp datasets' typical size
     train_classes: tuple[int, ...] = (100, 1000)
     train_batch: int = 64
     train_steps: int = 3
     worker_ablation: int = 0  # DataLoader workers for the decode-in-workers ablation (0: not run)
+    context_ablation: bool = False  # classifier training: truncated vs full context without checkpointing
     # FID: (dimension, repetitions); one repetition means no warm-up run
     fid: list[tuple[int, int]] = field(default_factory=lambda: [(512, 3), (2048, 1)])
     dag_reps: int = 1
@@ -62,7 +63,7 @@ class Work:
 
 QUICK = Work("quick")
 FULL = Work("full", reps=7, gen_reps=5, gen_warmup=True, ablation_steps=50, lora_epochs=3, eval_images=512,
-            train_steps=5, worker_ablation=2, fid=[(512, 5), (2048, 3)], dag_reps=3, compile=True)
+            train_steps=5, worker_ablation=2, context_ablation=True, fid=[(512, 5), (2048, 3)], dag_reps=3, compile=True)
 # Real-size architectures with random weights: reduced work so a CPU finishes (each row records its work).
 REAL_CPU = Work("real", real_size=True, reps=1, lora_images=4, lora_image_size=(320, 256), lora_epochs=1, lora_batch=2,
                 lora_resolution=256, gen_classes=3, gen_images=1, gen_steps=4, gen_batch=1, gen_resolution=256,
@@ -71,8 +72,8 @@ REAL_CPU = Work("real", real_size=True, reps=1, lora_images=4, lora_image_size=(
 # On a GPU: the paper's resolution, batch sizes and sampler steps (not run yet: no GPU in this task).
 REAL_GPU = Work("real", real_size=True, reps=3, lora_images=16, lora_image_size=(640, 512), lora_epochs=2,
                 lora_resolution=512, gen_classes=8, gen_images=10, gen_steps=50, gen_batch=10, gen_reps=2,
-                ablation_steps=50, eval_images=1024, train_batch=64, train_steps=5, worker_ablation=4, fid=[],
-                compile=True)
+                ablation_steps=50, eval_images=1024, train_batch=64, train_steps=5, worker_ablation=4,
+                context_ablation=True, fid=[], compile=True)
 
 
 @dataclass
@@ -567,7 +568,7 @@ def classifier_train(ctx: Context, n_classes: int) -> list[dict]:
         "context_ours": int(short.shape[1]), "context_reference": int(full.shape[1]),
         "reference_text_checkpointing": True, "mix_prob": settings.mix_prob,
         "timed": "_train_epoch over in-memory batches / steps"}, tolerance=tolerance)]
-    if work.ablations:
+    if work.context_ablation:
         # The context alone (no checkpointing on either side), to separate the two levers.
         result = compare(path(short, False), path(full, False), work.reps, ctx.device, per=work.train_steps)
         rows.append(_row(f"ablation clf train: truncated vs full context, no ckpt, {n_classes} classes ({ctx.tag})", result, "s/step",
