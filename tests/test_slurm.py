@@ -76,11 +76,16 @@ def test_smoke_config_on_slurm_equals_the_local_run(cluster, smoke_local, tmp_pa
         ours, theirs = (load_file(path / adapter / "pytorch_lora_weights.safetensors") for path in (results, reference))
         assert ours.keys() == theirs.keys()
         assert all(np.allclose(ours[key].numpy(), theirs[key].numpy(), atol=1e-5) for key in ours)
-    pngs = sorted(p.relative_to(reference) for p in (reference / "synth").rglob("*.png"))
+    generated = [reference / "synth" / generator for generator in synth["generators"]]
+    pngs = sorted(p.relative_to(reference) for folder in generated for p in folder.rglob("*.png"))
     assert pngs and pngs == sorted(p.relative_to(results) for p in (results / "synth").rglob("*.png"))
     for png in pngs:
         difference = np.abs(np.asarray(Image.open(results / png), dtype=int) - np.asarray(Image.open(reference / png), dtype=int))
         assert difference.max() <= 1, png
-    for metrics in sorted((reference / "clf").rglob("metrics.json")):
-        ours = json.loads((results / metrics.relative_to(reference)).read_text())
-        assert ours["accuracy"] == pytest.approx(json.loads(metrics.read_text())["accuracy"], abs=1e-6), metrics
+    ran = sorted((results / "clf").rglob("metrics.json"))
+    trainsets = {metrics.relative_to(results / "clf").parts[0] for metrics in ran}
+    expected = {"real"} | {f"{kind}_{g}" for g in synth["generators"] for kind in ("synth", "real+synth")}
+    assert expected <= trainsets and not any("issynth" in t or "disef" in t for t in trainsets), trainsets
+    for metrics in ran:
+        theirs = json.loads((reference / metrics.relative_to(results)).read_text())
+        assert json.loads(metrics.read_text())["accuracy"] == pytest.approx(theirs["accuracy"], abs=1e-6), metrics
