@@ -9,7 +9,7 @@ from datadream_core.dream import DreamSettings, Example, train_datadream
 from datadream_core.data.miniworld import render_world
 from datadream_core.io import read_csv
 from datadream_core.synth.sampler import ShardJob, merge_manifest, run_shard, shard_count, shard_range
-from datadream_core.synth.text2img import SamplingSettings, load_text2img, text2img_renderer
+from datadream_core.synth.text2img import AdapterSwitcher, SamplingSettings, load_text2img, text2img_renderer
 
 SETTINGS = SamplingSettings(steps=4, guidance_scale=2.0, batch_size=3)
 CPU = torch.device("cpu")
@@ -92,6 +92,30 @@ def test_fused_adapter_matches_the_unfused_one(tiny_sd, tmp_path):
                     generator=torch.Generator().manual_seed(1)).images for pipe in (fused, unfused, base)]
     assert np.abs(outputs[0] - outputs[1]).max() < 1e-4
     assert np.abs(outputs[0] - outputs[2]).max() > 1e-3
+
+
+def _state(pipe) -> dict[str, torch.Tensor]:
+    return {f"{name}.{key}": value.clone() for name in ("unet", "text_encoder")
+            for key, value in getattr(pipe, name).state_dict().items()}
+
+
+def test_adapter_switcher_gives_each_class_exactly_its_own_fused_weights(tiny_sd, tmp_path):
+    rows = render_world(tmp_path / "world", "target", 32, {"train": 2}, seed=0)
+    adapters = []
+    for class_index in (0, 1):
+        examples = [Example(path, "a photo of a thing") for path, c, _ in rows if c == class_index]
+        adapters.append(str(tmp_path / f"lora{class_index}"))
+        train_datadream(tiny_sd, examples, adapters[-1], DreamSettings(rank=4, alpha=4, batch_size=2, epochs=3,
+                                                                       warmup_steps=1, learning_rate=1e-2), seed=class_index)
+    switcher = AdapterSwitcher(load_text2img(tiny_sd, None, SETTINGS, CPU))
+    base = _state(switcher.pipe)
+    alone = [_state(load_text2img(tiny_sd, adapter, SETTINGS, CPU)) for adapter in adapters]
+    for adapter, expected in [(adapters[0], alone[0]), (adapters[1], alone[1]), (adapters[0], alone[0]), (None, base)]:
+        switcher.use(adapter)
+        state = _state(switcher.pipe)
+        assert state.keys() == expected.keys()
+        assert all(torch.equal(state[key], expected[key]) for key in state), adapter
+    assert any(not torch.equal(alone[0][key], alone[1][key]) for key in base)
 
 
 def test_manifest_merges_in_class_and_image_order(renderer, tmp_path):

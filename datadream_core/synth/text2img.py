@@ -47,27 +47,39 @@ class AdapterSwitcher:
 
     Unfusing subtracts the delta again and leaves rounding residue that would make a class's
     images depend on which classes shared its job, so the base weights are restored from a copy.
+    Only the weights a LoRA touches are copied (the attention projections, a fraction of the model).
     """
+
+    MODELS = ("unet", "text_encoder")
 
     def __init__(self, pipe):
         self.pipe = pipe
         self.current: str | None = None
-        self._base: dict[str, dict[str, torch.Tensor]] | None = None
+        self._base_weights: dict[tuple[str, str], torch.Tensor] = {}
 
-    def _models(self):
-        return {"unet": self.pipe.unet, "text_encoder": self.pipe.text_encoder}
+    def _remember_base_weights(self) -> None:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        for model_name in self.MODELS:
+            for module_name, module in getattr(self.pipe, model_name).named_modules():
+                if isinstance(module, BaseTunerLayer) and (model_name, module_name) not in self._base_weights:
+                    self._base_weights[(model_name, module_name)] = module.get_base_layer().weight.detach().clone()
+
+    def _restore_base_weights(self) -> None:
+        with torch.no_grad():
+            for (model_name, module_name), weight in self._base_weights.items():
+                getattr(self.pipe, model_name).get_submodule(module_name).weight.copy_(weight)
 
     def use(self, lora_dir: str | None) -> None:
         if lora_dir == self.current:
             return
         if self.current is not None:
-            for name, model in self._models().items():
-                model.load_state_dict(self._base[name])
+            self._restore_base_weights()
         if lora_dir is not None:
-            if self._base is None:
-                self._base = {name: {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-                              for name, model in self._models().items()}
-            fuse_adapter(self.pipe, lora_dir)
+            self.pipe.load_lora_weights(lora_dir)
+            self._remember_base_weights()
+            self.pipe.fuse_lora()
+            self.pipe.unload_lora_weights()
         self.current = lora_dir
 
 
