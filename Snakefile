@@ -32,6 +32,7 @@ include: "rules/targets.smk"
 # Light bookkeeping runs on the head node, never as a cluster job.
 localrules:
     all,
+    miniworld_models,
     fewshot,
     loras,
     synth,

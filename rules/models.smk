@@ -50,3 +50,26 @@ if config["synth"]["captioner_build_tiny"]:
             runtime=10,
         script:
             "../workflow_scripts/build_tiny_captioner.py"
+
+
+# The miniature world's base models (VAE + SD on the SOURCE world, and a CLIP), trained from a seed:
+# `snakemake miniworld_models --cores 2` (about 45 min on 2 cores; `quick` budgets take seconds, for tests).
+# config.yaml uses the copy shipped in assets/miniworld_models/, made by this rule with seed 0.
+rule build_miniworld_models:
+    output:
+        "results/models/miniworld/{budget}_seed{seed}/build.json",
+    log:
+        "logs/build_miniworld_models/{budget}_seed{seed}.log",
+    wildcard_constraints:
+        budget="full|quick",
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    script:
+        "../workflow_scripts/build_miniworld_models.py"
+
+
+rule miniworld_models:
+    input:
+        "results/models/miniworld/full_seed0/build.json",

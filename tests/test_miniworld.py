@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
+from conftest import run_snakemake
 from datadream_core.data.miniworld import (MARKINGS, WORLD_CLASSES, render_image, render_source, render_world)
 from datadream_core.models.build_miniworld_models import QUICK_BUDGET, build_miniworld_models
 from datadream_core.models.clip import load_clip
@@ -93,18 +95,17 @@ def test_multi_positive_loss_is_clip_loss_for_distinct_captions():
 
 @pytest.fixture(scope="module")
 def quick_build(tmp_path_factory):
-    out = tmp_path_factory.mktemp("miniworld_models")
-    threads = torch.get_num_threads()
-    try:
-        report = build_miniworld_models(out, seed=0, budget=QUICK_BUDGET, threads=1)
-    finally:
-        torch.set_num_threads(threads)
-    return out, report
+    """The workflow target that builds the base models, with the `quick` budget (seconds, untrained models)."""
+    work = tmp_path_factory.mktemp("miniworld_models")
+    config = yaml.safe_load((REPO / "configs/smoke.yaml").read_text())
+    run_snakemake(work, config, "results/models/miniworld/quick_seed0/build.json")
+    out = work / "results/models/miniworld/quick_seed0"
+    return out, json.loads((out / "build.json").read_text())
 
 
 def test_quick_build_writes_loadable_models(quick_build):
     out, report = quick_build
-    assert json.loads((out / "build.json").read_text()) == json.loads(json.dumps(report))
+    assert report["seed"] == 0 and report["budget"]["sd"]["steps"] == QUICK_BUDGET.sd.steps
     assert {"render", "vae", "sd", "clip"} <= set(report["wall_seconds"])
     assert not (out / ".stages").exists()
     parts = load_sd_parts(str(out / "sd"))
