@@ -79,6 +79,9 @@ def _check_consistency(config: dict) -> None:
     for name, dataset in config["datasets"].items():
         if dataset["source"] in ("imagefolder", "coop") and "root" not in dataset:
             raise ConfigError(f"missing required config key 'datasets.{name}.root' (source '{dataset['source']}')")
+    unknown = sorted(set(config["scaling"]["generators"] or []) - set(config["synth"]["generators"]))
+    if unknown:
+        raise ConfigError(f"config key 'scaling.generators' names {', '.join(unknown)}, which synth.generators does not run")
 
 
 def load_config(path: str | Path) -> dict:

@@ -10,6 +10,7 @@ REPORT_N_SYNTH = config["synth"]["n_synth"]
 REPORT_KINDS = config["classify"]["trainsets"]
 SCALING_N_SYNTH = sorted(set(config["scaling"]["n_synth"]) | {REPORT_N_SYNTH})
 SCALING_SHOTS = sorted(set(config["scaling"]["shots"]) | set(SHOTS))
+SCALING_GENERATORS = config["scaling"]["generators"] or REPORT_GENERATORS
 TABLE_STEMS = ["table1_accuracy", "table2_comparison", "table_fid"]
 
 
@@ -17,7 +18,7 @@ def clf_metrics(dataset, trainset, shots, seed, n_synth):
     return f"results/{dataset}/clf/{trainset}/k{shots}_seed{seed}/n{n_synth}/metrics.json"
 
 
-def trainsets_of(kinds, n_synth):
+def trainsets_of(kinds, n_synth, generators):
     """(trainset, n_synth) of each configured classifier kind in `kinds`; zero-shot and real use n0."""
     pairs = []
     for kind in REPORT_KINDS:
@@ -26,11 +27,11 @@ def trainsets_of(kinds, n_synth):
         if kind in ("zeroshot", "real"):
             pairs.append((kind, 0))
         else:
-            pairs += [(f"{kind}_{generator}", n_synth) for generator in REPORT_GENERATORS]
+            pairs += [(f"{kind}_{generator}", n_synth) for generator in generators]
     return pairs
 
 
-def metrics_files(shots_values, n_values, kinds):
+def metrics_files(shots_values, n_values, kinds, generators=REPORT_GENERATORS):
     return sorted(
         {
             clf_metrics(dataset, trainset, shots, seed, n)
@@ -38,7 +39,7 @@ def metrics_files(shots_values, n_values, kinds):
             for seed in SEEDS
             for shots in shots_values
             for n_synth in n_values
-            for trainset, n in trainsets_of(kinds, n_synth)
+            for trainset, n in trainsets_of(kinds, n_synth, generators)
         }
     )
 
@@ -206,7 +207,7 @@ rule fid_histogram:
 
 rule scaling_nsynth:
     input:
-        metrics_files([REPORT_SHOTS], SCALING_N_SYNTH, ["zeroshot", "real", "synth", "real+synth"]),
+        metrics_files([REPORT_SHOTS], SCALING_N_SYNTH, ["zeroshot", "real", "synth", "real+synth"], SCALING_GENERATORS),
     output:
         report(
             "results/summary/figures/scaling_nsynth.png",
@@ -219,7 +220,7 @@ rule scaling_nsynth:
     params:
         axis="n_synth",
         datasets=DATASETS,
-        generators=REPORT_GENERATORS,
+        generators=SCALING_GENERATORS,
         trainsets=REPORT_KINDS,
         seeds=SEEDS,
         shots=REPORT_SHOTS,

@@ -30,6 +30,8 @@ def test_defaults_come_from_the_schema():
     ({"datasets": {"toy": {"source": "imagefolder"}}}, "missing required config key 'datasets.toy.root'"),
     ({"datasets": {"Bad-Name": {"source": "miniworld"}}}, "config key 'datasets'"),
     ({"datasets": {"toy": {"source": "miniworld", "world": {"size": 3}}}}, "unknown config key 'datasets.toy.world.size'"),
+    ({**MINIMAL, "scaling": {"n_synth": [8], "generators": ["disef"]}},
+     "config key 'scaling.generators' names disef, which synth.generators does not run"),
 ])
 def test_schema_errors_name_the_key(config, expected):
     with pytest.raises(ConfigError) as error:
