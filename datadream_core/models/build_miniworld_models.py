@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from datadream_core.data.miniworld import WORLD_CLASSES, render_generic, render_image, render_source
-from datadream_core.io import read_json, write_json
+from datadream_core.io import atomic_folder, read_json, write_json
 from datadream_core.jobs import LOG
 from datadream_core.models.pretrain import (CLIPSettings, SDSettings, VAESettings, clip_zero_shot, encode_latents,
                                             reconstruction_psnr, scaling_factor, train_clip, train_sd, train_vae)
@@ -70,11 +70,9 @@ def _check_images(domain: str, count: int, seed: int) -> tuple[np.ndarray, np.nd
 
 
 def _save_vae_stage(folder: Path, vae, info: dict) -> None:
-    staging = Path(tempfile.mkdtemp(prefix=".vae.", dir=folder.parent))
-    vae.save_pretrained(staging)
-    write_json(staging / "stage.json", info)
-    shutil.rmtree(folder, ignore_errors=True)
-    staging.rename(folder)
+    with atomic_folder(folder) as staging:
+        vae.save_pretrained(staging)
+        write_json(staging / "stage.json", info)
 
 
 def build_miniworld_models(out_dir: str | Path, seed: int = 0, budget: BuildBudget = DEFAULT_BUDGET,

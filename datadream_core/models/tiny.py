@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from datadream_core.io import FILE_MODE, atomic_path, write_json
+from datadream_core.io import atomic_folder, atomic_path, write_json
 
 SD2_PAD_TOKEN = "!"  # Stable Diffusion 2.x pads with "!" (id 0), not with the end token
 
@@ -128,18 +128,14 @@ def save_sd_folder(folder: str | Path, vae, unet, text_encoder, tokenizer, sched
     a half-written model that looks finished.
     """
     import shutil
-    import tempfile
 
     from diffusers import StableDiffusionPipeline
 
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                       scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                       requires_safety_checker=False)
-        modules = (vae, unet, text_encoder)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    modules = (vae, unet, text_encoder)
+    with atomic_folder(folder) as staging:
         if half:
             for module in modules:
                 module.half()
@@ -157,22 +153,7 @@ def save_sd_folder(folder: str | Path, vae, unet, text_encoder, tokenizer, sched
         # vocab.json + merges.txt (1.6 MB) instead of the 3.6 MB tokenizer.json: the same offline BPE tokenizer
         shutil.rmtree(staging / "tokenizer")
         write_clip_tokenizer(staging / "tokenizer", model_max_length=tokenizer.model_max_length)
-        for path in [staging, *staging.rglob("*")]:
-            path.chmod(0o777 & ~_umask() if path.is_dir() else FILE_MODE)
-        if folder.exists():
-            shutil.rmtree(folder)
-        staging.rename(folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder
-
-
-def _umask() -> int:
-    import os
-
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    return Path(folder)
 
 
 def build_tiny_sd(folder: str | Path, seed: int = 0, prediction_type: str = "v_prediction") -> Path:
@@ -278,25 +259,14 @@ def build_tiny_captioner(folder: str | Path, seed: int = 0, spec: dict = TINY_BL
 
     Written into a staging folder beside `folder` and renamed into place.
     """
-    import shutil
     import tempfile
 
     from transformers import BlipImageProcessor, BlipProcessor
 
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as staging:
         with tempfile.TemporaryDirectory() as scratch:
             tokenizer = tiny_blip_tokenizer(scratch, model_max_length=spec["max_length"])
             image_processor = BlipImageProcessor(size={"height": spec["image_size"], "width": spec["image_size"]})
             BlipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(staging)
         tiny_blip_model(tokenizer, seed, spec).save_pretrained(staging)
-        for path in [staging, *staging.rglob("*")]:
-            path.chmod(0o777 & ~_umask() if path.is_dir() else FILE_MODE)
-        if folder.exists():
-            shutil.rmtree(folder)
-        staging.rename(folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder
+    return Path(folder)
