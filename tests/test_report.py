@@ -63,6 +63,8 @@ def test_table1_cells_are_mean_and_std_over_seeds_with_empty_cells_for_missing_r
     }
     only_synth = table1(runs, DATASETS, GENERATORS, ["synth"], SEEDS, 16, 500)
     assert [row.section for row in only_synth.rows] == ["Synthetic only (S)"] * 2
+    one_dataset = table1(runs, ["alpha"], GENERATORS, ALL_KINDS, SEEDS, 16, 500)
+    assert one_dataset.columns == ["alpha"] and all(len(row.cells) == 1 for row in one_dataset.rows)
 
 
 def test_tables_are_written_as_csv_markdown_and_html(runs, tmp_path):

@@ -77,6 +77,15 @@ class VAESettings:
     max_grad_norm: float = 1.0
 
 
+def _update(loss: torch.Tensor, optimizer, schedule, parameters, max_grad_norm: float) -> None:
+    """One optimiser step on `loss` with gradient clipping, then one learning-rate schedule step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+    optimizer.step()
+    schedule.step()
+
+
 def train_vae(images: np.ndarray, settings: VAESettings, seed: int) -> tuple[torch.nn.Module, list[tuple]]:
     """Train the tiny AutoencoderKL on uint8 images; returns the model (eval mode) and (step, loss, mse) rows."""
     from datadream_core.models.tiny import tiny_vae
@@ -96,11 +105,7 @@ def train_vae(images: np.ndarray, settings: VAESettings, seed: int) -> tuple[tor
         reconstruction = vae.decode(latents).sample
         mse = F.mse_loss(reconstruction, pixels)
         loss = mse + settings.l1_weight * F.l1_loss(reconstruction, pixels) + settings.kl_weight * posterior.kl().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), settings.max_grad_norm)
-        optimizer.step()
-        schedule.step()
+        _update(loss, optimizer, schedule, vae.parameters(), settings.max_grad_norm)
         losses.append((step, loss.item(), mse.item()))
         bar.update(1)
         bar.set_postfix(mse=f"{mse.item():.4f}", refresh=False)
@@ -221,11 +226,7 @@ def train_sd(vae, tokenizer, images: np.ndarray, captions: Sequence[str], settin
         noisy, velocity = a * x0 + s * noise, a * noise - s * x0
         prediction = unet(noisy, timesteps, text_encoder(ids)[0]).sample
         loss = F.mse_loss(prediction, velocity)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
-        optimizer.step()
-        schedule.step()
+        _update(loss, optimizer, schedule, params, settings.max_grad_norm)
         if ema:
             ema.update(modules)
         losses.append((step, loss.item()))
@@ -301,11 +302,7 @@ def train_clip(source, settings: CLIPSettings, seed: int):
         text_features = F.normalize(model.encode_text(tokens[torch.from_numpy(batch)]), dim=-1)
         logits = model.logit_scale.exp() * image_features @ text_features.T
         loss = multi_positive_loss(logits, torch.from_numpy(source.truth(batch, batch)))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-        optimizer.step()
-        schedule.step()
+        _update(loss, optimizer, schedule, model.parameters(), settings.max_grad_norm)
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
         losses.append((step, loss.item()))

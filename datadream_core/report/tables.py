@@ -62,14 +62,19 @@ class Table:
     note: str = ""
 
 
+def with_average(datasets: Sequence[str]) -> list[str]:
+    """The columns of a per-dataset table: Avg joins them only when there is more than one dataset."""
+    return list(datasets) + (["Avg"] if len(datasets) > 1 else [])
+
+
 def make_row(section: str, label: str, per_dataset: Mapping[str, SeedValues], datasets: Sequence[str],
              expected: int, average: bool = True, digits: int = 1, signed: bool = False) -> Row:
-    """One row: a cell per dataset, plus Avg over datasets when `average`."""
+    """One row: a cell per dataset, plus Avg over datasets when `average` and there are several."""
     def cell(values: Iterable[float]) -> Cell:
         return Cell(tuple(values), expected, digits, signed)
 
     cells = [cell(per_dataset.get(d, {})[s] for s in sorted(per_dataset.get(d, {}))) for d in datasets]
-    if average:
+    if average and len(datasets) > 1:
         common = set.intersection(*(set(per_dataset.get(d, {})) for d in datasets)) if datasets else set()
         cells.append(cell(float(np.mean([per_dataset[d][s] for d in datasets])) for s in sorted(common)))
     return Row(section, label, tuple(cells))
@@ -137,7 +142,7 @@ def table1(runs: Iterable[Run], datasets: Sequence[str], generators: Sequence[st
     rows = [make_row(spec.section, spec.label, {d: index.get((d, spec.trainset, shots, spec.n_synth), {}) for d in datasets},
                      datasets, len(seeds)) for spec in table1_rows(generators, trainsets, n_synth)]
     return Table(f"Table 1: test accuracy (%), {shots} real shots, {n_synth} synthetic images per class",
-                 list(datasets) + ["Avg"], rows,
+                 with_average(datasets), rows,
                  note=f"Mean ± std over seeds {list(seeds)}; empty cells are runs that do not exist. "
                       "Bold: best in its section.")
 
@@ -168,7 +173,7 @@ def comparison_table(runs: Iterable[Run], datasets: Sequence[str], generators: S
         for label, values in PAPER_ACCURACY.items():
             reported = {d: {0: values[paper_names[d]]} for d in datasets if paper_names.get(d) in values}
             rows.append(make_row(paper_section, label, reported, datasets, 1))
-    return Table(f"Table 2: real + synthetic training compared ({shots} shots)", list(datasets) + ["Avg"], rows,
+    return Table(f"Table 2: real + synthetic training compared ({shots} shots)", with_average(datasets), rows,
                  note=f"Test accuracy (%), mean ± std over seeds {list(seeds)}; gains are paired differences per "
                       "seed. Paper rows appear for CoOp benchmarks only; their Avg covers this table's datasets.")
 
