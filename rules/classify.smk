@@ -43,7 +43,7 @@ rule train_classifier:
         trainset=lambda wildcards: wildcards.trainset,
         shots=lambda wildcards: int(wildcards.shots),
         n_synth=lambda wildcards: int(wildcards.n_synth),
-    threads: 4
+    threads: config["threads"]["classify"]
     resources:
         mem_mb=16000,
         runtime=720,

@@ -23,7 +23,7 @@ rule index_dataset:
         problems="results/{dataset}/problems.csv",
     log:
         "logs/index_dataset/{dataset}.log",
-    threads: 2
+    threads: config["threads"]["data"]
     resources:
         mem_mb=4000,
         runtime=120,

@@ -10,7 +10,8 @@ rule train_lora_dset:
         "results/{dataset}/dream/dset/k{shots}_seed{seed}/all/pytorch_lora_weights.safetensors",
     log:
         "logs/train_lora/{dataset}/dset/k{shots}_seed{seed}.log",
-    threads: 2
+    threads: config["threads"]["lora"]
+    priority: 2  # the longest chains (adapter -> images -> classifiers) start first
     resources:
         mem_mb=lambda wildcards, attempt: 24000 * attempt,
         runtime=lambda wildcards, attempt: 720 * attempt,
@@ -30,7 +31,8 @@ rule train_lora_cls:
         "logs/train_lora/{dataset}/cls/k{shots}_seed{seed}/{chunk}.log",
     params:
         cls_dir="results/{dataset}/dream/cls/k{shots}_seed{seed}",
-    threads: 2
+    threads: config["threads"]["lora"]
+    priority: 2  # the longest chains (adapter -> images -> classifiers) start first
     resources:
         mem_mb=lambda wildcards, attempt: 24000 * attempt,
         runtime=lambda wildcards, attempt: 240 * attempt,

@@ -40,7 +40,7 @@ rule fid_real_features:
         inception_weights=FID["inception_weights"],
         clip=config["models"]["clip"],
         batch_size=FID["batch_size"],
-    threads: 4
+    threads: config["threads"]["fid"]
     resources:
         mem_mb=8000,
         runtime=240,
@@ -67,7 +67,7 @@ rule fid_per_class:
         clip=config["models"]["clip"],
         batch_size=FID["batch_size"],
         n_synth=config["synth"]["n_synth"],  # the images the main classifiers train on, not the scaling extras
-    threads: 4
+    threads: config["threads"]["fid"]
     resources:
         mem_mb=8000,
         runtime=360,

@@ -40,7 +40,7 @@ rule caption_shots:
         "logs/caption_shots/{dataset}/k{shots}_seed{seed}.log",
     params:
         shots=lambda wildcards: int(wildcards.shots),
-    threads: 2
+    threads: config["threads"]["synth"]
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=lambda wildcards, attempt: 60 * attempt,
@@ -64,7 +64,8 @@ rule generate_chunk:
     params:
         n_images=SYNTH_COUNT,
         synth_dir="results/{dataset}/synth/{generator}/k{shots}_seed{seed}",
-    threads: 2
+    threads: config["threads"]["synth"]
+    priority: 1
     resources:
         mem_mb=lambda wildcards, attempt: 16000 * attempt,
         runtime=lambda wildcards, attempt: 240 * attempt,
