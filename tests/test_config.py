@@ -39,7 +39,7 @@ def test_schema_errors_name_the_key(config, expected):
     assert expected in str(error.value)
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "configs/paper.yaml", "configs/smoke.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "configs/paper.yaml", "configs/smoke.yaml", "configs/miniworld_small.yaml"])
 def test_shipped_configs_validate(name):
     config = load_config(REPO / name)
     assert config["datasets"]

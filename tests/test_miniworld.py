@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +144,18 @@ def test_shipped_models_load_and_are_small():
     parts = load_sd_parts(str(SHIPPED / "sd"))
     assert parts.noise_scheduler.config.prediction_type == "v_prediction"
     assert load_clip(str(SHIPPED / "clip")).image_size == 32
+
+
+def test_default_config_plans_the_whole_dag_on_the_shipped_models(tmp_path):
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    assert config["models"]["sd"]["path"] == "assets/miniworld_models/sd" and len(config["seeds"]) == 3
+    planned = run_snakemake(tmp_path, config, "-n").stdout
+    counts = {name: int(count) for name, count in re.findall(r"^(\w+)\s+(\d+)$", planned, re.MULTILINE)}
+    n_generators = len(config["synth"]["generators"])
+    assert n_generators == 5
+    per_seed = 2 + 2 * n_generators + len(config["scaling"]["n_synth"]) * 2 * len(config["scaling"]["generators"])
+    assert counts["train_classifier"] == 3 * per_seed
+    assert counts["train_lora_dset"] == counts["train_lora_cls"] == 3
+    assert counts["fid_per_class"] == 3 * n_generators
+    for rule in ("caption_shots", "sample_grid", "fid_histogram", "scaling_nsynth", "table_accuracy", "table_fid"):
+        assert counts.get(rule), rule
