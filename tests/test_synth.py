@@ -7,7 +7,7 @@ from PIL import Image
 
 from datadream_core.dream import DreamSettings, Example, train_datadream
 from datadream_core.data.miniworld import render_world
-from datadream_core.io import read_csv
+from datadream_core.io import read_csv, write_csv
 from datadream_core.synth.sampler import ShardJob, merge_manifest, run_shard, shard_count, shard_range
 from datadream_core.synth.text2img import AdapterSwitcher, SamplingSettings, load_text2img, text2img_renderer
 
@@ -126,3 +126,13 @@ def test_manifest_merges_in_class_and_image_order(renderer, tmp_path):
     rows = read_csv(tmp_path / "manifest.csv")
     assert count == 5
     assert [(row["class_index"], row["image_index"]) for row in rows] == [("0", "0"), ("1", "0"), ("1", "1"), ("1", "2"), ("1", "3")]
+
+
+def test_manifest_keeps_a_generators_own_columns(tmp_path):
+    common = ["path", "class_index", "image_index", "seed", "prompt", "generator"]
+    write_csv(tmp_path / "b.csv", common + ["caption", "attempts"], [["b.png", 1, 0, 0, "p1", "disef", "a dax", 3]])
+    write_csv(tmp_path / "a.csv", common + ["caption", "attempts"], [["a.png", 0, 0, 0, "p0", "disef", "a wug", 1]])
+    merge_manifest([tmp_path / "b.csv", tmp_path / "a.csv"], tmp_path / "manifest.csv")
+    rows = read_csv(tmp_path / "manifest.csv")
+    assert list(rows[0]) == common + ["caption", "attempts"]
+    assert [(row["path"], row["caption"], row["attempts"]) for row in rows] == [("a.png", "a wug", "1"), ("b.png", "a dax", "3")]

@@ -116,8 +116,14 @@ def run_shard(job: ShardJob, render: Renderer, out_dir: str | Path, batch_size: 
 
 
 def merge_manifest(shard_csvs: Sequence[str | Path], target: str | Path) -> int:
-    """Concatenate shard.csv files into one manifest ordered by class and image index."""
+    """Concatenate shard.csv files into one manifest ordered by class and image index.
+
+    A generator's own columns (IsSynth's source shot, DISEF's caption and filter attempts) are kept
+    after the common ones.
+    """
     rows = [row for path in shard_csvs for row in read_csv(path)]
     rows.sort(key=lambda row: (int(row["class_index"]), int(row["image_index"])))
-    write_csv(target, SHARD_HEADER, ([row[key] for key in SHARD_HEADER] for row in rows))
+    header = list(SHARD_HEADER)
+    header += dict.fromkeys(key for row in rows for key in row if key not in SHARD_HEADER)
+    write_csv(target, header, ([row.get(key, "") for key in header] for row in rows))
     return len(rows)
