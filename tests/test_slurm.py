@@ -76,7 +76,9 @@ def test_smoke_config_on_slurm_equals_the_local_run(cluster, smoke_local, tmp_pa
         ours, theirs = (load_file(path / adapter / "pytorch_lora_weights.safetensors") for path in (results, reference))
         assert ours.keys() == theirs.keys()
         assert all(np.allclose(ours[key].numpy(), theirs[key].numpy(), atol=1e-5) for key in ours)
-    generated = [reference / "synth" / generator for generator in synth["generators"]]
+    # the local run also made the scaling runs' images (other K): compare the K and generators both ran
+    runs = [f"k{shots}_seed{seed}" for shots in [0, *config["shots"]] for seed in config["seeds"]]
+    generated = [reference / "synth" / generator / run for generator in synth["generators"] for run in runs]
     pngs = sorted(p.relative_to(reference) for folder in generated for p in folder.rglob("*.png"))
     assert pngs and pngs == sorted(p.relative_to(results) for p in (results / "synth").rglob("*.png"))
     for png in pngs:
