@@ -21,8 +21,9 @@ def _umask() -> int:
     return umask
 
 
-FILE_MODE = 0o666 & ~_umask()
-FOLDER_MODE = 0o777 & ~_umask()
+UMASK = _umask()
+FILE_MODE = 0o666 & ~UMASK
+FOLDER_MODE = 0o777 & ~UMASK
 
 
 @contextmanager

@@ -29,10 +29,14 @@ def pipeline_dtype(settings: SamplingSettings, device: torch.device) -> torch.dt
     return HALF_DTYPES.get(settings.mixed_precision, torch.float32) if device.type == "cuda" else torch.float32
 
 
-def fuse_adapter(pipe, lora_dir: str) -> None:
-    pipe.load_lora_weights(lora_dir)
+def fuse_loaded_adapter(pipe) -> None:
     pipe.fuse_lora()
     pipe.unload_lora_weights()  # keeps the fused weights, drops the LoRA layers
+
+
+def fuse_adapter(pipe, lora_dir: str) -> None:
+    pipe.load_lora_weights(lora_dir)
+    fuse_loaded_adapter(pipe)
 
 
 def load_text2img(sd_path: str, lora_dir: str | None, settings: SamplingSettings, device: torch.device):
@@ -78,8 +82,7 @@ class AdapterSwitcher:
         if lora_dir is not None:
             self.pipe.load_lora_weights(lora_dir)
             self._remember_base_weights()
-            self.pipe.fuse_lora()
-            self.pipe.unload_lora_weights()
+            fuse_loaded_adapter(self.pipe)
         self.current = lora_dir
 
 
