@@ -1,7 +1,7 @@
 """Timing and memory harness: our path and the reference path of a stage, interleaved in one process.
 
 Every comparison runs both paths once untimed (warm-up, peak memory, outputs for the equality check),
-then `reps` timed repetitions that alternate the order (ours first, then reference first, ...), so a
+then `reps` timed repetitions that rotate the order (reference first, then ours first, ...), so a
 slow phase of a shared machine hits both paths alike. Medians are reported, never means.
 """
 
@@ -118,6 +118,7 @@ class Comparison:
     reference_mb: float = 0.0
     ours_out: Any = None
     reference_out: Any = None
+    floor_s: list[float] = field(default_factory=list)
 
     @property
     def ours_median(self) -> float:
@@ -138,25 +139,29 @@ class Comparison:
 
 
 def compare(ours: Callable[[], Any], reference: Callable[[], Any], reps: int, device: torch.device,
-            per: float = 1.0, warmup: bool = True) -> Comparison:
+            per: float = 1.0, warmup: bool = True, floor: Callable[[], Any] | None = None) -> Comparison:
     """Time `ours` against `reference` interleaved; times are divided by `per` (e.g. steps or images).
 
     The untimed first call of each path measures peak memory and keeps its output for the equality
     check; with warmup=False that first call is also the first timed repetition (for slow real-size work).
+    `floor`, the model compute alone, joins the rotation when given (Comparison.floor_s).
     """
     result = Comparison()
-    for name, fn in (("ours", ours), ("reference", reference)):
+    paths = [("ours", ours), ("reference", reference)] + ([("floor", floor)] if floor else [])
+    for name, fn in paths:
         with PeakMemory(device) as memory:
             started = time.perf_counter()
             out = fn()
             _sync(device)
             out, elapsed = _unpack(out, time.perf_counter() - started)
-        setattr(result, f"{name}_mb", memory.peak_mb)
-        setattr(result, f"{name}_out", out)
+        if name != "floor":
+            setattr(result, f"{name}_mb", memory.peak_mb)
+            setattr(result, f"{name}_out", out)
         if not warmup:
             getattr(result, f"{name}_s").append(elapsed / per)
     for rep in range(reps - (0 if warmup else 1)):
-        order = (("ours", ours), ("reference", reference)) if rep % 2 else (("reference", reference), ("ours", ours))
+        turn = (rep + 1) % len(paths)  # reference first, then rotate
+        order = paths[turn:] + paths[:turn]
         for name, fn in order:
             _sync(device)
             started = time.perf_counter()

@@ -122,10 +122,14 @@ def main(argv=None) -> int:
     table = format_table(rows)
     print(table)
     print(f"\nwall time {wall:.0f} s on {machine(device)['device_name']}, {torch.get_num_threads()} torch thread(s)")
-    speedups = {row["stage"]: row["speedup"] for row in rows if row.get("speedup") is not None and not row.get("ablation")}
-    ablations = {row["stage"]: row["speedup"] for row in rows if row.get("speedup") is not None and row.get("ablation")}
+    def speedups(kind):
+        return {row["stage"]: row["speedup"] for row in rows
+                if row.get("speedup") is not None and (row.get("ablation") and "ablation" or row.get("ceiling")
+                                                       and "ceiling" or "speedup") == kind}
+
     result = {"mode": "quick" if args.quick else "full", "real_size": args.real_size, "wall_s": wall,
-              "machine": machine(device), "speedup": speedups, "ablation_speedup": ablations, "stages": rows,
+              "machine": machine(device), "speedup": speedups("speedup"), "ablation_speedup": speedups("ablation"),
+              "ceiling_speedup": speedups("ceiling"), "stages": rows,
               "errors": errors, "table": table, "command": " ".join(sys.argv)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, result)

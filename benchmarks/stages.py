@@ -49,6 +49,7 @@ class Work:
     eval_classes: tuple[int, ...] = (100, 1000)
     eval_images: int = 160
     eval_image_size: tuple[int, int] = (500, 375)  # test photos of the CoOp datasets' typical size
+    eval_epochs: int = 10  # evaluations in one classifier run (one per epoch; paper.yaml trains 60 epochs)
     train_classes: tuple[int, ...] = (100, 1000)
     train_batch: int = 64
     train_steps: int = 3
@@ -67,12 +68,12 @@ FULL = Work("full", reps=7, gen_reps=5, gen_warmup=True, ablation_steps=50, lora
 # Real-size architectures with random weights: reduced work so a CPU finishes (each row records its work).
 REAL_CPU = Work("real", real_size=True, reps=1, lora_images=4, lora_image_size=(320, 256), lora_epochs=1, lora_batch=2,
                 lora_resolution=256, gen_classes=3, gen_images=1, gen_steps=4, gen_batch=1, gen_resolution=256,
-                gen_reps=1, eval_classes=(100,), eval_images=16, train_classes=(100,), train_batch=8,
+                gen_reps=1, eval_classes=(100,), eval_images=16, eval_epochs=2, train_classes=(100,), train_batch=8,
                 train_steps=1, fid=[], ablations=False)
 # On a GPU: the paper's resolution, batch sizes and sampler steps (not run yet: no GPU in this task).
 REAL_GPU = Work("real", real_size=True, reps=3, lora_images=16, lora_image_size=(640, 512), lora_epochs=2,
                 lora_resolution=512, gen_classes=8, gen_images=10, gen_steps=50, gen_batch=10, gen_reps=2,
-                ablation_steps=50, eval_images=1024, train_batch=64, train_steps=5, worker_ablation=4,
+                ablation_steps=50, eval_images=1024, eval_epochs=3, train_batch=64, train_steps=5, worker_ablation=4,
                 context_ablation=True, fid=[], compile=True)
 
 
@@ -101,6 +102,18 @@ def _row(stage: str, comparison: Comparison, unit: str, equal: bool, equal_text:
             "paired_speedup_median": float(np.median(comparison.rep_speedups)),
             "peak_mb": {"ours": comparison.ours_mb, "reference": comparison.reference_mb},
             "outputs_equal": bool(equal), "equal_text": equal_text, "work": work, **extra}
+
+
+def _ceiling_row(stage: str, comparison: Comparison, unit: str, floor: str) -> dict:
+    """The required model compute alone (`floor`, timed in the same rotation as the two paths) against the
+    reference: no path doing this work at this precision can beat that ratio on this machine."""
+    floor_median = float(np.median(comparison.floor_s))
+    return {"stage": f"ceiling: {stage}", "unit": unit, "ours_median_s": floor_median,
+            "reference_median_s": comparison.reference_median, "speedup": comparison.reference_median / floor_median,
+            "ours_s": comparison.floor_s, "reference_s": comparison.reference_s,
+            "rep_speedups": [r / f for f, r in zip(comparison.floor_s, comparison.reference_s)], "peak_mb": {},
+            "outputs_equal": None, "equal_text": "n/a (floor: model compute only)", "work": {"floor": floor},
+            "ceiling": True}
 
 
 def _fresh(base: Path):
@@ -152,7 +165,8 @@ def stage_lora(ctx: Context) -> list[dict]:
     """Per-step time on one loaded model with LoRA (both paths share it, each with its own optimizer); our
     one-time latent cache is timed in every repetition and charged per step over a paper cls adapter (400
     steps). Outputs: a whole adapter run of train_datadream against the reference loop, compared at the end."""
-    from datadream_core.dream import DreamSettings, Example, add_lora, encode_images, step_generator, train_datadream
+    from datadream_core.dream import (DreamSettings, Example, add_lora, denoising_loss, encode_images, step_generator,
+                                      train_datadream)
     from datadream_core.io import read_csv
     from datadream_core.models.sd import load_sd_parts
 
@@ -217,12 +231,32 @@ def stage_lora(ctx: Context) -> list[dict]:
                                           resolution, step_generator(ctx.seed, 1, step), ctx.device, params,
                                           optimizers["reference"], settings.max_grad_norm)
 
-    result = compare(ours, ref, work.reps, ctx.device, per=steps, warmup=work.reps > 1)
-    return [_row(f"lora train step ({ctx.tag})", result, "s/step", equal, text, {
+    # Ceiling: the model compute every path must do, with the batch latents and noise already in memory.
+    latents = encode_images(parts, paths, resolution, ctx.device)
+    batch_latents = [torch.stack([latents[i].mean[:, :latent_size, :latent_size] for i in batch]).to(ctx.device)
+                     for batch in batches]
+    tokens = parts.tokenizer(prompts[:1], padding="max_length", max_length=parts.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt").input_ids.to(ctx.device)
+    optimizers["floor"] = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-2)
+
+    def floor():
+        for step, step_latents in enumerate(batch_latents):
+            embeds = parts.text_encoder(tokens)[0].expand(len(step_latents), -1, -1)
+            loss = denoising_loss(parts, step_latents, embeds, step_generator(ctx.seed, 1, step))
+            optimizers["floor"].zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+            optimizers["floor"].step()
+
+    result = compare(ours, ref, work.reps, ctx.device, per=steps, warmup=work.reps > 1, floor=floor)
+    rows = [_row(f"lora train step ({ctx.tag})", result, "s/step", equal, text, {
         "images": len(examples), "image_size": work.lora_image_size, "image_format": "jpg", "batch": settings.batch_size,
         "steps_timed": steps, "resolution": resolution, "rank": settings.rank, "text_encoder_lora": True,
         "latent_cache_s_median": float(np.median(cache_s)), "cache_charged_over_steps": PAPER_CLS_STEPS,
-        "equality_run": f"train_datadream vs reference loop, {steps} steps, square {side}px shots"}, tolerance=tolerance)]
+        "equality_run": f"train_datadream vs reference loop, {steps} steps, square {side}px shots"}, tolerance=tolerance),
+        _ceiling_row(f"lora train step ({ctx.tag})", result, "s/step", "UNet + text-encoder forward/backward with "
+                     "LoRA (one prompt), clipping and AdamW, on latents already in memory")]
+    return rows
 
 
 # --- 2. generation ----------------------------------------------------------------------------------------------
@@ -315,7 +349,8 @@ def stage_generation(ctx: Context) -> list[dict]:
         return reference.reference_generate(sd, adapters, prompts, work.gen_images, ctx.seed, work.gen_steps, 2.0,
                                             work.gen_batch, dtype, ctx.device, ref_dirs())
 
-    result = compare(ours, ref, work.gen_reps, ctx.device, per=n_total, warmup=work.gen_warmup and work.gen_reps > 1)
+    result = compare(ours, ref, work.gen_reps, ctx.device, per=n_total, warmup=work.gen_warmup and work.gen_reps > 1,
+                     floor=_unet_floor(sd, settings, ctx, work.gen_classes, work.gen_images))
     equal, text = check(result)
     rows = [_row(f"generation, cls job ({ctx.tag})", result, "s/image", equal, text, {
         "classes": work.gen_classes, "images_per_class": work.gen_images, "steps": work.gen_steps, "cfg": 2.0,
@@ -323,6 +358,9 @@ def stage_generation(ctx: Context) -> list[dict]:
         "timed": "whole job (pipeline load(s), adapters, sampling, PNG writes) / images",
         "noise": "both paths use our per-image generators (the released code reseeds the global RNG per class)"},
         tolerance=tolerance)]
+    rows.append(_ceiling_row(f"generation, cls job ({ctx.tag})", result, "s/image",
+                             "the base UNet's calls alone (CFG batch, every step, every class), no scheduler, "
+                             "text encoder, VAE or PNG"))
 
     # Part 1: switching to the next class's adapter.
     switcher = AdapterSwitcher(load_text2img(sd, None, settings, ctx.device))
@@ -374,6 +412,37 @@ def stage_generation(ctx: Context) -> list[dict]:
     if work.ablations:
         rows += generation_ablations(ctx, sd, adapters[:1], prompts[:1])
     return rows
+
+
+def _unet_floor(sd: str, settings, ctx: Context, classes: int, images: int):
+    """The denoising UNet calls of a text-to-image job and nothing else: per class, `steps` calls on the
+    classifier-free-guidance batch (twice the images of each sampler batch)."""
+    from datadream_core.synth.text2img import load_text2img
+
+    unet = load_text2img(sd, None, settings, ctx.device).unet
+    size = unet.config.sample_size
+    context, length = unet.config.cross_attention_dim, _context_length(sd)
+
+    def floor():
+        generator = torch.Generator().manual_seed(0)
+        with torch.inference_mode():
+            for _ in range(classes):
+                for start in range(0, images, settings.batch_size):
+                    batch = 2 * min(settings.batch_size, images - start)
+                    latents = torch.randn((batch, unet.config.in_channels, size, size), generator=generator)
+                    embeds = torch.randn((batch, length, context), generator=generator)
+                    latents, embeds = latents.to(ctx.device, unet.dtype), embeds.to(ctx.device, unet.dtype)
+                    for step in range(settings.steps):
+                        unet(latents, torch.full((batch,), 999 - step * (1000 // settings.steps), device=ctx.device),
+                             embeds)
+
+    return floor
+
+
+def _context_length(sd: str) -> int:
+    import json
+
+    return int(json.loads((Path(sd) / "tokenizer" / "tokenizer_config.json").read_text())["model_max_length"])
 
 
 def generation_ablations(ctx: Context, sd: str, adapters, prompts) -> list[dict]:
@@ -436,7 +505,8 @@ def _classify_settings(**overrides):
     base = ClassifySettings(lora_targets=("q", "v"), lora_rank=16, lora_alpha=32, lora_dropout=0.1, logit_scale=100,
                             learning_rate=1e-4, min_learning_rate=1e-8, weight_decay=1e-4, batch_size=64,
                             eval_batch_size=256, epochs=1, warmup_epochs=0, real_weight=0.8, mix_prob=0.2,
-                            augment="released", selection="last", mixed_precision="fp16", workers=0, seed=0)
+                            augment="released", selection="last", mixed_precision="fp16", workers=0,
+                            eval_cache_mb=4096, seed=0)
     return replace(base, **overrides)
 
 
@@ -457,7 +527,7 @@ def stage_classifier_eval(ctx: Context) -> list[dict]:
 
 
 def classifier_eval(ctx: Context, n_classes: int) -> list[dict]:
-    from datadream_core.classify.data import Example, eval_transform
+    from datadream_core.classify.data import EvalImages, Example, ImageList, eval_transform, make_loader
     from datadream_core.classify.train import _autocast, class_logits, evaluate, text_features
 
     work = ctx.work
@@ -468,20 +538,31 @@ def classifier_eval(ctx: Context, n_classes: int) -> list[dict]:
     examples = [Example(path, int(rng.integers(n_classes)), True) for path in paths]
     transform = eval_transform(loaded.image_size, loaded.mean, loaded.std)
 
+    def eval_images(options=settings, cache_mb: float = 0):
+        return EvalImages(examples, loaded.image_size, loaded.mean, loaded.std, options.eval_batch_size,
+                          options.workers, cache_mb)
+
     def ours():
-        return evaluate(model, short, examples, transform, n_classes, settings, ctx.device, "eval")
+        return evaluate(model, short, eval_images(), n_classes, settings, ctx.device, "eval")
 
     def ref():
         return reference.reference_evaluate(model, full, examples, transform, settings.logit_scale, ctx.device,
                                             settings.mixed_precision, batch_size=8, workers=settings.workers)
 
-    result = compare(ours, ref, work.reps, ctx.device, per=len(examples), warmup=work.reps > 1)
+    def floor():
+        images = ImageList(examples, transform)
+        with torch.no_grad(), _autocast(ctx.device, settings.mixed_precision):
+            text_features(model, short)
+            for start in range(0, len(examples), settings.eval_batch_size):
+                stop = min(len(examples), start + settings.eval_batch_size)
+                batch = torch.stack([images[i][0] for i in range(start, stop)])
+                model.encode_image(batch.to(ctx.device))
+
+    result = compare(ours, ref, work.reps, ctx.device, per=len(examples), warmup=work.reps > 1, floor=floor)
     # Prediction-level check: our text features (once, truncated context) against the reference's predictions.
     with torch.no_grad(), _autocast(ctx.device, settings.mixed_precision):
         model.eval()
         texts = text_features(model, short)
-        from datadream_core.classify.data import make_loader
-
         ours_pred = torch.cat([class_logits(model, images.to(ctx.device), texts, settings.logit_scale).argmax(-1).cpu()
                                for images, _, _ in make_loader(examples, transform, settings.eval_batch_size, 0)])
     ref_pred = result.reference_out
@@ -495,15 +576,47 @@ def classifier_eval(ctx: Context, n_classes: int) -> list[dict]:
         "ours_batch": settings.eval_batch_size, "reference_batch": 8, "context_ours": int(short.shape[1]),
         "context_reference": int(full.shape[1]), "workers": settings.workers,
         "timed": "whole evaluation incl. image decoding / images"})]
+
+    rows.append(_ceiling_row(f"classifier eval, {n_classes} classes ({ctx.tag})", result, "s/image",
+                             "decoding and transforming every image, one image-tower pass per image, text features once"))
+
+    if n_classes == work.eval_classes[0]:
+        rows.append(classifier_eval_per_run(
+            ctx, n_classes, lambda: eval_images(cache_mb=settings.eval_cache_mb),
+            lambda images: evaluate(model, short, images, n_classes, settings, ctx.device, "eval").correct, ref, labels))
+
     if work.worker_ablation and n_classes == work.eval_classes[0]:
         # Image decoding in DataLoader workers (our default classify.workers is 4) against the main process.
         with_workers = _classify_settings(eval_batch_size=256, workers=work.worker_ablation)
-        result = compare(lambda: evaluate(model, short, examples, transform, n_classes, with_workers, ctx.device, "eval"),
-                         ours, work.reps, ctx.device, per=len(examples))
+        result = compare(lambda: evaluate(model, short, eval_images(with_workers), n_classes, with_workers, ctx.device,
+                                          "eval"), ours, work.reps, ctx.device, per=len(examples))
         same = result.ours_out.correct == result.reference_out.correct
         rows.append(_row(f"ablation clf eval: {work.worker_ablation} decode workers vs 0, {n_classes} classes ({ctx.tag})",
                          result, "s/image", same, "yes" if same else "NO", {"images": len(examples)}, ablation=True))
     return rows
+
+
+def classifier_eval_per_run(ctx: Context, n_classes: int, new_eval_set, ours_pass, ref_pass, labels) -> dict:
+    """A classifier run evaluates every epoch: the released code its test set, ours the val split, which it
+    decodes once and keeps in memory (classify.eval_cache_mb). The same set and passes on both sides here."""
+    epochs = ctx.work.eval_epochs
+
+    def ours_run():
+        images = new_eval_set()
+        return [ours_pass(images) for _ in range(epochs)]
+
+    def ref_run():
+        return [ref_pass() for _ in range(epochs)]
+
+    result = compare(ours_run, ref_run, ctx.work.reps, ctx.device, per=epochs * len(labels), warmup=ctx.work.reps > 1)
+    ref_counts = [torch.bincount(labels[pred == labels], minlength=n_classes).tolist() for pred in result.reference_out]
+    equal = result.ours_out == ref_counts
+    return _row(f"classifier eval, every epoch of a run, {n_classes} classes ({ctx.tag})", result, "s/image/epoch",
+                equal, f"{'yes' if equal else 'NO'} (per-class correct, all {epochs} epochs)", {
+                    "classes": n_classes, "images": len(labels), "epochs": epochs,
+                    "ours": "EvalImages decoded once and kept in memory (classify.eval_cache_mb), one pass per epoch",
+                    "reference": "the released per-epoch test evaluation (bs 8, text features every batch)",
+                    "timed": "all epochs' evaluations incl. decoding / (images x epochs)"})
 
 
 def stage_classifier_train(ctx: Context) -> list[dict]:

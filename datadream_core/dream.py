@@ -30,13 +30,12 @@ import torch.nn.functional as F
 from datadream_core.data.images import load_rgb
 from datadream_core.io import FILE_MODE, atomic_path, write_csv, write_json
 from datadream_core.jobs import LOG, progress
-from datadream_core.models.sd import SDParts, encode_prompts, load_sd_parts
+from datadream_core.models.sd import HALF_DTYPES, SDParts, encode_prompts, load_sd_parts
 
 UNET_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 TEXT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 LORA_FILE = "pytorch_lora_weights.safetensors"
 CHECKPOINT_FILE = "checkpoint.pt"
-HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,11 @@ def test_compare_interleaves_and_takes_medians():
     assert result.speedup == pytest.approx(3.0)
     assert (result.ours_out, result.reference_out) == ("ours output", "reference output")
 
+    calls.clear()
+    result = compare(ours, ref, reps=3, device=CPU, floor=lambda: calls.append("f") or Measured(0.5))
+    assert calls == ["o", "r", "f", "r", "f", "o", "f", "o", "r", "o", "r", "f"]  # the floor joins the rotation
+    assert result.floor_s == [0.5] * 3 and result.reference_out == "reference output"
+
 
 def test_peak_memory_sees_a_large_cpu_tensor():
     with PeakMemory(CPU) as memory:
@@ -83,7 +88,7 @@ def test_reference_lora_step_matches_our_step(tiny_sd, tmp_path):
 
 
 def test_reference_evaluation_predicts_what_ours_predicts(tiny_clip, tmp_path):
-    from datadream_core.classify.data import Example, eval_transform
+    from datadream_core.classify.data import EvalImages, Example, eval_transform
     from datadream_core.classify.lora import add_lora, truncate_context
     from datadream_core.classify.train import evaluate
     from datadream_core.models.clip import load_clip
@@ -96,7 +101,8 @@ def test_reference_evaluation_predicts_what_ours_predicts(tiny_clip, tmp_path):
     examples = [Example(path, i % 12, True) for i, path in enumerate(paths)]
     transform = eval_transform(loaded.image_size, loaded.mean, loaded.std)
     settings = stages._classify_settings(eval_batch_size=64, workers=0)
-    counts = evaluate(loaded.model, truncate_context(loaded.model, full), examples, transform, 12, settings, CPU, "t")
+    images = EvalImages(examples, loaded.image_size, loaded.mean, loaded.std, 64, 0)
+    counts = evaluate(loaded.model, truncate_context(loaded.model, full), images, 12, settings, CPU, "t")
     predictions = reference.reference_evaluate(loaded.model, full, examples, transform, 100, CPU, "fp16")
     labels = torch.tensor([e.label for e in examples])
     assert counts.correct == torch.bincount(labels[predictions == labels], minlength=12).tolist()

@@ -289,19 +289,59 @@ def test_single_kind_batches_in_real_plus_synth_training_stay_finite(world, tmp_
     assert any(name.endswith(".B") and value.abs().sum() > 0 for name, value in final_lora.items())
 
 
-def test_test_images_are_read_once_and_only_after_selection(world, tmp_path, monkeypatch):
+def _run_counting_reads(world, out, monkeypatch, **overrides) -> tuple[dict, list[str]]:
     loaded = []
     load_rgb = classify_data.load_rgb
     monkeypatch.setattr(classify_data, "load_rgb", lambda path: loaded.append(path) or load_rgb(path))
-    metrics = run(world, tmp_path, "real", selection="val", epochs=2)
+    metrics = run(world, out, "real", selection="val", epochs=2, **overrides)
+    monkeypatch.setattr(classify_data, "load_rgb", load_rgb)
     split_of = {row.path: row.split for row in read_splits(world / "splits.csv")}
-    splits = [split_of[path] for path in loaded]
+    return metrics, [split_of[path] for path in loaded]
+
+
+def test_test_images_are_read_once_and_only_after_selection(world, tmp_path, monkeypatch):
+    metrics, splits = _run_counting_reads(world, tmp_path, monkeypatch, eval_cache_mb=0)
     n_test = splits.count("test")
     assert n_test == 10 * N_CLASSES and set(splits[-n_test:]) == {"test"}
-    assert len({path for path in loaded if split_of[path] == "test"}) == n_test
-    assert splits.count("val") == 2 * 4 * N_CLASSES  # once per epoch
+    assert splits.count("val") == 2 * 4 * N_CLASSES  # decoded again every epoch without the cache
     assert len(metrics["val_accuracy"]) == 2
     assert metrics["selected_epoch"] == 1 + metrics["val_accuracy"].index(max(metrics["val_accuracy"]))
+
+    cached, splits = _run_counting_reads(world, tmp_path / "cached", monkeypatch)  # default eval_cache_mb
+    assert splits.count("val") == 4 * N_CLASSES and splits.count("test") == n_test
+    assert set(splits[-n_test:]) == {"test"}
+    # Keeping the decoded val images changes nothing but the time.
+    assert (cached["val_accuracy"], cached["accuracy"], cached["per_class_accuracy"]) == (
+        metrics["val_accuracy"], metrics["accuracy"], metrics["per_class_accuracy"])
+
+
+def test_cached_evaluation_images_equal_the_test_transform(tmp_path):
+    from PIL import Image
+
+    from datadream_core.classify.data import EvalImages, Example, eval_transform
+
+    rng = torch.Generator().manual_seed(0)
+    examples = []
+    for index, (size, mode, suffix) in enumerate([((50, 37), "RGB", "jpg"), ((37, 50), "RGB", "png"),
+                                                  ((40, 40), "L", "png"), ((64, 33), "RGBA", "png"), ((33, 64), "RGB", "jpg")]):
+        pixels = torch.randint(0, 256, (size[1], size[0], len(mode)), generator=rng, dtype=torch.uint8).squeeze(-1)
+        path = tmp_path / f"{index}.{suffix}"
+        Image.fromarray(pixels.numpy(), mode).save(path)
+        examples.append(Example(str(path), index % 3, index % 2 == 0))
+    mean, std = (0.48, 0.46, 0.41), (0.27, 0.26, 0.28)
+    transform = eval_transform(32, mean, std)
+    expected = torch.stack([transform(classify_data.load_rgb(e.path)) for e in examples])
+
+    cached = EvalImages(examples, 32, mean, std, batch_size=2, workers=0, cache_mb=1)
+    streamed = EvalImages(examples, 32, mean, std, batch_size=2, workers=0, cache_mb=0)
+    too_large = EvalImages(examples, 32, mean, std, batch_size=2, workers=0, cache_mb=len(examples) * 3 * 32 * 32 / 2**20 / 2)
+    assert (cached.cached, streamed.cached, too_large.cached) == (True, False, False)
+    for images in (cached, streamed, cached):  # the second pass over the cache reads the kept pixels
+        batches = list(images)
+        assert [len(batch[0]) for batch in batches] == [2, 2, 1]
+        assert torch.equal(torch.cat([batch[0] for batch in batches]), expected)  # bit for bit
+        assert torch.cat([batch[1] for batch in batches]).tolist() == [e.label for e in examples]
+        assert torch.cat([batch[2] for batch in batches]).tolist() == [e.is_real for e in examples]
 
 
 def test_an_empty_val_split_falls_back_to_the_last_epoch(world, tmp_path):

@@ -100,9 +100,61 @@ def train_transform(augment: str, size: int, mean: Sequence[float], std: Sequenc
     raise ValueError(f"unknown augmentation '{augment}' (known: released, light, none)")
 
 
+def eval_resize(size: int) -> Callable:
+    """The deterministic part of the test transform: shorter side to `size` (bicubic), centre crop."""
+    return T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size)])
+
+
 def eval_transform(size: int, mean: Sequence[float], std: Sequence[float]) -> Callable:
-    return T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size),
-                      T.ToTensor(), T.Normalize(mean, std)])
+    return T.Compose([eval_resize(size), T.ToTensor(), T.Normalize(mean, std)])
+
+
+class EvalImages:
+    """An evaluation split, batched for one pass after another.
+
+    A split evaluated every epoch (val) is decoded and resized once and kept as uint8 pixels when they fit in
+    `cache_mb` MiB; each pass then only converts and normalises them, which gives exactly the tensors that
+    eval_transform gives (ToTensor is the same uint8 / 255). Larger splits, and `cache_mb` 0, are decoded again
+    on every pass in `workers` DataLoader workers.
+    """
+
+    def __init__(self, examples: Sequence[Example], size: int, mean: Sequence[float], std: Sequence[float],
+                 batch_size: int, workers: int, cache_mb: float = 0):
+        self.examples = list(examples)
+        self.size, self.batch_size, self.workers = size, batch_size, workers
+        self.transform = eval_transform(size, mean, std)
+        self._normalize = T.Normalize(mean, std)
+        self.cached = 0 < self.nbytes <= cache_mb * 2**20
+        self._pixels: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.examples) * 3 * self.size * self.size
+
+    def _decode_all(self) -> torch.Tensor:
+        resize = T.Compose([eval_resize(self.size), T.PILToTensor()])
+        pixels = torch.empty((len(self.examples), 3, self.size, self.size), dtype=torch.uint8)  # filled in place
+        start = 0
+        for images, _, _ in make_loader(self.examples, resize, self.batch_size, self.workers):
+            pixels[start:start + len(images)] = images
+            start += len(images)
+        return pixels
+
+    def __iter__(self):
+        """(images, labels, is_real) batches in the listed order."""
+        if not self.cached:
+            yield from make_loader(self.examples, self.transform, self.batch_size, self.workers)
+            return
+        if self._pixels is None:
+            self._pixels = self._decode_all()
+        labels = torch.tensor([example.label for example in self.examples])
+        is_real = torch.tensor([example.is_real for example in self.examples])
+        for start in range(0, len(self.examples), self.batch_size):
+            stop = start + self.batch_size
+            yield self._normalize(self._pixels[start:stop].float().div(255)), labels[start:stop], is_real[start:stop]
 
 
 class ImageList(Dataset):

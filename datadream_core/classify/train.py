@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from datadream_core.classify.data import (Example, eval_transform, make_loader, mix_within_parts, split_examples,
+from datadream_core.classify.data import (EvalImages, Example, make_loader, mix_within_parts, split_examples,
                                           train_examples, train_transform)
 from datadream_core.classify.lora import add_lora, encode_text, load_lora_state, lora_state, truncate_context
 from datadream_core.classify.trainsets import parse_trainset
@@ -56,6 +56,7 @@ class ClassifySettings:
     selection: str
     mixed_precision: str
     workers: int
+    eval_cache_mb: float
     seed: int
 
 
@@ -135,15 +136,14 @@ def _seed_everything(seed: int) -> None:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, tokens: torch.Tensor, examples: Sequence[Example], transform, n_classes: int,
+def evaluate(model: torch.nn.Module, tokens: torch.Tensor, images: EvalImages, n_classes: int,
              settings: ClassifySettings, device: torch.device, desc: str) -> ClassCounts:
     """Per-class correct/total; the text features are computed once for the whole evaluation."""
     model.eval()
     correct, total = torch.zeros(n_classes, dtype=torch.long), torch.zeros(n_classes, dtype=torch.long)
-    loader = make_loader(examples, transform, settings.eval_batch_size, settings.workers)
     with _autocast(device, settings.mixed_precision):
         texts = text_features(model, tokens)
-        for images, labels, _ in tqdm(loader, desc=desc, leave=False):
+        for images, labels, _ in tqdm(images, desc=desc, leave=False):
             predicted = class_logits(model, images.to(device), texts, settings.logit_scale).argmax(dim=-1).cpu()
             total += torch.bincount(labels, minlength=n_classes)
             correct += torch.bincount(labels[predicted == labels], minlength=n_classes)
@@ -198,8 +198,8 @@ def _load_checkpoint(path: Path, fingerprint: str, model, optimizer, scaler) -> 
     return FitState(**saved["state"])
 
 
-def fit(model, tokens, train: Sequence[Example], val: Sequence[Example], settings: ClassifySettings, real_weight: float,
-        n_classes: int, train_tf, val_tf, run_seed: Sequence[int], device: torch.device, checkpoint: Path,
+def fit(model, tokens, train: Sequence[Example], val: EvalImages, settings: ClassifySettings, real_weight: float,
+        n_classes: int, train_tf, run_seed: Sequence[int], device: torch.device, checkpoint: Path,
         fingerprint: str) -> FitState:
     """Train for settings.epochs, checkpointing every epoch; leave the selected LoRA state in the model.
 
@@ -225,7 +225,7 @@ def fit(model, tokens, train: Sequence[Example], val: Sequence[Example], setting
         state.epoch = epoch + 1
         if select_on_val:
             started = time.perf_counter()
-            accuracy = evaluate(model, tokens, val, val_tf, n_classes, settings, device, "val").accuracy
+            accuracy = evaluate(model, tokens, val, n_classes, settings, device, "val").accuracy
             state.selection_seconds += time.perf_counter() - started
             state.val_accuracy.append(accuracy)
             LOG.info("epoch %d: val accuracy %.2f%%", state.epoch, accuracy)
@@ -267,7 +267,7 @@ def run_classifier(*, dataset: str, trainset: str, shots: int, seed: int, n_synt
         add_lora(model, settings.lora_targets, settings.lora_rank, settings.lora_alpha, settings.lora_dropout)
     model.to(device)
     tokens = truncate_context(model, loaded.tokenize([row.prompt for row in classes])).to(device)
-    val_tf = eval_transform(loaded.image_size, loaded.mean, loaded.std)
+    image_format = (loaded.image_size, loaded.mean, loaded.std)
 
     train: list[Example] = []
     fitted = FitState()
@@ -275,14 +275,17 @@ def run_classifier(*, dataset: str, trainset: str, shots: int, seed: int, n_synt
     if spec.trains:
         real_weight = settings.real_weight if spec.uses_real and spec.generator else float(spec.uses_real)
         train = train_examples(spec, fewshot_csv, shots, manifest_csv, n_synth, n_classes)
-        val = split_examples(splits_csv, "val") if settings.selection == "val" else []
-        selection = settings.selection if settings.selection == "last" or val else "last"
+        # val is evaluated every epoch: decoded once and kept in memory when it fits classify.eval_cache_mb
+        val = EvalImages(split_examples(splits_csv, "val") if settings.selection == "val" else [], *image_format,
+                         settings.eval_batch_size, settings.workers, settings.eval_cache_mb)
+        selection = settings.selection if settings.selection == "last" or len(val) else "last"
         if selection != settings.selection:
             LOG.warning("%s has no val split: selecting the last epoch instead", splits_csv)
-        fingerprint = _fingerprint(settings=asdict(settings), trainset=trainset, shots=shots, seed=seed, n_synth=n_synth,
+        resumable = {key: value for key, value in asdict(settings).items() if key != "eval_cache_mb"}  # speed only
+        fingerprint = _fingerprint(settings=resumable, trainset=trainset, shots=shots, seed=seed, n_synth=n_synth,
                                    clip=dict(clip), train=[asdict(example) for example in train])
         train_tf = train_transform(settings.augment, loaded.image_size, loaded.mean, loaded.std)
-        fitted = fit(model, tokens, train, val, settings, real_weight, n_classes, train_tf, val_tf, run_seed, device,
+        fitted = fit(model, tokens, train, val, settings, real_weight, n_classes, train_tf, run_seed, device,
                      checkpoint, fingerprint)
 
     # The test split is read only now, after training and selection are final.
@@ -290,7 +293,8 @@ def run_classifier(*, dataset: str, trainset: str, shots: int, seed: int, n_synt
     if not test:
         raise ValueError(f"{splits_csv} has no test images")
     started = time.perf_counter()
-    counts = evaluate(model, tokens, test, val_tf, n_classes, settings, device, "test")
+    counts = evaluate(model, tokens, EvalImages(test, *image_format, settings.eval_batch_size, settings.workers),
+                      n_classes, settings, device, "test")
     eval_seconds = time.perf_counter() - started
 
     write_csv(per_class_csv, PER_CLASS_HEADER, (

@@ -10,6 +10,9 @@ import torch
 
 from datadream_core.models import ModelNotAvailable
 
+# The half-precision settings (`mixed_precision`) of training and sampling; LoRA weights stay fp32 under either.
+HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
 
 @dataclass
 class SDParts:

@@ -10,10 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
-from datadream_core.models.sd import load_sd_pipeline
+from datadream_core.models.sd import HALF_DTYPES, load_sd_pipeline
 from datadream_core.synth.sampler import Renderer
-
-HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
