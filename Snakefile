@@ -42,6 +42,7 @@ localrules:
     report_inputs,
     sample_fewshot,
     merge_manifest,
+    file_zeroshot,
     table_accuracy,
     table_fid,
     fid_histogram,

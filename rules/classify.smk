@@ -1,17 +1,21 @@
-# Classifier stage: one CLIP LoRA classifier per dataset, train set, shots, seed and n_synth.
+# Classifier stage: one CLIP LoRA classifier per dataset, train set, shots, seed and n_synth; the zero-shot
+# classifier, which trains on nothing, is evaluated once per dataset and filed under every (shots, seed).
 # Uses SHOTS, SEEDS, synth_manifest and clip_model_input from common.smk.
 from datadream_core.classify.trainsets import parse_trainset, trainset_names
 
 CLASSIFIER_GENERATORS = ["sd", "datadream_dset", "datadream_cls", "issynth", "disef"]
 
 
-def classifier_inputs(wildcards):
-    files = {
+def evaluation_inputs(wildcards):
+    return {
         "classes": f"results/{wildcards.dataset}/classes.csv",
         "splits": f"results/{wildcards.dataset}/splits.csv",
-        "fewshot": f"results/{wildcards.dataset}/fewshot/seed{wildcards.seed}.csv",
         "clip_model": clip_model_input(wildcards),
     }
+
+
+def classifier_inputs(wildcards):
+    files = {**evaluation_inputs(wildcards), "fewshot": f"results/{wildcards.dataset}/fewshot/seed{wildcards.seed}.csv"}
     generator = parse_trainset(wildcards.trainset).generator
     if generator is not None:
         files["manifest"] = synth_manifest(wildcards.dataset, generator, wildcards.shots, wildcards.seed)
@@ -37,11 +41,12 @@ rule train_classifier:
     log:
         "logs/train_classifier/{dataset}/{trainset}_k{shots}_seed{seed}_n{n_synth}.log",
     wildcard_constraints:
-        trainset="zeroshot|real|(real\\+)?synth_(" + "|".join(CLASSIFIER_GENERATORS) + ")",
+        trainset="real|(real\\+)?synth_(" + "|".join(CLASSIFIER_GENERATORS) + ")",
         n_synth=r"\d+",
     params:
         trainset=lambda wildcards: wildcards.trainset,
         shots=lambda wildcards: int(wildcards.shots),
+        seed=lambda wildcards: int(wildcards.seed),
         n_synth=lambda wildcards: int(wildcards.n_synth),
     threads: config["threads"]["classify"]
     resources:
@@ -49,3 +54,37 @@ rule train_classifier:
         runtime=720,
     script:
         "../workflow_scripts/classify.py"
+
+
+rule evaluate_zeroshot:
+    input:
+        unpack(evaluation_inputs),
+    output:
+        metrics="results/{dataset}/clf/zeroshot/metrics.json",
+        per_class="results/{dataset}/clf/zeroshot/per_class.csv",
+    log:
+        "logs/evaluate_zeroshot/{dataset}.log",
+    params:
+        trainset="zeroshot",
+        shots=0,
+        seed=0,
+        n_synth=0,
+    threads: config["threads"]["classify"]
+    resources:
+        mem_mb=16000,
+        runtime=240,
+    script:
+        "../workflow_scripts/classify.py"
+
+
+rule file_zeroshot:
+    input:
+        metrics="results/{dataset}/clf/zeroshot/metrics.json",
+        per_class="results/{dataset}/clf/zeroshot/per_class.csv",
+    output:
+        metrics="results/{dataset}/clf/zeroshot/k{shots}_seed{seed}/n0/metrics.json",
+        per_class="results/{dataset}/clf/zeroshot/k{shots}_seed{seed}/n0/per_class.csv",
+    log:
+        "logs/file_zeroshot/{dataset}_k{shots}_seed{seed}.log",
+    script:
+        "../workflow_scripts/file_zeroshot.py"

@@ -444,4 +444,38 @@ def test_rule_plans_every_trainset_kind_and_reads_the_generator_manifest(tmp_pat
     (tmp_path / manifest).write_text("path,class_index,image_index\n", encoding="utf-8")
     planned = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
     assert planned.returncode == 0, planned.stderr[-3000:]
-    assert re.search(r"^train_classifier\s+4$", planned.stdout, re.MULTILINE), planned.stdout
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", planned.stdout, re.MULTILINE))
+    # zeroshot is evaluated once for the dataset and filed under k2_seed0; the three other kinds train
+    assert (counts.get("train_classifier"), counts.get("evaluate_zeroshot"), counts.get("file_zeroshot")) == (
+        "3", "1", "1"), planned.stdout
+
+
+def test_zeroshot_is_evaluated_once_per_dataset_and_filed_under_every_run(tmp_path):
+    (tmp_path / "Snakefile").write_text(RULES_SNAKEFILE.format(rules=REPO / "rules"), encoding="utf-8")
+    config = {"seeds": [0, 1, 2], "shots": [1, 4], "datasets": {"world": {"source": "miniworld"}},
+              "classify": {"trainsets": ["zeroshot"]}}
+    (tmp_path / "config.yaml").write_text(json.dumps(config), encoding="utf-8")
+    planned = subprocess.run([sys.executable, "-m", "snakemake", "-s", "Snakefile", "--configfile", "config.yaml", "-n",
+                              "--cores", "1", "--quiet", "rules"], cwd=tmp_path, capture_output=True, text=True)
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", planned.stdout, re.MULTILINE))
+    assert (counts.get("evaluate_zeroshot"), counts.get("file_zeroshot"), counts.get("train_classifier")) == (
+        "1", "6", None), planned.stdout
+
+
+def test_filing_the_zeroshot_evaluation_sets_the_run_and_keeps_the_result(tmp_path):
+    from datadream_core.classify.zeroshot import file_zeroshot_for_run
+
+    shared = tmp_path / "clf/zeroshot"
+    write_csv(shared / "per_class.csv", ("class_index", "name", "correct", "total", "accuracy"), [(0, "a", 3, 4, 75.0)])
+    (shared / "metrics.json").write_text(json.dumps({"trainset": "zeroshot", "shots": 0, "seed": 0, "accuracy": 75.0}))
+    run = tmp_path / "clf/zeroshot/k4_seed2/n0"
+    metrics = file_zeroshot_for_run(shared / "metrics.json", shared / "per_class.csv", 4, 2, run / "metrics.json",
+                                    run / "per_class.csv")
+    assert read_json(run / "metrics.json") == metrics
+    assert (metrics["shots"], metrics["seed"], metrics["accuracy"]) == (4, 2, 75.0)
+    assert (run / "per_class.csv").read_bytes() == (shared / "per_class.csv").read_bytes()
+    (shared / "metrics.json").write_text(json.dumps({"trainset": "real", "accuracy": 75.0}))
+    with pytest.raises(ValueError, match="not the zero-shot evaluation"):
+        file_zeroshot_for_run(shared / "metrics.json", shared / "per_class.csv", 4, 2, tmp_path / "x.json", tmp_path / "x.csv")
+    assert not (tmp_path / "x.json").exists()

@@ -153,8 +153,9 @@ def test_default_config_plans_the_whole_dag_on_the_shipped_models(tmp_path):
     counts = {name: int(count) for name, count in re.findall(r"^(\w+)\s+(\d+)$", planned, re.MULTILINE)}
     n_generators = len(config["synth"]["generators"])
     assert n_generators == 5
-    per_seed = 2 + 2 * n_generators + len(config["scaling"]["n_synth"]) * 2 * len(config["scaling"]["generators"])
-    assert counts["train_classifier"] == 3 * per_seed
+    per_seed = 1 + 2 * n_generators + len(config["scaling"]["n_synth"]) * 2 * len(config["scaling"]["generators"])
+    assert counts["train_classifier"] == 3 * per_seed  # real, synth and real+synth of each generator, scaling runs
+    assert (counts["evaluate_zeroshot"], counts["file_zeroshot"]) == (1, 3)  # zero-shot once, filed per seed
     assert counts["train_lora_dset"] == counts["train_lora_cls"] == 3
     assert counts["fid_per_class"] == 3 * n_generators
     for rule in ("caption_shots", "sample_grid", "fid_histogram", "scaling_nsynth", "table_accuracy", "table_fid"):
