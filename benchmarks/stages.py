@@ -13,6 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -143,22 +144,61 @@ PAPER_CLS_STEPS = 400  # one cls adapter in the paper: 200 epochs x ceil(16 shot
 
 
 def ours_lora_step(parts, latents, batch, prompt_of, prompts, latent_size: int, generator, device, params, optimizer,
-                   max_grad_norm: float) -> float:
-    """The body of datadream_core.dream.train_datadream's loop (fp32): latent crops from the cache, the text
-    encoder on the batch's distinct prompts only, then the same loss and update as the reference."""
+                   max_grad_norm: float, half: torch.dtype | None = None) -> float:
+    """The body of datadream_core.dream.train_datadream's loop: latent crops from the cache, the text encoder on
+    the batch's distinct prompts only, then the same loss and update as the reference (forward under autocast to
+    `half` when given, as train_datadream does with mixed_precision on a GPU)."""
     from datadream_core.dream import denoising_loss, sample_crop
     from datadream_core.models.sd import encode_prompts
 
     batch_latents = torch.stack([sample_crop(latents[i], latent_size, generator) for i in batch]).to(device)
-    unique, inverse = np.unique(prompt_of[batch], return_inverse=True)
-    embeds = encode_prompts(parts.tokenizer, parts.text_encoder, [prompts[i] for i in unique], device)
-    embeds = embeds[torch.as_tensor(inverse, device=device)]
-    loss = denoising_loss(parts, batch_latents.to(parts.unet.dtype), embeds, generator)
+    with torch.autocast(device.type, dtype=half, enabled=half is not None):
+        unique, inverse = np.unique(prompt_of[batch], return_inverse=True)
+        embeds = encode_prompts(parts.tokenizer, parts.text_encoder, [prompts[i] for i in unique], device)
+        embeds = embeds[torch.as_tensor(inverse, device=device)]
+        loss = denoising_loss(parts, batch_latents.to(parts.unet.dtype), embeds, generator)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
     optimizer.step()
     return loss.detach().item()
+
+
+def lora_precision_ablation(ctx: Context, sd: str, paths: Sequence[str], settings, batches, reps: int,
+                            half: torch.dtype = torch.bfloat16) -> dict:
+    """train_datadream's mixed_precision lever: frozen weights in `half`, LoRA weights in fp32, forward under
+    autocast, against fp32, on the same steps from the same LoRA initialisation."""
+    from datadream_core.dream import add_lora, encode_images, step_generator
+    from datadream_core.models.sd import load_sd_parts
+
+    prompt_of, prompts = np.zeros(len(paths), dtype=int), ["a photo of a dax"]
+
+    def path(dtype: torch.dtype | None):
+        parts = load_sd_parts(sd, device=ctx.device, dtype=dtype or torch.float32)
+        torch.manual_seed(0)
+        params = add_lora(parts, settings)
+        parts.unet.train()
+        parts.text_encoder.train()
+        resolution = settings.resolution or parts.resolution
+        latents = encode_images(parts, paths, resolution, ctx.device)
+        optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-2)
+
+        def run():
+            return [ours_lora_step(parts, latents, batch, prompt_of, prompts, resolution // parts.vae_scale,
+                                   step_generator(ctx.seed, 1, step), ctx.device, params, optimizer,
+                                   settings.max_grad_norm, half=dtype) for step, batch in enumerate(batches)]
+
+        return run
+
+    result = compare(path(half), path(None), reps, ctx.device, per=len(batches))
+    difference = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(result.ours_out, result.reference_out))
+    tolerance = {"loss_rel": 5e-2}
+    equal = difference <= tolerance["loss_rel"]
+    name = str(half).removeprefix("torch.")
+    return _row(f"ablation lora: {name} autocast, fp32 LoRA weights vs fp32 ({ctx.tag})", result, "s/step", equal,
+                f"{'yes' if equal else 'NO'} (loss rel {difference:.1e} over the first run's steps)",
+                {"steps": len(batches), "dtype": name, "note": "dream.mixed_precision; off in paper.yaml, as in the "
+                 "released code (fp32, TF32 off)"}, tolerance=tolerance, ablation=True)
 
 
 def stage_lora(ctx: Context) -> list[dict]:
@@ -256,6 +296,8 @@ def stage_lora(ctx: Context) -> list[dict]:
         "equality_run": f"train_datadream vs reference loop, {steps} steps, square {side}px shots"}, tolerance=tolerance),
         _ceiling_row(f"lora train step ({ctx.tag})", result, "s/step", "UNet + text-encoder forward/backward with "
                      "LoRA (one prompt), clipping and AdamW, on latents already in memory")]
+    if work.ablations and ctx.device.type == "cuda":  # train_datadream trains in fp32 on a CPU whatever the setting
+        rows.append(lora_precision_ablation(ctx, sd, paths, settings, batches, work.reps))
     return rows
 
 

@@ -87,6 +87,19 @@ def test_reference_lora_step_matches_our_step(tiny_sd, tmp_path):
     assert torch.allclose(grads[0], grads[1], rtol=1e-3, atol=1e-6)
 
 
+def test_lora_precision_ablation_times_both_paths_and_compares_their_losses(tiny_sd, tmp_path):
+    from datadream_core.dream import DreamSettings
+
+    # The GPU lever, run here on the CPU (bf16 autocast works there too; the bench runs it on CUDA only).
+    paths = models.write_images(tmp_path / "shots", 4, (40, 36), seed=0, fmt="jpg")
+    ctx = stages.Context(tmp_path, CPU, stages.QUICK)
+    row = stages.lora_precision_ablation(ctx, tiny_sd, paths, DreamSettings(rank=4, alpha=4, batch_size=2),
+                                         [np.arange(2), np.arange(2, 4)], reps=1)
+    assert row["ablation"] and row["stage"].startswith("ablation lora: bfloat16 autocast")
+    assert len(row["ours_s"]) == len(row["reference_s"]) == 1 and row["work"]["steps"] == 2
+    assert row["outputs_equal"], row["equal_text"]
+
+
 def test_reference_evaluation_predicts_what_ours_predicts(tiny_clip, tmp_path):
     from datadream_core.classify.data import EvalImages, Example, eval_transform
     from datadream_core.classify.lora import add_lora, truncate_context
