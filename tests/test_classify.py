@@ -352,7 +352,8 @@ def test_an_empty_val_split_falls_back_to_the_last_epoch(world, tmp_path):
     assert metrics["val_accuracy"] == []
 
 
-def test_workflow_script_runs_the_classifier(world, tmp_path, monkeypatch):
+@pytest.mark.parametrize("rule", ["train_classifier", "evaluate_zeroshot"])
+def test_workflow_script_runs_the_classifier(world, tmp_path, monkeypatch, rule):
     from datadream_core import jobs
 
     monkeypatch.setattr(jobs, "start_job", lambda log, threads: logging.getLogger("datadream"))
@@ -363,16 +364,28 @@ def test_workflow_script_runs_the_classifier(world, tmp_path, monkeypatch):
         def get(self, key, default=None):
             return getattr(self, key, default)
 
-    out = tmp_path / "results/world/clf/synth_sd/k8_seed0/n2"
+    # What each rule hands the script: the zero-shot evaluation has no few-shot set, seed or manifest.
+    if rule == "train_classifier":
+        out = tmp_path / "results/world/clf/synth_sd/k8_seed0/n2"
+        inputs = Files(classes=str(world / "classes.csv"), splits=str(world / "splits.csv"),
+                       fewshot=str(world / "fewshot.csv"), manifest=str(world / "manifest.csv"))
+        params = SimpleNamespace(trainset="synth_sd", shots=SHOTS, seed=0, n_synth=2)
+        wildcards = SimpleNamespace(dataset="world", seed="0")
+    else:
+        out = tmp_path / "results/world/clf/zeroshot"
+        inputs = Files(classes=str(world / "classes.csv"), splits=str(world / "splits.csv"))
+        params = SimpleNamespace(trainset="zeroshot", shots=0, seed=0, n_synth=0)
+        wildcards = SimpleNamespace(dataset="world")
     snakemake = SimpleNamespace(
-        input=Files(classes=str(world / "classes.csv"), splits=str(world / "splits.csv"),
-                    fewshot=str(world / "fewshot.csv"), manifest=str(world / "manifest.csv")),
-        output=SimpleNamespace(metrics=str(out / "metrics.json"), per_class=str(out / "per_class.csv")),
-        params=SimpleNamespace(trainset="synth_sd", shots=SHOTS, n_synth=2), wildcards=SimpleNamespace(dataset="world", seed="0"),
-        log=[str(tmp_path / "log")], threads=1, config=config)
+        input=inputs, output=SimpleNamespace(metrics=str(out / "metrics.json"), per_class=str(out / "per_class.csv")),
+        params=params, wildcards=wildcards, log=[str(tmp_path / "log")], threads=1, config=config)
     runpy.run_path(str(REPO / "workflow_scripts" / "classify.py"), init_globals={"snakemake": snakemake})
     metrics = read_json(out / "metrics.json")
-    assert (metrics["trainset"], metrics["n_synth"], metrics["n_train_images"]) == ("synth_sd", 2, 2 * N_CLASSES)
+    if rule == "train_classifier":
+        assert (metrics["trainset"], metrics["n_synth"], metrics["n_train_images"]) == ("synth_sd", 2, 2 * N_CLASSES)
+    else:
+        assert (metrics["trainset"], metrics["shots"], metrics["n_train_images"]) == ("zeroshot", 0, 0)
+        assert metrics["n_test_images"] == 10 * N_CLASSES
 
 
 KILLED_SCRIPT = """

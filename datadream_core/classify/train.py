@@ -136,14 +136,14 @@ def _seed_everything(seed: int) -> None:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, tokens: torch.Tensor, images: EvalImages, n_classes: int,
+def evaluate(model: torch.nn.Module, tokens: torch.Tensor, split: EvalImages, n_classes: int,
              settings: ClassifySettings, device: torch.device, desc: str) -> ClassCounts:
     """Per-class correct/total; the text features are computed once for the whole evaluation."""
     model.eval()
     correct, total = torch.zeros(n_classes, dtype=torch.long), torch.zeros(n_classes, dtype=torch.long)
     with _autocast(device, settings.mixed_precision):
         texts = text_features(model, tokens)
-        for images, labels, _ in tqdm(images, desc=desc, leave=False):
+        for images, labels, _ in tqdm(split, desc=desc, leave=False):
             predicted = class_logits(model, images.to(device), texts, settings.logit_scale).argmax(dim=-1).cpu()
             total += torch.bincount(labels, minlength=n_classes)
             correct += torch.bincount(labels[predicted == labels], minlength=n_classes)
