@@ -461,9 +461,9 @@ def _unet_floor(sd: str, settings, ctx: Context, classes: int, images: int):
     classifier-free-guidance batch (twice the images of each sampler batch)."""
     from datadream_core.synth.text2img import load_text2img
 
-    unet = load_text2img(sd, None, settings, ctx.device).unet
-    size = unet.config.sample_size
-    context, length = unet.config.cross_attention_dim, _context_length(sd)
+    pipe = load_text2img(sd, None, settings, ctx.device)
+    unet, length = pipe.unet, pipe.tokenizer.model_max_length
+    size, context = unet.config.sample_size, unet.config.cross_attention_dim
 
     def floor():
         generator = torch.Generator().manual_seed(0)
@@ -479,12 +479,6 @@ def _unet_floor(sd: str, settings, ctx: Context, classes: int, images: int):
                              embeds)
 
     return floor
-
-
-def _context_length(sd: str) -> int:
-    import json
-
-    return int(json.loads((Path(sd) / "tokenizer" / "tokenizer_config.json").read_text())["model_max_length"])
 
 
 def generation_ablations(ctx: Context, sd: str, adapters, prompts) -> list[dict]:
