@@ -71,8 +71,37 @@ def validate_config(config: Mapping[str, Any]) -> dict:
     errors = sorted(validator.iter_errors(resolved), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         raise ConfigError("; ".join(_describe(error) for error in errors))
+    _check_overrides(resolved, schema)
     _check_consistency(resolved)
     return resolved
+
+
+# Sections a dataset may override (`datasets.<name>.overrides`), and the keys it may not: those decide
+# which runs exist, so the tables would compare different sets of runs across datasets.
+OVERRIDABLE_SECTIONS = ("dream", "synth", "classify", "fid")
+SHARED_KEYS = {"dream": {"modes"}, "synth": {"generators", "n_synth"}, "classify": {"trainsets"}}
+
+
+def _check_overrides(config: dict, schema: dict) -> None:
+    for name, dataset in config["datasets"].items():
+        for section_name, values in (dataset.get("overrides") or {}).items():
+            where = f"datasets.{name}.overrides.{section_name}"
+            shared = sorted(set(values) & SHARED_KEYS.get(section_name, set()))
+            if shared:
+                raise ConfigError(f"config key '{where}.{shared[0]}' cannot be set per dataset: it decides which runs"
+                                  f" the tables compare; set '{section_name}.{shared[0]}' for all datasets")
+            merged = {**config[section_name], **values}
+            validator = _with_defaults(jsonschema.Draft202012Validator)(schema["properties"][section_name])
+            errors = sorted(validator.iter_errors(merged), key=lambda e: list(map(str, e.absolute_path)))
+            if errors:
+                message = "; ".join(_describe(error) for error in errors)
+                raise ConfigError(f"{where}: {message}")
+
+
+def dataset_section(config: Mapping[str, Any], dataset: str, name: str) -> dict:
+    """Section `name` as dataset `dataset` runs it: the global section with the dataset's overrides on top."""
+    overrides = (config["datasets"][dataset].get("overrides") or {}).get(name, {})
+    return {**config[name], **overrides}
 
 
 def _check_consistency(config: dict) -> None:
@@ -108,6 +137,38 @@ def synth_count(config: Mapping[str, Any]) -> int:
     return max([config["synth"]["n_synth"]] + list(config["scaling"]["n_synth"]))
 
 
+# Keys proven not to change any output, only how fast a job runs (resume is exact whatever the checkpoint
+# interval; image i depends on (seed, class, i) alone whatever the batch or chunk; the val cache and loader
+# workers return the same pixels). Jobs get them as `OutputNeutral`, which Snakemake's params trigger ignores.
+SPEED_ONLY_KEYS = {
+    "dream": frozenset({"classes_per_job", "checkpoint_every"}),
+    "synth": frozenset({"classes_per_job", "batch_size"}),
+    "classify": frozenset({"workers", "eval_cache_mb"}),
+}
+
+
+@dataclass(frozen=True)
+class OutputNeutral:
+    """Job settings that cannot change the job's outputs (speed keys, where a model lives on disk).
+
+    They still reach the job through its rule's `params`, but Snakemake records only params of builtin
+    types for its rerun check, so wrapping them here keeps a change to them from replanning anything.
+    """
+
+    values: Mapping[str, Any]
+
+
+def split_settings(values: Mapping[str, Any], neutral_keys) -> tuple[dict, OutputNeutral]:
+    """(the settings that determine outputs, the output-neutral rest)."""
+    tracked = {key: value for key, value in values.items() if key not in neutral_keys}
+    return tracked, OutputNeutral({key: value for key, value in values.items() if key in neutral_keys})
+
+
+def job_settings(tracked: Mapping[str, Any], neutral: OutputNeutral) -> dict:
+    """What a job script works with: both halves of `split_settings` again."""
+    return {**neutral.values, **tracked}
+
+
 def section(cls, values: Mapping[str, Any]):
     """Build a settings dataclass from a validated config section, ignoring keys it does not use."""
     names = {field.name for field in fields(cls)}
@@ -129,4 +190,17 @@ class DatasetSpec:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], name: str) -> "DatasetSpec":
-        return cls(name=name, **config["datasets"][name])
+        return cls.from_entry(name, config["datasets"][name])
+
+    @classmethod
+    def from_entry(cls, name: str, entry: Mapping[str, Any]) -> "DatasetSpec":
+        """The readers' view of a `datasets:` entry; its `overrides` are for the later stages."""
+        return cls(name=name, **{key: value for key, value in entry.items() if key != "overrides"})
+
+    def source_root(self) -> str | None:
+        """The folder holding this dataset's files (None for the rendered miniature world)."""
+        from datadream_core.data.sources import COOP_SPECS
+
+        if self.source == "coop":
+            return str(Path(self.root) / COOP_SPECS[self.coop_name or self.name].folder)
+        return self.root if self.source == "imagefolder" else None

@@ -12,7 +12,6 @@ generator seeded with (seed, scope, s): a run resumed from a checkpoint continue
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import resource
@@ -21,20 +20,22 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from datadream_core.data.images import load_rgb
+from datadream_core.config import SPEED_ONLY_KEYS
+from datadream_core.identity import digest
 from datadream_core.io import FILE_MODE, atomic_path, write_csv, write_json
 from datadream_core.jobs import LOG, progress
+from datadream_core.layout import LORA_FILE
 from datadream_core.models.sd import HALF_DTYPES, SDParts, encode_prompts, load_sd_parts
 
 UNET_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 TEXT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
-LORA_FILE = "pytorch_lora_weights.safetensors"
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
@@ -67,17 +68,11 @@ class Example:
     prompt: str
 
 
-def run_identity(sd_path: str, examples: Sequence[Example], settings: DreamSettings, seed: int, scope: int) -> dict:
-    """Everything that determines the adapter; a checkpoint or a finished adapter is reused only if it matches."""
-    return {"sd_path": str(sd_path), "examples": [[example.path, example.prompt] for example in examples],
-            "settings": asdict(settings), "seed": seed, "scope": scope}
-
-
-def finished_adapter_matches(out_dir: str | Path, identity: dict) -> bool:
-    summary_file = Path(out_dir) / "train.json"
-    if not (Path(out_dir) / LORA_FILE).exists() or not summary_file.exists():
-        return False
-    return json.loads(summary_file.read_text(encoding="utf-8")).get("identity") == json.loads(json.dumps(identity))
+def checkpoint_identity(made_from: Mapping[str, str], examples: Sequence[Example], settings: DreamSettings, seed: int,
+                        scope: int) -> str:
+    """Everything that determines the adapter; a checkpoint is resumed only if it was made from the same."""
+    determining = {key: value for key, value in asdict(settings).items() if key not in SPEED_ONLY_KEYS["dream"]}
+    return digest(dict(made_from), [[example.path, example.prompt] for example in examples], determining, seed, scope)
 
 
 def step_generator(seed: int, scope: int, step: int) -> torch.Generator:
@@ -204,7 +199,7 @@ def save_lora(parts: SDParts, settings: DreamSettings, out_dir: Path) -> Path:
     return target
 
 
-def _save_checkpoint(path: Path, identity: dict, step: int, params, optimizer, lr_schedule, scaler, losses) -> None:
+def _save_checkpoint(path: Path, identity: str, step: int, params, optimizer, lr_schedule, scaler, losses) -> None:
     state = {"identity": identity, "step": step, "lora": [p.detach().cpu() for p in params], "optimizer": optimizer.state_dict(),
              "lr_schedule": lr_schedule.state_dict(), "scaler": scaler.state_dict() if scaler else None,
              "losses": losses}
@@ -212,7 +207,7 @@ def _save_checkpoint(path: Path, identity: dict, step: int, params, optimizer, l
         torch.save(state, tmp)
 
 
-def _load_checkpoint(path: Path, identity: dict, params, optimizer, lr_schedule, scaler) -> tuple[int, list]:
+def _load_checkpoint(path: Path, identity: str, params, optimizer, lr_schedule, scaler) -> tuple[int, list]:
     state = torch.load(path, map_location="cpu", weights_only=False)
     if state.get("identity") != identity:
         LOG.warning("checkpoint %s belongs to other settings or images: starting over", path)
@@ -228,11 +223,14 @@ def _load_checkpoint(path: Path, identity: dict, params, optimizer, lr_schedule,
 
 
 def train_datadream(sd_path: str, examples: Sequence[Example], out_dir: str | Path, settings: DreamSettings,
-                    seed: int, scope: int = 0, device: str | None = None) -> dict:
+                    seed: int, scope: int = 0, device: str | None = None,
+                    made_from: Mapping[str, str] | None = None) -> dict:
     """Fine-tune LoRA adapters on `examples`; write the adapter, losses.csv and train.json to `out_dir`.
 
     `scope` separates the randomness of adapters trained with the same seed: 0 for the
     dataset-wide adapter (mode dset), class index + 1 in mode cls. Reruns resume from `out_dir/checkpoint.pt`.
+    `made_from` (settings digest, model identity, data identity) is recorded in train.json; without it
+    the model is known by its path.
     """
     if not examples:
         raise ValueError(f"no training images for the adapter in {out_dir}")
@@ -243,7 +241,8 @@ def train_datadream(sd_path: str, examples: Sequence[Example], out_dir: str | Pa
     if settings.mixed_precision != "no" and half is None:
         LOG.info("mixed_precision=%s ignored on %s: training in fp32", settings.mixed_precision, device)
     started = time.perf_counter()
-    identity = run_identity(sd_path, examples, settings, seed, scope)
+    made_from = dict(made_from or {"model_identity": f"path:{sd_path}"})
+    identity = checkpoint_identity(made_from, examples, settings, seed, scope)
 
     parts = load_sd_parts(sd_path, device=device, dtype=half or torch.float32)
     resolution = settings.resolution or parts.resolution
@@ -318,7 +317,7 @@ def train_datadream(sd_path: str, examples: Sequence[Example], out_dir: str | Pa
 
     save_lora(parts, settings, out_dir)
     write_csv(out_dir / "losses.csv", ("step", "loss", "lr"), losses)
-    summary = {"identity": identity, "images": len(examples),
+    summary = {"made_from": made_from, "identity": identity, "images": len(examples),
                "prompts": prompts, "steps": total_steps, "resolution": resolution, "device": str(device),
                "wall_seconds": time.perf_counter() - started, "peak_memory_mb": _peak_memory_mb(device),
                "trainable_parameters": sum(p.numel() for p in params), "final_loss": losses[-1][1]}

@@ -12,7 +12,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 
 def _umask() -> int:
@@ -53,13 +53,26 @@ def atomic_folder(target: str | os.PathLike) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         yield staging
-        for path in [staging, *staging.rglob("*")]:
-            path.chmod(FOLDER_MODE if path.is_dir() else FILE_MODE)  # mkdtemp makes owner-only folders
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
+        publish_folder(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish_folder(staging: Path, target: Path) -> None:
+    """Rename a finished staging folder onto `target`; an older `target` is moved aside first and removed
+    only once the new one is in place."""
+    import shutil
+
+    for path in [staging, *staging.rglob("*")]:
+        path.chmod(FOLDER_MODE if path.is_dir() else FILE_MODE)  # mkdtemp makes owner-only folders
+    if not target.exists():
+        staging.rename(target)
+        return
+    previous = target.with_name(f".{target.name}.previous")
+    shutil.rmtree(previous, ignore_errors=True)
+    target.rename(previous)
+    staging.rename(target)
+    shutil.rmtree(previous)
 
 
 def write_text(target: str | os.PathLike, text: str) -> None:
@@ -89,6 +102,3 @@ def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
 
-
-def write_records(target: str | os.PathLike, records: Sequence[Mapping[str, Any]], header: Sequence[str]) -> None:
-    write_csv(target, header, ([record[key] for key in header] for record in records))

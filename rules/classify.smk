@@ -1,34 +1,49 @@
 # Classifier stage: one CLIP LoRA classifier per dataset, train set, shots, seed and n_synth; the zero-shot
 # classifier, which trains on nothing, is evaluated once per dataset and filed under every (shots, seed).
-# Uses SHOTS, SEEDS, synth_manifest and clip_model_input from common.smk.
 from datadream_core.classify.trainsets import parse_trainset, trainset_names
 
-CLASSIFIER_GENERATORS = ["sd", "datadream_dset", "datadream_cls", "issynth", "disef"]
+# Zero-shot CLIP is only evaluated: of the classify section, these keys can change its result.
+ZEROSHOT_KEYS = ("logit_scale", "eval_batch_size", "mixed_precision")
 
 
 def evaluation_inputs(wildcards):
     return {
-        "classes": f"results/{wildcards.dataset}/classes.csv",
-        "splits": f"results/{wildcards.dataset}/splits.csv",
+        "classes": layout.classes_csv(wildcards.dataset),
+        "splits": layout.splits_csv(wildcards.dataset),
         "clip_model": clip_model_input(wildcards),
     }
 
 
 def classifier_inputs(wildcards):
-    files = {**evaluation_inputs(wildcards), "fewshot": f"results/{wildcards.dataset}/fewshot/seed{wildcards.seed}.csv"}
+    files = {**evaluation_inputs(wildcards), "fewshot": layout.fewshot_csv(wildcards.dataset, wildcards.seed)}
     generator = parse_trainset(wildcards.trainset).generator
     if generator is not None:
-        files["manifest"] = synth_manifest(wildcards.dataset, generator, wildcards.shots, wildcards.seed)
+        files["manifest"] = layout.synth_manifest(wildcards.dataset, generator, wildcards.shots, wildcards.seed)
     return files
+
+
+def classifier_params(wildcards):
+    return stage_settings(wildcards.dataset, "classify")
+
+
+def zeroshot_params(wildcards):
+    return stage_settings(wildcards.dataset, "classify", ZEROSHOT_KEYS)
+
+
+def classifier_made_from(settings_of):
+    def made_from(wildcards):
+        return {"settings_digest": digest(settings_of(wildcards)[0]), "model_identity": CLIP_IDENTITY,
+                "data_identity": data_identity(wildcards.dataset)}
+
+    return made_from
 
 
 def classifier_targets(dataset):
     """metrics.json of every configured train set, shots and seed; synthetic sets use synth.n_synth images."""
     paths = []
-    for name in trainset_names(config["classify"]["trainsets"], config["synth"]["generators"]):
+    for name in trainset_names(config["classify"]["trainsets"], GENERATORS):
         n_synth = config["synth"]["n_synth"] if parse_trainset(name).generator else 0
-        paths += expand("results/{dataset}/clf/{trainset}/k{shots}_seed{seed}/n{n_synth}/metrics.json",
-                        dataset=dataset, trainset=name, shots=SHOTS, seed=SEEDS, n_synth=n_synth)
+        paths += [layout.clf_metrics(dataset, name, shots, seed, n_synth) for shots in SHOTS for seed in SEEDS]
     return paths
 
 
@@ -36,18 +51,22 @@ rule train_classifier:
     input:
         unpack(classifier_inputs),
     output:
-        metrics="results/{dataset}/clf/{trainset}/k{shots}_seed{seed}/n{n_synth}/metrics.json",
-        per_class="results/{dataset}/clf/{trainset}/k{shots}_seed{seed}/n{n_synth}/per_class.csv",
+        metrics=layout.clf_metrics("{dataset}", "{trainset}", "{shots}", "{seed}", "{n_synth}"),
+        per_class=layout.clf_per_class("{dataset}", "{trainset}", "{shots}", "{seed}", "{n_synth}"),
     log:
         "logs/train_classifier/{dataset}/{trainset}_k{shots}_seed{seed}_n{n_synth}.log",
     wildcard_constraints:
-        trainset="real|(real\\+)?synth_(" + "|".join(CLASSIFIER_GENERATORS) + ")",
+        trainset="real|(real\\+)?synth_(" + "|".join(layout.GENERATORS) + ")",
         n_synth=r"\d+",
     params:
         trainset=lambda wildcards: wildcards.trainset,
         shots=lambda wildcards: int(wildcards.shots),
         seed=lambda wildcards: int(wildcards.seed),
         n_synth=lambda wildcards: int(wildcards.n_synth),
+        settings=lambda wildcards: classifier_params(wildcards)[0],
+        neutral=lambda wildcards: classifier_params(wildcards)[1],
+        made_from=classifier_made_from(classifier_params),
+        clip_location=CLIP_LOCATION,
     threads: config["threads"]["classify"]
     resources:
         mem_mb=16000,
@@ -60,8 +79,8 @@ rule evaluate_zeroshot:
     input:
         unpack(evaluation_inputs),
     output:
-        metrics="results/{dataset}/clf/zeroshot/metrics.json",
-        per_class="results/{dataset}/clf/zeroshot/per_class.csv",
+        metrics=f"{layout.zeroshot_dir('{dataset}')}/metrics.json",
+        per_class=f"{layout.zeroshot_dir('{dataset}')}/per_class.csv",
     log:
         "logs/evaluate_zeroshot/{dataset}.log",
     params:
@@ -69,6 +88,10 @@ rule evaluate_zeroshot:
         shots=0,
         seed=0,
         n_synth=0,
+        settings=lambda wildcards: zeroshot_params(wildcards)[0],
+        neutral=lambda wildcards: zeroshot_params(wildcards)[1],
+        made_from=classifier_made_from(zeroshot_params),
+        clip_location=CLIP_LOCATION,
     threads: config["threads"]["classify"]
     resources:
         mem_mb=16000,
@@ -79,11 +102,11 @@ rule evaluate_zeroshot:
 
 rule file_zeroshot:
     input:
-        metrics="results/{dataset}/clf/zeroshot/metrics.json",
-        per_class="results/{dataset}/clf/zeroshot/per_class.csv",
+        metrics=f"{layout.zeroshot_dir('{dataset}')}/metrics.json",
+        per_class=f"{layout.zeroshot_dir('{dataset}')}/per_class.csv",
     output:
-        metrics="results/{dataset}/clf/zeroshot/k{shots}_seed{seed}/n0/metrics.json",
-        per_class="results/{dataset}/clf/zeroshot/k{shots}_seed{seed}/n0/per_class.csv",
+        metrics=layout.clf_metrics("{dataset}", "zeroshot", "{shots}", "{seed}", 0),
+        per_class=layout.clf_per_class("{dataset}", "zeroshot", "{shots}", "{seed}", 0),
     log:
         "logs/file_zeroshot/{dataset}_k{shots}_seed{seed}.log",
     script:

@@ -1,21 +1,33 @@
-# Names and paths shared by the rule files: plain functions of the config, no file I/O at job time.
-from datadream_core.chunks import CHUNK_PATTERN, chunk_classes, chunk_of, class_chunks
-from datadream_core.config import DatasetSpec, fewshot_size, synth_count
+# Names, paths and job settings shared by the rule files: plain functions of the config, no torch.
+#
+# The cache contract: every setting that can change a job's outputs reaches it through `params` (Snakemake
+# replans the job when one changes); settings proven not to (speed keys, where a model lives on disk) reach
+# it as OutputNeutral, which the rerun check ignores. Models and data enter params by content identity.
+from functools import lru_cache
+from pathlib import Path
+
+from datadream_core import layout
+from datadream_core.chunks import chunk_classes, class_chunks, shard_count
+from datadream_core.config import (SPEED_ONLY_KEYS, DatasetSpec, OutputNeutral, dataset_section, fewshot_size,
+                                   split_settings, synth_count)
 from datadream_core.data.build import class_count
-from datadream_core.synth.sampler import shard_count
+from datadream_core.identity import DigestCache, clip_identity, digest, listing_digest, model_identity
 
 DATASETS = sorted(config["datasets"])
 SEEDS = config["seeds"]
 SHOTS = config["shots"]
 FEWSHOT_SIZE = fewshot_size(config)
 SYNTH_COUNT = synth_count(config)
-N_SHARDS = shard_count(SYNTH_COUNT, config["synth"]["shard_size"])
 GENERATORS = config["synth"]["generators"]
 CLASS_COUNT = {name: class_count(DatasetSpec.from_config(config, name)) for name in DATASETS}
-SD_MODEL_MARKER = f"{config['models']['sd']['path']}/model_index.json"
-CLIP_MODEL_MARKER = f"{config['models']['clip']['name']}/open_clip_config.json"
-# The unadapted model sees no real image, so its samples do not depend on K: one set, under k0.
-SHOT_FREE_GENERATORS = {"sd"}
+SD_CONFIG = config["models"]["sd"]
+CLIP_CONFIG = config["models"]["clip"]
+SD_MODEL_MARKER = f"{SD_CONFIG['path']}/model_index.json"
+CLIP_MODEL_MARKER = f"{CLIP_CONFIG['name']}/open_clip_config.json"
+CAPTIONER_MARKER = f"{config['synth']['captioner']}/config.json"
+# Keys of a section that shape the DAG (which runs exist) rather than any one job's outputs.
+DAG_KEYS = {"dream": {"modes", "classes_per_job"}, "synth": {"generators", "n_synth", "classes_per_job"},
+            "classify": {"trainsets"}}
 
 
 wildcard_constraints:
@@ -23,77 +35,113 @@ wildcard_constraints:
     seed=r"\d+",
     shots=r"\d+",
     mode="dset|cls",
-    chunk=CHUNK_PATTERN,
     shard=r"\d{3}",
-    generator="sd|datadream_dset|datadream_cls|issynth|disef",
+    generator="|".join(layout.GENERATORS),
 
 
-def world_input(wildcards):
-    if config["datasets"][wildcards.dataset]["source"] == "miniworld":
-        return f"results/{wildcards.dataset}/world/manifest.csv"
-    return []
+# ---- identities: models and data by content --------------------------------------------------------------
+_DIGESTS = DigestCache()
+
+
+def _identity_of(build_tiny, tiny_kind, compute):
+    """A model this workflow builds is known by its recipe (its marker file is an input); others by content."""
+    return f"built:tiny-{tiny_kind}-seed0" if build_tiny else compute()
+
+
+SD_IDENTITY = _identity_of(SD_CONFIG["build_tiny"], "sd",
+                           lambda: model_identity(SD_CONFIG["path"], SD_CONFIG.get("revision"), _DIGESTS))
+CLIP_IDENTITY = _identity_of(CLIP_CONFIG["build_tiny"], "clip",
+                             lambda: clip_identity(CLIP_CONFIG["name"], CLIP_CONFIG["pretrained"], _DIGESTS))
+SD_LOCATION = OutputNeutral({"path": SD_CONFIG["path"], "revision": SD_CONFIG.get("revision")})
+CLIP_LOCATION = OutputNeutral({"name": CLIP_CONFIG["name"], "pretrained": CLIP_CONFIG["pretrained"]})
+
+
+@lru_cache(maxsize=None)
+def captioner_identity():
+    synth = config["synth"]
+    return _identity_of(synth["captioner_build_tiny"], "captioner", lambda: model_identity(synth["captioner"], None, _DIGESTS))
+
+
+@lru_cache(maxsize=None)
+def data_identity(dataset):
+    """The dataset's content: a listing of its files (path, size, mtime), or the rendered world's recipe."""
+    spec = DatasetSpec.from_config(config, dataset)
+    if spec.source == "miniworld":
+        return f"world:{digest(dict(spec.world or {}))}"
+    root = spec.source_root()
+    return f"files:{listing_digest(root)}" if Path(root).is_dir() else f"missing:{root}"
 
 
 def sd_model_input(wildcards):
-    return [SD_MODEL_MARKER] if config["models"]["sd"]["build_tiny"] else []
+    return [SD_MODEL_MARKER] if SD_CONFIG["build_tiny"] else []
 
 
 def clip_model_input(wildcards):
-    return [CLIP_MODEL_MARKER] if config["models"]["clip"]["build_tiny"] else []
+    return [CLIP_MODEL_MARKER] if CLIP_CONFIG["build_tiny"] else []
 
 
-def cls_chunk_marker(dataset, shots, seed, chunk):
-    return f"results/{dataset}/dream/cls/k{shots}_seed{seed}/chunks/{chunk}.json"
+# ---- settings per dataset and stage -----------------------------------------------------------------------
+def section_of(dataset, name):
+    """Section `name` as `dataset` runs it (its `overrides` on top), without the DAG-shaping keys."""
+    values = dataset_section(config, dataset, name)
+    return {key: value for key, value in values.items() if key not in DAG_KEYS.get(name, set())}
 
 
-def dset_adapter(dataset, shots, seed):
-    return f"results/{dataset}/dream/dset/k{shots}_seed{seed}/all/pytorch_lora_weights.safetensors"
+@lru_cache(maxsize=None)
+def stage_settings(dataset, name, keys=None):
+    """(tracked settings, OutputNeutral rest) of a section for one dataset; `keys` narrows the tracked ones."""
+    tracked, neutral = split_settings(section_of(dataset, name), SPEED_ONLY_KEYS.get(name, frozenset()))
+    if keys is not None:
+        neutral = OutputNeutral({**neutral.values, **{k: v for k, v in tracked.items() if k not in keys}})
+        tracked = {k: v for k, v in tracked.items() if k in keys}
+    return tracked, neutral
 
 
-def generation_adapters(wildcards):
-    """The adapter file (dset) or the class-chunk markers (cls) a generation chunk needs."""
-    if wildcards.generator == "datadream_dset":
-        return [dset_adapter(wildcards.dataset, wildcards.shots, wildcards.seed)]
-    if wildcards.generator == "datadream_cls":
-        n_classes, per_job = CLASS_COUNT[wildcards.dataset], config["dream"]["classes_per_job"]
-        chunks = {chunk_of(index, n_classes, per_job) for index in chunk_classes(wildcards.chunk)}
-        return sorted(cls_chunk_marker(wildcards.dataset, wildcards.shots, wildcards.seed, chunk) for chunk in chunks)
+def classes_per_job(dataset, stage):
+    return dataset_section(config, dataset, stage)["classes_per_job"]
+
+
+def chunks_of(stage):
+    """Class chunk -> the datasets that use it, for a per-class stage (dream or synth)."""
+    chunks = {}
+    for dataset in DATASETS:
+        for chunk in class_chunks(CLASS_COUNT[dataset], classes_per_job(dataset, stage)):
+            chunks.setdefault(chunk, []).append(dataset)
+    return chunks
+
+
+def chunk_rule_name(stage_rule, chunk):
+    return f"{stage_rule}_{chunk.replace('-', '_')}"
+
+
+def n_shards(dataset):
+    return shard_count(SYNTH_COUNT, dataset_section(config, dataset, "synth")["shard_size"])
+
+
+# ---- targets ----------------------------------------------------------------------------------------------
+def world_input(wildcards):
+    if config["datasets"][wildcards.dataset]["source"] == "miniworld":
+        return [layout.world_manifest(wildcards.dataset), layout.world_images(wildcards.dataset)]
     return []
 
 
-def synth_dir(dataset, generator, shots, seed):
-    shots = 0 if generator in SHOT_FREE_GENERATORS else shots
-    return f"results/{dataset}/synth/{generator}/k{shots}_seed{seed}"
-
-
-def synth_manifest(dataset, generator, shots, seed):
-    return f"{synth_dir(dataset, generator, shots, seed)}/manifest.csv"
-
-
-def chunk_csvs(wildcards):
-    base = synth_dir(wildcards.dataset, wildcards.generator, wildcards.shots, wildcards.seed)
-    chunks = class_chunks(CLASS_COUNT[wildcards.dataset], config["synth"]["classes_per_job"])
-    return [f"{base}/chunks/{chunk}_shard{shard:03d}.csv" for chunk in chunks for shard in range(N_SHARDS)]
-
-
 def dataset_files(dataset):
-    return [f"results/{dataset}/classes.csv", f"results/{dataset}/splits.csv"] + expand(
-        "results/{dataset}/fewshot/seed{seed}.csv", dataset=dataset, seed=SEEDS
-    )
+    return [layout.classes_csv(dataset), layout.splits_csv(dataset)] + [layout.fewshot_csv(dataset, seed) for seed in SEEDS]
 
 
 def lora_targets(dataset):
+    modes = config["dream"]["modes"]
     targets = []
     for shots in SHOTS:
         for seed in SEEDS:
-            if "dset" in config["dream"]["modes"]:
-                targets.append(dset_adapter(dataset, shots, seed))
-            if "cls" in config["dream"]["modes"]:
-                targets += [cls_chunk_marker(dataset, shots, seed, chunk)
-                            for chunk in class_chunks(CLASS_COUNT[dataset], config["dream"]["classes_per_job"])]
+            if "dset" in modes:
+                targets += layout.adapter_files(dataset, "dset", shots, seed)
+            if "cls" in modes:
+                for index in range(CLASS_COUNT[dataset]):
+                    targets += layout.adapter_files(dataset, "cls", shots, seed, index)
     return targets
 
 
 def synth_targets(dataset):
-    return sorted({synth_manifest(dataset, generator, shots, seed) for generator in GENERATORS
+    return sorted({layout.synth_manifest(dataset, generator, shots, seed) for generator in GENERATORS
                    for shots in SHOTS for seed in SEEDS})

@@ -1,11 +1,21 @@
 # Data stage: (render) -> index -> nested few-shot lists.
 
 
+def dataset_entry(wildcards):
+    """The dataset's `datasets:` entry as the readers see it; where its files are is output-neutral."""
+    spec = DatasetSpec.from_config(config, wildcards.dataset)
+    return {"source": spec.source, "coop_name": spec.coop_name, "domain_word": spec.domain_word,
+            "class_names": spec.class_names, "split": spec.split, "world": spec.world}
+
+
 rule render_world:
     output:
-        "results/{dataset}/world/manifest.csv",
+        manifest=layout.world_manifest("{dataset}"),
+        images=directory(layout.world_images("{dataset}")),
     log:
         "logs/render_world/{dataset}.log",
+    params:
+        world=lambda wildcards: config["datasets"][wildcards.dataset]["world"],
     threads: 1
     resources:
         mem_mb=2000,
@@ -18,11 +28,17 @@ rule index_dataset:
     input:
         world_input,
     output:
-        classes="results/{dataset}/classes.csv",
-        splits="results/{dataset}/splits.csv",
-        problems="results/{dataset}/problems.csv",
+        classes=layout.classes_csv("{dataset}"),
+        splits=layout.splits_csv("{dataset}"),
+        problems=layout.problems_csv("{dataset}"),
     log:
         "logs/index_dataset/{dataset}.log",
+    params:
+        entry=dataset_entry,
+        root=lambda wildcards: OutputNeutral({"root": config["datasets"][wildcards.dataset].get("root")}),
+        data=lambda wildcards: data_identity(wildcards.dataset),
+        prompt_template=lambda wildcards: config["prompt_template"],  # a function: "{name}" is no wildcard
+        verify_images=config["data"]["verify_images"],
     threads: config["threads"]["data"]
     resources:
         mem_mb=4000,
@@ -33,10 +49,10 @@ rule index_dataset:
 
 rule sample_fewshot:
     input:
-        classes="results/{dataset}/classes.csv",
-        splits="results/{dataset}/splits.csv",
+        classes=layout.classes_csv("{dataset}"),
+        splits=layout.splits_csv("{dataset}"),
     output:
-        "results/{dataset}/fewshot/seed{seed}.csv",
+        layout.fewshot_csv("{dataset}", "{seed}"),
     log:
         "logs/sample_fewshot/{dataset}_seed{seed}.log",
     params:

@@ -1,45 +1,52 @@
 # Evaluation: per-class FID of each generator's synthetic images against the real images of the class.
 # Real-image features are extracted once per dataset, real split and feature type, then reused.
 
-FID = config["fid"]
-FID_REAL_FEATURES = "results/{dataset}/fid/real/" + f"{FID['real_split']}_{FID['features']}.npz"
+
+def fid_params(wildcards):
+    """The dataset's fid section, with the feature model's identity."""
+    fid = section_of(wildcards.dataset, "fid")
+    weights = fid["inception_weights"]
+    if fid["features"] == "clip":
+        model = CLIP_IDENTITY
+    elif weights and Path(weights).exists():
+        model = model_identity(weights, cache=_DIGESTS)
+    else:
+        model = "pytorch-fid:pt_inception-2015-12-05"
+    tracked = {key: value for key, value in fid.items() if key != "inception_weights"}
+    return {**tracked, "model_identity": model}, OutputNeutral({"inception_weights": weights, **CLIP_LOCATION.values})
+
+
+def fid_real_path(dataset):
+    fid = section_of(dataset, "fid")
+    return layout.fid_real_features(dataset, fid["real_split"], fid["features"])
 
 
 def fid_model_input(wildcards):
     """The tiny CLIP when this workflow builds the CLIP that FID uses; else nothing."""
-    return clip_model_input(wildcards) if FID["features"] == "clip" else []
-
-
-def fid_manifest(wildcards):
-    return synth_manifest(wildcards.dataset, wildcards.generator, wildcards.shots, wildcards.seed)
+    return clip_model_input(wildcards) if section_of(wildcards.dataset, "fid")["features"] == "clip" else []
 
 
 def fid_targets(dataset):
     """Per-class FID tables (and their summaries) of every generator, shots and seed of `dataset`."""
-    return expand(
-        "results/{dataset}/fid/{generator}/k{shots}_seed{seed}/{name}",
-        dataset=dataset,
-        generator=config["synth"]["generators"],
-        shots=SHOTS,
-        seed=SEEDS,
-        name=["per_class.csv", "summary.json"],
-    )
+    return [path for generator in GENERATORS for shots in SHOTS for seed in SEEDS
+            for path in (layout.fid_per_class(dataset, generator, shots, seed),
+                         layout.fid_summary(dataset, generator, shots, seed))]
 
 
 rule fid_real_features:
     input:
-        splits="results/{dataset}/splits.csv",
+        splits=layout.splits_csv("{dataset}"),
         model=fid_model_input,
     output:
-        FID_REAL_FEATURES,
+        layout.fid_real_features("{dataset}", "{split}", "{features}"),
     log:
-        "logs/fid_real_features/{dataset}.log",
+        "logs/fid_real_features/{dataset}_{split}_{features}.log",
+    wildcard_constraints:
+        split="train|val|test",
+        features="inception|clip",
     params:
-        split=FID["real_split"],
-        features=FID["features"],
-        inception_weights=FID["inception_weights"],
-        clip=config["models"]["clip"],
-        batch_size=FID["batch_size"],
+        settings=lambda wildcards: fid_params(wildcards)[0],
+        neutral=lambda wildcards: fid_params(wildcards)[1],
     threads: config["threads"]["fid"]
     resources:
         mem_mb=8000,
@@ -51,21 +58,19 @@ rule fid_real_features:
 
 rule fid_per_class:
     input:
-        manifest=fid_manifest,
-        classes="results/{dataset}/classes.csv",
-        real=FID_REAL_FEATURES,
+        manifest=lambda wildcards: layout.synth_manifest(wildcards.dataset, wildcards.generator, wildcards.shots,
+                                                         wildcards.seed),
+        classes=layout.classes_csv("{dataset}"),
+        real=lambda wildcards: fid_real_path(wildcards.dataset),
         model=fid_model_input,
     output:
-        per_class="results/{dataset}/fid/{generator}/k{shots}_seed{seed}/per_class.csv",
-        summary="results/{dataset}/fid/{generator}/k{shots}_seed{seed}/summary.json",
+        per_class=layout.fid_per_class("{dataset}", "{generator}", "{shots}", "{seed}"),
+        summary=layout.fid_summary("{dataset}", "{generator}", "{shots}", "{seed}"),
     log:
         "logs/fid_per_class/{dataset}_{generator}_k{shots}_seed{seed}.log",
     params:
-        split=FID["real_split"],
-        features=FID["features"],
-        inception_weights=FID["inception_weights"],
-        clip=config["models"]["clip"],
-        batch_size=FID["batch_size"],
+        settings=lambda wildcards: fid_params(wildcards)[0],
+        neutral=lambda wildcards: fid_params(wildcards)[1],
         n_synth=config["synth"]["n_synth"],  # the images the main classifiers train on, not the scaling extras
     threads: config["threads"]["fid"]
     resources:

@@ -35,7 +35,6 @@ if config["models"]["clip"]["build_tiny"]:
 
 
 # DISEF's captioner: a tiny randomly initialised BLIP (synth.captioner_build_tiny: true).
-CAPTIONER_MARKER = f"{config['synth']['captioner']}/config.json"
 
 if config["synth"]["captioner_build_tiny"]:
 

@@ -14,10 +14,6 @@ SCALING_GENERATORS = config["scaling"]["generators"] or REPORT_GENERATORS
 TABLE_STEMS = ["table1_accuracy", "table2_comparison", "table_fid"]
 
 
-def clf_metrics(dataset, trainset, shots, seed, n_synth):
-    return f"results/{dataset}/clf/{trainset}/k{shots}_seed{seed}/n{n_synth}/metrics.json"
-
-
 def trainsets_of(kinds, n_synth, generators):
     """(trainset, n_synth) of each configured classifier kind in `kinds`; zero-shot and real use n0."""
     pairs = []
@@ -34,7 +30,7 @@ def trainsets_of(kinds, n_synth, generators):
 def metrics_files(shots_values, n_values, kinds, generators=REPORT_GENERATORS):
     return sorted(
         {
-            clf_metrics(dataset, trainset, shots, seed, n)
+            layout.clf_metrics(dataset, trainset, shots, seed, n)
             for dataset in DATASETS
             for seed in SEEDS
             for shots in shots_values
@@ -54,55 +50,42 @@ def paper_names():
 
 
 def fid_summaries():
-    return expand(
-        "results/{dataset}/fid/{generator}/k{shots}_seed{seed}/summary.json",
-        dataset=DATASETS,
-        generator=REPORT_GENERATORS,
-        shots=REPORT_SHOTS,
-        seed=SEEDS,
-    )
+    return [layout.fid_summary(dataset, generator, REPORT_SHOTS, seed)
+            for dataset in DATASETS for generator in REPORT_GENERATORS for seed in SEEDS]
 
 
 def fid_histogram_inputs(wildcards):
-    return {
-        generator: expand(
-            "results/{dataset}/fid/{generator}/k{shots}_seed{seed}/per_class.csv",
-            dataset=wildcards.dataset,
-            generator=generator,
-            shots=REPORT_SHOTS,
-            seed=SEEDS,
-        )
-        for generator in REPORT_GENERATORS
-    }
+    return {generator: [layout.fid_per_class(wildcards.dataset, generator, REPORT_SHOTS, seed) for seed in SEEDS]
+            for generator in REPORT_GENERATORS}
 
 
 def grid_inputs(wildcards):
     manifests = {
-        generator: synth_manifest(wildcards.dataset, generator, REPORT_SHOTS, SEEDS[0])
+        generator: layout.synth_manifest(wildcards.dataset, generator, REPORT_SHOTS, SEEDS[0])
         for generator in REPORT_GENERATORS
     }
     return {
-        "classes": f"results/{wildcards.dataset}/classes.csv",
-        "fewshot": f"results/{wildcards.dataset}/fewshot/seed{SEEDS[0]}.csv",
+        "classes": layout.classes_csv(wildcards.dataset),
+        "fewshot": layout.fewshot_csv(wildcards.dataset, SEEDS[0]),
         **manifests,
     }
 
 
 def table_targets():
-    return [f"results/summary/{stem}.{ext}" for stem in TABLE_STEMS for ext in ("csv", "md", "html")]
+    return [layout.summary_file(f"{stem}.{ext}") for stem in TABLE_STEMS for ext in ("csv", "md", "html")]
 
 
 def figure_targets():
-    figures = expand("results/summary/figures/fid_hist_{dataset}.png", dataset=DATASETS)
+    figures = [layout.summary_file(f"figures/fid_hist_{dataset}.png") for dataset in DATASETS]
     if config["scaling"]["n_synth"]:
-        figures.append("results/summary/figures/scaling_nsynth.png")
+        figures.append(layout.summary_file("figures/scaling_nsynth.png"))
     if config["scaling"]["shots"]:
-        figures.append("results/summary/figures/scaling_shots.png")
+        figures.append(layout.summary_file("figures/scaling_shots.png"))
     return figures
 
 
 def grid_targets(dataset):
-    return [f"results/summary/grids/{dataset}.png"]
+    return [layout.summary_file(f"grids/{dataset}.png")]
 
 
 def report_inputs():
@@ -114,18 +97,18 @@ rule table_accuracy:
     input:
         metrics_files([REPORT_SHOTS], [REPORT_N_SYNTH], ["zeroshot", "real", "synth", "real+synth"]),
     output:
-        table1_csv="results/summary/table1_accuracy.csv",
-        table1_md="results/summary/table1_accuracy.md",
+        table1_csv=layout.summary_file("table1_accuracy.csv"),
+        table1_md=layout.summary_file("table1_accuracy.md"),
         table1_html=report(
-            "results/summary/table1_accuracy.html",
+            layout.summary_file("table1_accuracy.html"),
             caption="../report/table1.rst",
             category="Accuracy",
             labels={"table": "Table 1: accuracy per training set"},
         ),
-        table2_csv="results/summary/table2_comparison.csv",
-        table2_md="results/summary/table2_comparison.md",
+        table2_csv=layout.summary_file("table2_comparison.csv"),
+        table2_md=layout.summary_file("table2_comparison.md"),
         table2_html=report(
-            "results/summary/table2_comparison.html",
+            layout.summary_file("table2_comparison.html"),
             caption="../report/table2.rst",
             category="Accuracy",
             labels={"table": "Table 2: real + synthetic compared"},
@@ -152,10 +135,10 @@ rule table_fid:
     input:
         fid_summaries(),
     output:
-        csv="results/summary/table_fid.csv",
-        md="results/summary/table_fid.md",
+        csv=layout.summary_file("table_fid.csv"),
+        md=layout.summary_file("table_fid.md"),
         html=report(
-            "results/summary/table_fid.html",
+            layout.summary_file("table_fid.html"),
             caption="../report/fid_table.rst",
             category="FID",
             subcategory="Tables",
@@ -183,7 +166,7 @@ rule fid_histogram:
         unpack(fid_histogram_inputs),
     output:
         report(
-            "results/summary/figures/fid_hist_{dataset}.png",
+            layout.summary_file("figures/fid_hist_{dataset}.png"),
             caption="../report/fid_hist.rst",
             category="FID",
             subcategory="Per-class histograms",
@@ -210,7 +193,7 @@ rule scaling_nsynth:
         metrics_files([REPORT_SHOTS], SCALING_N_SYNTH, ["zeroshot", "real", "synth", "real+synth"], SCALING_GENERATORS),
     output:
         report(
-            "results/summary/figures/scaling_nsynth.png",
+            layout.summary_file("figures/scaling_nsynth.png"),
             caption="../report/scaling_nsynth.rst",
             category="Scaling",
             labels={"figure": "accuracy vs synthetic images per class"},
@@ -239,7 +222,7 @@ rule scaling_shots:
         + metrics_files([REPORT_SHOTS], [REPORT_N_SYNTH], ["zeroshot"]),
     output:
         report(
-            "results/summary/figures/scaling_shots.png",
+            layout.summary_file("figures/scaling_shots.png"),
             caption="../report/scaling_shots.rst",
             category="Scaling",
             labels={"figure": "accuracy vs real shots"},
@@ -267,7 +250,7 @@ rule sample_grid:
         unpack(grid_inputs),
     output:
         report(
-            "results/summary/grids/{dataset}.png",
+            layout.summary_file("grids/{dataset}.png"),
             caption="../report/grid.rst",
             category="Samples",
             labels={"dataset": "{dataset}"},

@@ -1,28 +1,57 @@
 # Generation: one job per (generator, dataset, shots, seed, class chunk, shard), merged into a manifest.
-# Images land in .../c{class}/shard{j}/ whatever the chunking; the chunk CSV lists them.
-# issynth and disef start from the K real shots (so they live under k{shots}); disef also needs the
-# shots' captions (computed once per K and seed) and the classifier's base CLIP for its filter.
+# Images land in .../c{class}/shard{j}/ whatever the chunking; each class's shard folder is a declared output.
+# issynth and disef start from the K real shots (so they live under k{shots}); disef also needs the shots'
+# captions (computed once per K and seed) and a CLIP for its filter.
 
-REAL_SHOT_GENERATORS = {"issynth", "disef"}
+# The synth keys each generator's images depend on (besides the model and its inputs).
+SAMPLING_KEYS = ("steps", "guidance_scale", "scheduler", "mixed_precision", "shard_size")
+GENERATOR_KEYS = {
+    "sd": SAMPLING_KEYS,
+    "datadream_dset": SAMPLING_KEYS,
+    "datadream_cls": SAMPLING_KEYS,
+    "issynth": SAMPLING_KEYS + ("issynth_strength",),
+    "disef": SAMPLING_KEYS + ("disef_strength", "disef_steps", "disef_guidance_scale", "disef_max_attempts"),
+}
+CAPTION_KEYS = ("caption_max_tokens", "caption_batch_size")
 
 
-def captions_csv(dataset, shots, seed):
-    return f"results/{dataset}/captions/k{shots}_seed{seed}.csv"
+def generation_params(wildcards):
+    tracked, neutral = stage_settings(wildcards.dataset, "synth", GENERATOR_KEYS[wildcards.generator])
+    return {**tracked, "n_images": SYNTH_COUNT}, neutral
+
+
+def generation_made_from(wildcards):
+    return {"settings_digest": digest(generation_params(wildcards)[0]), "model_identity": SD_IDENTITY,
+            "data_identity": data_identity(wildcards.dataset)}
 
 
 def captioner_input(wildcards):
     return [CAPTIONER_MARKER] if config["synth"]["captioner_build_tiny"] else []
 
 
+def generation_adapters(chunk):
+    """The adapter weights a DataDream generation chunk needs (none for the other generators)."""
+
+    def adapters(wildcards):
+        if wildcards.generator == "datadream_dset":
+            return [layout.adapter_files(wildcards.dataset, "dset", wildcards.shots, wildcards.seed)[0]]
+        if wildcards.generator == "datadream_cls":
+            return [layout.adapter_files(wildcards.dataset, "cls", wildcards.shots, wildcards.seed, index)[0]
+                    for index in chunk_classes(chunk)]
+        return []
+
+    return adapters
+
+
 def generation_fewshot(wildcards):
-    if wildcards.generator in REAL_SHOT_GENERATORS:
-        return [f"results/{wildcards.dataset}/fewshot/seed{wildcards.seed}.csv"]
+    if wildcards.generator in layout.REAL_SHOT_GENERATORS:
+        return [layout.fewshot_csv(wildcards.dataset, wildcards.seed)]
     return []
 
 
 def generation_captions(wildcards):
     if wildcards.generator == "disef":
-        return [captions_csv(wildcards.dataset, wildcards.shots, wildcards.seed)]
+        return [layout.captions_csv(wildcards.dataset, wildcards.shots, wildcards.seed)]
     return []
 
 
@@ -30,16 +59,29 @@ def generation_filter_model(wildcards):
     return clip_model_input(wildcards) if wildcards.generator == "disef" else []
 
 
+def filter_clip(wildcards):
+    return {"identity": CLIP_IDENTITY} if wildcards.generator == "disef" else None
+
+
+def shard_dirs(dataset, generator, shots, seed):
+    chunks = class_chunks(CLASS_COUNT[dataset], classes_per_job(dataset, "synth"))
+    return [layout.shard_dir(dataset, generator, shots, seed, index, shard)
+            for chunk in chunks for index in chunk_classes(chunk) for shard in range(n_shards(dataset))]
+
+
 rule caption_shots:
     input:
-        fewshot="results/{dataset}/fewshot/seed{seed}.csv",
+        fewshot=layout.fewshot_csv("{dataset}", "{seed}"),
         model=captioner_input,
     output:
-        "results/{dataset}/captions/k{shots}_seed{seed}.csv",
+        layout.captions_csv("{dataset}", "{shots}", "{seed}"),
     log:
         "logs/caption_shots/{dataset}/k{shots}_seed{seed}.log",
     params:
         shots=lambda wildcards: int(wildcards.shots),
+        settings=lambda wildcards: stage_settings(wildcards.dataset, "synth", CAPTION_KEYS)[0],
+        neutral=lambda wildcards: stage_settings(wildcards.dataset, "synth", CAPTION_KEYS)[1],
+        captioner=lambda wildcards: captioner_identity(),
     threads: config["threads"]["synth"]
     resources:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
@@ -49,36 +91,48 @@ rule caption_shots:
         "../workflow_scripts/caption_shots.py"
 
 
-rule generate_chunk:
-    input:
-        classes="results/{dataset}/classes.csv",
-        loras=generation_adapters,
-        model=sd_model_input,
-        fewshot=generation_fewshot,
-        captions=generation_captions,
-        filter_model=generation_filter_model,
-    output:
-        "results/{dataset}/synth/{generator}/k{shots}_seed{seed}/chunks/{chunk}_shard{shard}.csv",
-    log:
-        "logs/generate_chunk/{dataset}/{generator}/k{shots}_seed{seed}/{chunk}_shard{shard}.log",
-    params:
-        n_images=SYNTH_COUNT,
-        synth_dir="results/{dataset}/synth/{generator}/k{shots}_seed{seed}",
-    threads: config["threads"]["synth"]
-    priority: 1
-    resources:
-        mem_mb=lambda wildcards, attempt: 16000 * attempt,
-        runtime=lambda wildcards, attempt: 240 * attempt,
-        gpu=1,
-    script:
-        "../workflow_scripts/generate_chunk.py"
+for _chunk, _datasets in sorted(chunks_of("synth").items()):
+
+    rule:
+        name:
+            chunk_rule_name("generate", _chunk)
+        input:
+            classes=layout.classes_csv("{dataset}"),
+            loras=generation_adapters(_chunk),
+            model=sd_model_input,
+            fewshot=generation_fewshot,
+            captions=generation_captions,
+            filter_model=generation_filter_model,
+        output:
+            [directory(layout.shard_dir("{dataset}", "{generator}", "{shots}", "{seed}", index, "{shard}"))
+             for index in chunk_classes(_chunk)],
+        wildcard_constraints:
+            dataset="|".join(_datasets),
+        log:
+            f"logs/generate/{{dataset}}/{{generator}}/k{{shots}}_seed{{seed}}/{_chunk}_shard{{shard}}.log",
+        params:
+            classes=OutputNeutral({"classes": list(chunk_classes(_chunk))}),  # which classes, not how: see output
+            settings=lambda wildcards: generation_params(wildcards)[0],
+            neutral=lambda wildcards: generation_params(wildcards)[1],
+            made_from=generation_made_from,
+            filter_clip=filter_clip,
+            sd_location=SD_LOCATION,
+            clip_location=CLIP_LOCATION,
+        threads: config["threads"]["synth"]
+        priority: 1
+        resources:
+            mem_mb=lambda wildcards, attempt: 16000 * attempt,
+            runtime=lambda wildcards, attempt: 240 * attempt,
+            gpu=1,
+        script:
+            "../workflow_scripts/generate.py"
 
 
 rule merge_manifest:
     input:
-        chunk_csvs,
+        lambda wildcards: shard_dirs(wildcards.dataset, wildcards.generator, wildcards.shots, wildcards.seed),
     output:
-        "results/{dataset}/synth/{generator}/k{shots}_seed{seed}/manifest.csv",
+        layout.synth_manifest("{dataset}", "{generator}", "{shots}", "{seed}"),
     log:
         "logs/merge_manifest/{dataset}/{generator}/k{shots}_seed{seed}.log",
     threads: 1

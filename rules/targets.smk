@@ -8,7 +8,7 @@ def dataset_targets(dataset):
 
 rule fewshot:
     input:
-        expand("results/{dataset}/fewshot/seed{seed}.csv", dataset=DATASETS, seed=SEEDS),
+        [layout.fewshot_csv(dataset, seed) for dataset in DATASETS for seed in SEEDS],
 
 
 rule loras:

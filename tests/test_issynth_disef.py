@@ -16,9 +16,9 @@ from datadream_core.synth.captions import caption_shots, load_captioner, read_ca
 from datadream_core.synth.disef import PROVENANCE_COLUMNS, ClipFilter, disef_plan, disef_prompt, disef_renderer
 from datadream_core.synth.img2img import (Img2ImgSettings, ProvenanceLog, ShotLatents, attempt_generator, class_shots,
                                           img2img_images, load_img2img, runnable_strength, strength_for_shots,
-                                          with_provenance, write_shard_csv)
+                                          with_provenance)
 from datadream_core.synth.issynth import issynth_renderer, issynth_source
-from datadream_core.synth.sampler import ShardJob, image_generator, run_shard
+from datadream_core.synth.sampler import SHARD_HEADER, ShardJob, image_generator, publish_shard, run_shard, staging_dir
 from datadream_core.synth.text2img import SamplingSettings, load_text2img
 
 STEPS = 8
@@ -133,10 +133,12 @@ def test_issynth_same_images_whatever_the_shard_and_batch_size(latents, img2img,
     settings = Img2ImgSettings(STEPS, 2.0, 0.5)
 
     def shard(name, begin, end, batch):
-        log = ProvenanceLog(tmp_path / name, "fp")
+        log = ProvenanceLog(staging_dir(tmp_path / name), "fp")
         render = issynth_renderer(img2img, latents, class_paths[2], 2, 5, settings, log.record)
         rows = run_shard(ShardJob("issynth", 2, PROMPTS[2], 5, begin, end, "fp"), render, tmp_path / name, batch)
-        return with_provenance(rows, log, ("source_shot",))
+        rows = with_provenance(rows, log, ("source_shot",))
+        publish_shard(tmp_path / name, SHARD_HEADER + ("source_shot",), rows)
+        return rows
 
     whole = shard("whole", 0, 5, 4)
     parts = shard("a", 0, 2, 1) + shard("b", 2, 5, 2)
@@ -261,7 +263,7 @@ def test_disef_deterministic_across_shards_and_resumes_after_a_kill(tiny_clip, l
     settings = Img2ImgSettings(STEPS, 2.0, 0.75)
 
     def make(folder, wrap=lambda render: render):
-        log = ProvenanceLog(tmp_path / folder, "fp")
+        log = ProvenanceLog(staging_dir(tmp_path / folder), "fp")
         render = disef_renderer(img2img, latents, class_paths[1], captions, PROMPTS[1], 1, 0, settings, clip_filter,
                                 3, log.record)
         return log, wrap(render)
@@ -271,7 +273,7 @@ def test_disef_deterministic_across_shards_and_resumes_after_a_kill(tiny_clip, l
         log.drop_unrecorded(range(begin, end))
         rows = run_shard(ShardJob("disef", 1, PROMPTS[1], 0, begin, end, "fp"), render, tmp_path / folder, batch)
         rows = with_provenance(rows, log, PROVENANCE_COLUMNS)
-        write_shard_csv(tmp_path / folder, rows, PROVENANCE_COLUMNS)
+        publish_shard(tmp_path / folder, SHARD_HEADER + PROVENANCE_COLUMNS, rows)
         return rows
 
     whole = shard("whole", 0, 5, 5)
@@ -294,11 +296,12 @@ def test_disef_deterministic_across_shards_and_resumes_after_a_kill(tiny_clip, l
 
     with pytest.raises(KeyboardInterrupt):
         shard("killed", 0, 5, 2, dies_after_first_batch)
-    assert sorted(p.name for p in (tmp_path / "killed").glob("*.png")) == ["000000.png", "000001.png"]
-    (tmp_path / "killed" / "000001.png").unlink()
-    Image.open(tmp_path / "whole" / "000001.png").save(tmp_path / "killed" / "000001.png")  # a foreign image
-    assert set(read_json(tmp_path / "killed" / ProvenanceLog.FILE)["images"]) == {"0", "1"}
-    # image 1 replaced by a foreign file without our fingerprint: it is made again, image 0 is kept
+    staged = staging_dir(tmp_path / "killed")
+    assert sorted(p.name for p in staged.glob("*.png")) == ["000000.png", "000001.png"]
+    (staged / "000001.png").unlink()
+    Image.open(tmp_path / "whole" / "000001.png").save(staged / "000001.png")  # a foreign image
+    assert set(read_json(staged / ProvenanceLog.FILE)["images"]) == {"0", "1"}
+    # image 1 replaced by a foreign file without our identity: it is made again, image 0 is kept
 
     def counting(render):
         def wrapped(prompts, generators, indices):
@@ -323,7 +326,7 @@ def test_unrecorded_images_are_made_again(tmp_path):
     log.record({0: {"source_shot": "x"}})
     assert ProvenanceLog(tmp_path, "fp").drop_unrecorded([0, 1]) == [1]
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["000000.png"]
-    assert ProvenanceLog(tmp_path, "other").images == {}  # another fingerprint: every entry is stale
+    assert ProvenanceLog(tmp_path, "other").images == {}  # another identity: every entry is stale
 
 
 # --- captions -------------------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ from PIL import Image
 from datadream_core.dream import DreamSettings, Example, train_datadream
 from datadream_core.data.miniworld import render_world
 from datadream_core.io import read_csv, write_csv
-from datadream_core.synth.sampler import ShardJob, merge_manifest, run_shard, shard_count, shard_range
+from datadream_core.chunks import shard_count, shard_range
+from datadream_core.synth.sampler import SHARD_HEADER, ShardJob, make_shard, merge_manifest, run_shard, staging_dir
 from datadream_core.synth.text2img import AdapterSwitcher, SamplingSettings, load_text2img, text2img_renderer
 
 SETTINGS = SamplingSettings(steps=4, guidance_scale=2.0, batch_size=3)
@@ -32,9 +33,9 @@ def test_shard_ranges():
 
 
 def test_same_images_whatever_the_shard_and_batch_size(renderer, tmp_path):
-    whole = run_shard(ShardJob("sd", 2, "a photo of a dax", 5, 0, 7), renderer, tmp_path / "whole", batch_size=4)
-    run_shard(ShardJob("sd", 2, "a photo of a dax", 5, 0, 2), renderer, tmp_path / "a", batch_size=2)
-    run_shard(ShardJob("sd", 2, "a photo of a dax", 5, 2, 7), renderer, tmp_path / "b", batch_size=5)
+    whole = make_shard(ShardJob("sd", 2, "a photo of a dax", 5, 0, 7), renderer, tmp_path / "whole", batch_size=4)
+    make_shard(ShardJob("sd", 2, "a photo of a dax", 5, 0, 2), renderer, tmp_path / "a", batch_size=2)
+    make_shard(ShardJob("sd", 2, "a photo of a dax", 5, 2, 7), renderer, tmp_path / "b", batch_size=5)
     assert len(whole) == 7
     for index in range(7):
         part = tmp_path / ("a" if index < 2 else "b") / f"{index:06d}.png"
@@ -44,9 +45,9 @@ def test_same_images_whatever_the_shard_and_batch_size(renderer, tmp_path):
 
 
 def test_images_differ_across_classes_seeds_and_indices(renderer, tmp_path):
-    run_shard(ShardJob("sd", 0, "a photo", 0, 0, 2), renderer, tmp_path / "c0s0", batch_size=2)
-    run_shard(ShardJob("sd", 1, "a photo", 0, 0, 1), renderer, tmp_path / "c1s0", batch_size=2)
-    run_shard(ShardJob("sd", 0, "a photo", 1, 0, 1), renderer, tmp_path / "c0s1", batch_size=2)
+    make_shard(ShardJob("sd", 0, "a photo", 0, 0, 2), renderer, tmp_path / "c0s0", batch_size=2)
+    make_shard(ShardJob("sd", 1, "a photo", 0, 0, 1), renderer, tmp_path / "c1s0", batch_size=2)
+    make_shard(ShardJob("sd", 0, "a photo", 1, 0, 1), renderer, tmp_path / "c0s1", batch_size=2)
     first = _pixels(tmp_path / "c0s0" / "000000.png")
     for other in (tmp_path / "c0s0" / "000001.png", tmp_path / "c1s0" / "000000.png", tmp_path / "c0s1" / "000000.png"):
         assert np.abs(first - _pixels(other)).mean() > 1.0, other
@@ -61,22 +62,40 @@ def test_killed_shard_keeps_finished_images(renderer, tmp_path):
         rendered.append(list(indices))
         return renderer(prompts, generators, indices)
 
-    job = ShardJob("datadream_dset", 1, "a photo of a wug", 0, 0, 5)
+    job = ShardJob("datadream_dset", 1, "a photo of a wug", 0, 0, 5, identity="settings-a")
+    out_dir, staging = tmp_path / "shard000", staging_dir(tmp_path / "shard000")
     with pytest.raises(KeyboardInterrupt):
-        run_shard(job, dies_after_first_batch, tmp_path, batch_size=2)
-    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["000000.png", "000001.png"]
-    assert not (tmp_path / "shard.csv").exists()
-    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.png")}
+        make_shard(job, dies_after_first_batch, out_dir, batch_size=2)
+    assert sorted(p.name for p in staging.glob("*.png")) == ["000000.png", "000001.png"]
+    assert not out_dir.exists()  # the declared output only ever holds a whole shard
+    before = {p.name: p.stat().st_mtime_ns for p in staging.glob("*.png")}
 
     def counting(prompts, generators, indices):
         rendered.append(list(indices))
         return renderer(prompts, generators, indices)
 
-    rows = run_shard(job, counting, tmp_path, batch_size=2)
+    rows = make_shard(job, counting, out_dir, batch_size=2)
     assert rendered[1:] == [[2, 3], [4]]
-    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.png") if p.name in before} == before
+    assert {p.name: p.stat().st_mtime_ns for p in out_dir.glob("*.png") if p.name in before} == before
     assert [row[2] for row in rows] == [0, 1, 2, 3, 4]
-    assert len(read_csv(tmp_path / "shard.csv")) == 5
+    assert len(read_csv(out_dir / "shard.csv")) == 5 and not staging.exists()
+
+
+def test_images_of_other_settings_are_made_again(renderer, tmp_path):
+    """A staged image is kept only while the job's identity (settings, model, adapter, prompt) matches."""
+    out_dir = tmp_path / "shard000"
+    old = ShardJob("sd", 0, "a photo of a cat", 0, 0, 2, identity="cat")
+    run_shard(old, renderer, out_dir, batch_size=2)  # staged, never published: a killed job
+    rendered = []
+
+    def counting(prompts, generators, indices):
+        rendered.append((list(prompts), list(indices)))
+        return renderer(prompts, generators, indices)
+
+    new = ShardJob("sd", 0, "a photo of a tabby kitten", 0, 0, 2, identity="kitten")
+    make_shard(new, counting, out_dir, batch_size=2)
+    assert rendered == [(["a photo of a tabby kitten"] * 2, [0, 1])]
+    assert {Image.open(path).text["prompt"] for path in out_dir.glob("*.png")} == {"a photo of a tabby kitten"}
 
 
 def test_fused_adapter_matches_the_unfused_one(tiny_sd, tmp_path):
@@ -119,20 +138,24 @@ def test_adapter_switcher_gives_each_class_exactly_its_own_fused_weights(tiny_sd
 
 
 def test_manifest_merges_in_class_and_image_order(renderer, tmp_path):
-    run_shard(ShardJob("sd", 1, "p1", 0, 2, 4), renderer, tmp_path / "c1b", batch_size=2)
-    run_shard(ShardJob("sd", 1, "p1", 0, 0, 2), renderer, tmp_path / "c1a", batch_size=2)
-    run_shard(ShardJob("sd", 0, "p0", 0, 0, 1), renderer, tmp_path / "c0", batch_size=2)
-    count = merge_manifest([tmp_path / d / "shard.csv" for d in ("c1b", "c1a", "c0")], tmp_path / "manifest.csv")
+    make_shard(ShardJob("sd", 1, "p1", 0, 2, 4), renderer, tmp_path / "c1b", batch_size=2)
+    make_shard(ShardJob("sd", 1, "p1", 0, 0, 2), renderer, tmp_path / "c1a", batch_size=2)
+    make_shard(ShardJob("sd", 0, "p0", 0, 0, 1), renderer, tmp_path / "c0", batch_size=2)
+    count = merge_manifest([tmp_path / d for d in ("c1b", "c1a", "c0")], tmp_path / "manifest.csv")
     rows = read_csv(tmp_path / "manifest.csv")
     assert count == 5
     assert [(row["class_index"], row["image_index"]) for row in rows] == [("0", "0"), ("1", "0"), ("1", "1"), ("1", "2"), ("1", "3")]
 
 
 def test_manifest_keeps_a_generators_own_columns(tmp_path):
-    common = ["path", "class_index", "image_index", "seed", "prompt", "generator"]
-    write_csv(tmp_path / "b.csv", common + ["caption", "attempts"], [["b.png", 1, 0, 0, "p1", "disef", "a dax", 3]])
-    write_csv(tmp_path / "a.csv", common + ["caption", "attempts"], [["a.png", 0, 0, 0, "p0", "disef", "a wug", 1]])
-    merge_manifest([tmp_path / "b.csv", tmp_path / "a.csv"], tmp_path / "manifest.csv")
+    common = list(SHARD_HEADER)
+    made_from = ["digest", "local:model", "world:data"]
+    write_csv(tmp_path / "b/shard.csv", common + ["caption", "attempts"],
+              [["b.png", 1, 0, 0, "p1", "disef", *made_from, "a dax", 3]])
+    write_csv(tmp_path / "a/shard.csv", common + ["caption", "attempts"],
+              [["a.png", 0, 0, 0, "p0", "disef", *made_from, "a wug", 1]])
+    merge_manifest([tmp_path / "b", tmp_path / "a"], tmp_path / "manifest.csv")
     rows = read_csv(tmp_path / "manifest.csv")
     assert list(rows[0]) == common + ["caption", "attempts"]
+    assert [row["model_identity"] for row in rows] == ["local:model", "local:model"]
     assert [(row["path"], row["caption"], row["attempts"]) for row in rows] == [("a.png", "a wug", "1"), ("b.png", "a dax", "3")]

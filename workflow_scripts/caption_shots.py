@@ -2,14 +2,15 @@
 
 import torch
 
+from datadream_core.config import job_settings
 from datadream_core.data.fewshot import read_fewshot
 from datadream_core.jobs import start_job
 from datadream_core.synth.captions import caption_shots
 
 log = start_job(snakemake.log[0], snakemake.threads)
-synth = snakemake.config["synth"]
+settings = job_settings(snakemake.params.settings, snakemake.params.neutral)
 shots = read_fewshot(snakemake.input.fewshot, snakemake.params.shots)
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-count = caption_shots(shots, snakemake.output[0], synth["captioner"], batch_size=synth["caption_batch_size"],
-                      max_new_tokens=synth["caption_max_tokens"], device=device)
-log.info("captioned %d shots with %s", count, synth["captioner"])
+count = caption_shots(shots, snakemake.output[0], settings["captioner"], batch_size=settings["caption_batch_size"],
+                      max_new_tokens=settings["caption_max_tokens"], device=device)
+log.info("captioned %d shots with %s (%s)", count, settings["captioner"], snakemake.params.captioner)

@@ -1,21 +1,24 @@
 """Snakemake adapter: train (unless zero-shot) and test one CLIP LoRA classifier."""
 
 from datadream_core.classify.train import run_classifier
+from datadream_core.config import job_settings
 from datadream_core.jobs import start_job
 
 log = start_job(snakemake.log[0], snakemake.threads)
+params = snakemake.params
 run_classifier(
     dataset=snakemake.wildcards.dataset,
-    trainset=snakemake.params.trainset,
-    shots=snakemake.params.shots,
-    seed=snakemake.params.seed,
-    n_synth=snakemake.params.n_synth,
+    trainset=params.trainset,
+    shots=params.shots,
+    seed=params.seed,
+    n_synth=params.n_synth,
     classes_csv=snakemake.input.classes,
     splits_csv=snakemake.input.splits,
     fewshot_csv=snakemake.input.get("fewshot"),
     manifest_csv=snakemake.input.get("manifest"),
-    clip=snakemake.config["models"]["clip"],
-    classify=snakemake.config["classify"],
+    clip=params.clip_location.values,
+    classify=job_settings(params.settings, params.neutral),
     metrics_json=snakemake.output.metrics,
     per_class_csv=snakemake.output.per_class,
+    made_from=params.made_from,
 )

@@ -6,10 +6,12 @@ from datadream_core.data.table import write_index
 from datadream_core.jobs import start_job
 
 log = start_job(snakemake.log[0], snakemake.threads)
-spec = DatasetSpec.from_config(snakemake.config, snakemake.wildcards.dataset)
-index = index_dataset(spec, "results", verify=snakemake.config["data"]["verify_images"], workers=snakemake.threads)
-write_index(index, snakemake.config["prompt_template"], snakemake.output.classes, snakemake.output.splits,
-            snakemake.output.problems)
+params = snakemake.params
+spec = DatasetSpec.from_entry(snakemake.wildcards.dataset, {**params.entry, **params.root.values})
+world_dir = snakemake.input[1] if spec.source == "miniworld" else None
+index = index_dataset(spec, world_dir, verify=params.verify_images, workers=snakemake.threads)
+write_index(index, params.prompt_template, snakemake.output.classes, snakemake.output.splits, snakemake.output.problems)
 counts = index.split_counts()
-log.info("%s: %d classes; train/val/test images %d/%d/%d; %d files left out (problems.csv)", spec.name,
-         len(index.classes), counts["train"].sum(), counts["val"].sum(), counts["test"].sum(), len(index.problems))
+log.info("%s (%s): %d classes; train/val/test images %d/%d/%d; %d files left out (problems.csv)", spec.name,
+         params.data, len(index.classes), counts["train"].sum(), counts["val"].sum(), counts["test"].sum(),
+         len(index.problems))

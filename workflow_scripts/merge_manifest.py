@@ -1,4 +1,4 @@
-"""Snakemake adapter: merge the shard lists of one generator/dataset/shots/seed."""
+"""Snakemake adapter: merge the shards of one generator/dataset/shots/seed into its manifest."""
 
 from datadream_core.jobs import start_job
 from datadream_core.synth.sampler import merge_manifest

@@ -6,8 +6,6 @@ class prompts, times a frozen logit scale. Only the LoRA weights of both towers 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import random
@@ -25,8 +23,9 @@ from datadream_core.classify.data import (EvalImages, Example, make_loader, mix_
                                           train_examples, train_transform)
 from datadream_core.classify.lora import add_lora, encode_text, load_lora_state, lora_state, truncate_context
 from datadream_core.classify.trainsets import parse_trainset
-from datadream_core.config import section
+from datadream_core.config import SPEED_ONLY_KEYS, section
 from datadream_core.data.table import read_classes
+from datadream_core.identity import digest
 from datadream_core.io import atomic_path, write_csv, write_json
 from datadream_core.models.clip import load_clip
 
@@ -239,19 +238,18 @@ def fit(model, tokens, train: Sequence[Example], val: EvalImages, settings: Clas
     return state
 
 
-def _fingerprint(**parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def run_classifier(*, dataset: str, trainset: str, shots: int, seed: int, n_synth: int, classes_csv: str | Path,
                    splits_csv: str | Path, fewshot_csv: str | Path, manifest_csv: str | Path | None, clip: Mapping,
                    classify: Mapping, metrics_json: str | Path, per_class_csv: str | Path,
-                   checkpoint: str | Path | None = None, device: str | None = None) -> dict:
+                   checkpoint: str | Path | None = None, device: str | None = None,
+                   made_from: Mapping[str, str] | None = None) -> dict:
     """Train (unless zero-shot), select, evaluate on test once, write metrics.json and per_class.csv.
 
     `clip` and `classify` are the validated `models.clip` and `classify` config sections; `seed` is the
-    few-shot seed, combined with classify.seed for every random choice.
+    few-shot seed, combined with classify.seed for every random choice. `made_from` (settings digest,
+    model identity, data identity, and the synthetic set's) is recorded in metrics.json.
     """
+    made_from = dict(made_from or {"model_identity": f"path:{clip['name']}:{clip.get('pretrained', '')}"})
     settings = section(ClassifySettings, classify)
     spec = parse_trainset(trainset)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -281,9 +279,9 @@ def run_classifier(*, dataset: str, trainset: str, shots: int, seed: int, n_synt
         selection = settings.selection if settings.selection == "last" or len(val) else "last"
         if selection != settings.selection:
             LOG.warning("%s has no val split: selecting the last epoch instead", splits_csv)
-        resumable = {key: value for key, value in asdict(settings).items() if key != "eval_cache_mb"}  # speed only
-        fingerprint = _fingerprint(settings=resumable, trainset=trainset, shots=shots, seed=seed, n_synth=n_synth,
-                                   clip=dict(clip), train=[asdict(example) for example in train])
+        determining = {key: value for key, value in asdict(settings).items() if key not in SPEED_ONLY_KEYS["classify"]}
+        fingerprint = digest(determining, trainset, shots, seed, n_synth, made_from,
+                             [asdict(example) for example in train])
         train_tf = train_transform(settings.augment, loaded.image_size, loaded.mean, loaded.std)
         fitted = fit(model, tokens, train, val, settings, real_weight, n_classes, train_tf, run_seed, device,
                      checkpoint, fingerprint)
@@ -305,7 +303,7 @@ def run_classifier(*, dataset: str, trainset: str, shots: int, seed: int, n_synt
         "accuracy": counts.accuracy, "per_class_accuracy": counts.per_class(),
         "selection": selection, "requested_selection": settings.selection, "selected_epoch": fitted.best_epoch,
         "val_accuracy": fitted.val_accuracy,
-        "classify": dict(classify), "clip": dict(clip), "device": str(device),
+        "classify": dict(classify), "clip": dict(clip), "made_from": made_from, "device": str(device),
         "n_train_images": len(train), "n_test_images": len(test),
         "train_seconds": fitted.train_seconds, "selection_seconds": fitted.selection_seconds,
         "train_images_per_second": fitted.images_trained / fitted.train_seconds if fitted.train_seconds else 0.0,

@@ -7,19 +7,17 @@ from pathlib import Path
 from datadream_core.config import DatasetSpec
 from datadream_core.data.miniworld import WORLD_CLASSES
 from datadream_core.data.sources import COOP_SPECS, DatasetError, DatasetIndex, read_coop, read_imagefolder
+from datadream_core.layout import world_images
 
 
-def world_root(results_dir: str | Path, dataset: str) -> Path:
-    """Where the workflow renders a miniworld dataset's images."""
-    return Path(results_dir) / dataset / "world"
-
-
-def index_dataset(spec: DatasetSpec, results_dir: str | Path = "results", verify: bool = True, workers: int = 1) -> DatasetIndex:
+def index_dataset(spec: DatasetSpec, world_dir: str | Path | None = None, verify: bool = True,
+                  workers: int = 1) -> DatasetIndex:
+    """Index `spec`'s images; a miniworld dataset is read from `world_dir` (default: where the workflow renders it)."""
     if spec.source == "coop":
         name = spec.coop_name or spec.name
         return read_coop(spec.root, name, spec.class_names, spec.domain_word, verify=verify, workers=workers,
                          expected_classes=COOP_SPECS[name].num_classes)
-    root = spec.root if spec.source == "imagefolder" else world_root(results_dir, spec.name)
+    root = spec.root if spec.source == "imagefolder" else (world_dir or world_images(spec.name))
     return read_imagefolder(root, spec.class_names, spec.split, spec.domain_word or "", verify=verify, workers=workers)
 
 

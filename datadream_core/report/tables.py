@@ -60,6 +60,8 @@ class Table:
     rows: list[Row] = field(default_factory=list)
     lower_is_better: bool = False
     note: str = ""
+    provenance: list[str] = field(default_factory=list)  # what the cells were made from, per dataset
+    warnings: list[str] = field(default_factory=list)  # cells of one dataset made from different settings
 
 
 def with_average(datasets: Sequence[str]) -> list[str]:
@@ -90,6 +92,7 @@ class Run:
     seed: int
     n_synth: int
     accuracy: float
+    made_from: Mapping[str, str] = field(default_factory=dict)  # settings digest, model and data identity
 
 
 def read_runs(paths: Iterable[str | Path]) -> list[Run]:
@@ -98,11 +101,48 @@ def read_runs(paths: Iterable[str | Path]) -> list[Run]:
         metrics = read_json(path)
         try:
             runs.append(Run(str(metrics["dataset"]), str(metrics["trainset"]), int(metrics["shots"]),
-                            int(metrics["seed"]), int(metrics["n_synth"]), float(metrics["accuracy"])))
+                            int(metrics["seed"]), int(metrics["n_synth"]), float(metrics["accuracy"]),
+                            dict(metrics.get("made_from") or {})))
         except KeyError as missing:
             raise ValueError(f"{path} has no key {missing} (a classifier metrics.json needs dataset, trainset,"
                              " shots, seed, n_synth, accuracy)") from None
     return runs
+
+
+PROVENANCE_KEYS = (("settings_digest", "classifier settings"), ("model_identity", "CLIP"), ("data_identity", "data"))
+
+
+def provenance(runs: Iterable[Run], datasets: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(a line per dataset naming what its cells were made from, a warning per dataset whose cells disagree).
+
+    Trained classifiers share one classify section per dataset; zero-shot CLIP uses only its evaluation keys,
+    so it is compared with itself. A warning means some cells are stale results of other settings, another
+    model or other data: rerunning the workflow remakes them.
+    """
+    groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
+    for run in runs:
+        groups[(run.dataset, "zero-shot" if run.trainset == "zeroshot" else "trained")].append(run)
+    lines, warnings = [], []
+    for dataset in datasets:
+        parts = []
+        for kind in ("trained", "zero-shot"):
+            group = groups.get((dataset, kind), [])
+            for key, label in PROVENANCE_KEYS:
+                values = sorted({run.made_from.get(key, "unrecorded") for run in group})
+                if not values:
+                    continue
+                parts.append(f"{kind} {label} {', '.join(values)}")
+                if len(values) > 1:
+                    warnings.append(f"{dataset}: {kind} cells come from {len(values)} different {label} "
+                                    f"({', '.join(values)}); rerun the workflow to remake the stale ones")
+        if parts:
+            lines.append(f"{dataset}: " + "; ".join(parts))
+    return lines, warnings
+
+
+def with_provenance(table: Table, runs: Iterable[Run], datasets: Sequence[str]) -> Table:
+    table.provenance, table.warnings = provenance(runs, datasets)
+    return table
 
 
 def accuracy_by_seed(runs: Iterable[Run], seeds: Sequence[int]) -> dict[tuple, dict[int, float]]:
@@ -138,13 +178,14 @@ def table1_rows(generators: Sequence[str], trainsets: Sequence[str], n_synth: in
 
 def table1(runs: Iterable[Run], datasets: Sequence[str], generators: Sequence[str], trainsets: Sequence[str],
            seeds: Sequence[int], shots: int, n_synth: int) -> Table:
+    runs = list(runs)
     index = accuracy_by_seed(runs, seeds)
     rows = [make_row(spec.section, spec.label, {d: index.get((d, spec.trainset, shots, spec.n_synth), {}) for d in datasets},
                      datasets, len(seeds)) for spec in table1_rows(generators, trainsets, n_synth)]
-    return Table(f"Table 1: test accuracy (%), {shots} real shots, {n_synth} synthetic images per class",
+    return with_provenance(Table(f"Table 1: test accuracy (%), {shots} real shots, {n_synth} synthetic images per class",
                  with_average(datasets), rows,
                  note=f"Mean ± std over seeds {list(seeds)}; empty cells are runs that do not exist. "
-                      "Bold: best in its section.")
+                      "Bold: best in its section."), runs, datasets)
 
 
 def comparison_table(runs: Iterable[Run], datasets: Sequence[str], generators: Sequence[str], seeds: Sequence[int],
@@ -153,6 +194,7 @@ def comparison_table(runs: Iterable[Run], datasets: Sequence[str], generators: S
 
     `paper_names` maps a dataset key to its CoOp benchmark name (None for other datasets).
     """
+    runs = list(runs)
     index = accuracy_by_seed(runs, seeds)
 
     def per_dataset(trainset: str, n: int) -> dict[str, dict[int, float]]:
@@ -173,9 +215,11 @@ def comparison_table(runs: Iterable[Run], datasets: Sequence[str], generators: S
         for label, values in PAPER_ACCURACY.items():
             reported = {d: {0: values[paper_names[d]]} for d in datasets if paper_names.get(d) in values}
             rows.append(make_row(paper_section, label, reported, datasets, 1))
-    return Table(f"Table 2: real + synthetic training compared ({shots} shots)", with_average(datasets), rows,
-                 note=f"Test accuracy (%), mean ± std over seeds {list(seeds)}; gains are paired differences per "
-                      "seed. Paper rows appear for CoOp benchmarks only; their Avg covers this table's datasets.")
+    return with_provenance(
+        Table(f"Table 2: real + synthetic training compared ({shots} shots)", with_average(datasets), rows,
+              note=f"Test accuracy (%), mean ± std over seeds {list(seeds)}; gains are paired differences per "
+                   "seed. Paper rows appear for CoOp benchmarks only; their Avg covers this table's datasets."),
+        [run for run in runs if run.trainset == "real" or run.trainset.startswith("real+synth_")], datasets)
 
 
 # --- FID ----------------------------------------------------------------------------------------
@@ -241,7 +285,10 @@ def to_markdown(table: Table) -> str:
         setting = row.section if row.section != previous else ""
         previous = row.section
         lines.append(f"| {setting} | {row.label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines + ["", table.note, ""])
+    warnings = [f"> **Warning:** {warning}" for warning in table.warnings]
+    made_from = [f"Made from: {line}" for line in table.provenance]
+    return "\n".join(warnings + ([""] if warnings else []) + lines + ["", table.note, ""] + made_from
+                     + ([""] if made_from else []))
 
 
 _STYLE = """
@@ -253,6 +300,8 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.section td { background: #fafafa; font-weight: 600; color: #555; border-top: 2px solid #bbb; }
 td.best { font-weight: 700; }
 p.note { color: #555; font-size: 13px; max-width: 60em; }
+p.warning { color: #8a1c00; background: #fff1ec; border-left: 4px solid #d9480f; padding: 4px 8px; }
+p.provenance { color: #777; font-size: 12px; font-family: monospace; }
 """
 
 
@@ -268,10 +317,12 @@ def to_html(table: Table) -> str:
         cells = "".join(f'<td class="num{" best" if (position, i) in best else ""}">{html.escape(c.text())}</td>'
                         for i, c in enumerate(row.cells))
         body.append(f"<tr><td>{html.escape(row.label)}</td>{cells}</tr>")
+    warnings = "".join(f'<p class="warning">Warning: {html.escape(line)}</p>\n' for line in table.warnings)
+    made_from = "".join(f'<p class="provenance">Made from: {html.escape(line)}</p>\n' for line in table.provenance)
     return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(table.title)}</title>'
-            f"<style>{_STYLE}</style></head><body>\n<h3>{html.escape(table.title)}</h3>\n"
+            f"<style>{_STYLE}</style></head><body>\n<h3>{html.escape(table.title)}</h3>\n{warnings}"
             f"<table><thead><tr>{head}</tr></thead><tbody>\n" + "\n".join(body) +
-            f'\n</tbody></table>\n<p class="note">{html.escape(table.note)}</p>\n</body></html>\n')
+            f'\n</tbody></table>\n<p class="note">{html.escape(table.note)}</p>\n{made_from}</body></html>\n')
 
 
 def write_table(table: Table, csv_path: str | Path, markdown_path: str | Path, html_path: str | Path) -> None:

@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from datadream_core.data.images import load_rgb
-from datadream_core.io import read_json, write_csv, write_json
+from datadream_core.io import read_json, write_json
 from datadream_core.jobs import LOG
 from datadream_core.synth.sampler import SHARD_HEADER, image_name
 
@@ -146,7 +146,8 @@ def class_shots(shots, class_index: int) -> list[str]:
 
 
 class ProvenanceLog:
-    """Per-image facts of one shard (`provenance.json`), kept across reruns while the fingerprint holds.
+    """Per-image facts of one shard (`provenance.json`, in its staging folder), kept across reruns while the
+    shard's identity holds.
 
     Entries are written before the sampler saves the images, so an image on disk always has its entry;
     an entry without an image is simply recomputed, with the same result, when the image is made.
@@ -154,18 +155,18 @@ class ProvenanceLog:
 
     FILE = "provenance.json"
 
-    def __init__(self, out_dir: str | Path, fingerprint: str):
-        self.path = Path(out_dir) / self.FILE
-        self.fingerprint = fingerprint
+    def __init__(self, folder: str | Path, identity: str):
+        self.path = Path(folder) / self.FILE
+        self.identity = identity
         self.images: dict[int, dict] = {}
         if self.path.exists():
             stored = read_json(self.path)
-            if stored.get("fingerprint") == fingerprint:
+            if stored.get("identity") == identity:
                 self.images = {int(index): entry for index, entry in stored["images"].items()}
 
     def record(self, entries: Mapping[int, dict]) -> None:
         self.images.update({int(index): dict(entry) for index, entry in entries.items()})
-        write_json(self.path, {"fingerprint": self.fingerprint,
+        write_json(self.path, {"identity": self.identity,
                                "images": {str(index): self.images[index] for index in sorted(self.images)}})
 
     def drop_unrecorded(self, indices: Sequence[int]) -> list[int]:
@@ -191,10 +192,6 @@ def with_provenance(rows: Sequence[tuple], log: ProvenanceLog, columns: Sequence
             raise RuntimeError(f"{log.path}: no provenance for image {row[image_column]}")
         extended.append(tuple(row) + tuple(entry[column] for column in columns))
     return extended
-
-
-def write_shard_csv(out_dir: str | Path, rows: Sequence[tuple], columns: Sequence[str]) -> None:
-    write_csv(Path(out_dir) / "shard.csv", tuple(SHARD_HEADER) + tuple(columns), rows)
 
 
 Classify = Callable[[Sequence[Image.Image]], Sequence[int]]

@@ -1,0 +1,132 @@
+"""The results/ vocabulary: every path builder and the generator / train-set names, in one torch-free module.
+
+Rules (through rules/common.smk) and the core both build paths here, so a path is written once. Arguments
+may be Snakemake wildcard patterns ("{dataset}") as well as values; class indices must be integers.
+"""
+
+from __future__ import annotations
+
+GENERATORS = ("sd", "datadream_dset", "datadream_cls", "issynth", "disef")
+# The unadapted model sees no real image, so its samples do not depend on K: one set per seed, under k0.
+SHOT_FREE_GENERATORS = frozenset({"sd"})
+# img2img generators start from the K real shots (disef also from their captions).
+REAL_SHOT_GENERATORS = frozenset({"issynth", "disef"})
+ADAPTER_MODE = {"datadream_dset": "dset", "datadream_cls": "cls"}
+DREAM_MODES = ("dset", "cls")
+LORA_FILE = "pytorch_lora_weights.safetensors"
+ADAPTER_FILES = (LORA_FILE, "train.json", "losses.csv")
+
+
+def class_folder(class_index: int) -> str:
+    return f"c{int(class_index):04d}"
+
+
+def run_name(shots, seed) -> str:
+    return f"k{shots}_seed{seed}"
+
+
+def dataset_dir(dataset) -> str:
+    return f"results/{dataset}"
+
+
+def classes_csv(dataset) -> str:
+    return f"{dataset_dir(dataset)}/classes.csv"
+
+
+def splits_csv(dataset) -> str:
+    return f"{dataset_dir(dataset)}/splits.csv"
+
+
+def problems_csv(dataset) -> str:
+    return f"{dataset_dir(dataset)}/problems.csv"
+
+
+def world_manifest(dataset) -> str:
+    return f"{dataset_dir(dataset)}/world/manifest.csv"
+
+
+def world_images(dataset) -> str:
+    """The rendered miniature world: {split}/{class name}/{i:05d}.png below this folder."""
+    return f"{dataset_dir(dataset)}/world/images"
+
+
+def fewshot_csv(dataset, seed) -> str:
+    return f"{dataset_dir(dataset)}/fewshot/seed{seed}.csv"
+
+
+def dream_dir(dataset, mode, shots, seed) -> str:
+    return f"{dataset_dir(dataset)}/dream/{mode}/{run_name(shots, seed)}"
+
+
+def adapter_dir(dataset, mode, shots, seed, class_index: int | None = None) -> str:
+    """mode dset: the one adapter, under all/; mode cls: class `class_index`'s adapter."""
+    scope = "all" if class_index is None else class_folder(class_index)
+    return f"{dream_dir(dataset, mode, shots, seed)}/{scope}"
+
+
+def adapter_files(dataset, mode, shots, seed, class_index: int | None = None) -> list[str]:
+    """The files one adapter training writes: the weights, train.json (provenance) and losses.csv."""
+    folder = adapter_dir(dataset, mode, shots, seed, class_index)
+    return [f"{folder}/{name}" for name in ADAPTER_FILES]
+
+
+def captions_csv(dataset, shots, seed) -> str:
+    return f"{dataset_dir(dataset)}/captions/{run_name(shots, seed)}.csv"
+
+
+def synth_shots(generator, shots):
+    return 0 if generator in SHOT_FREE_GENERATORS else shots
+
+
+def synth_dir(dataset, generator, shots, seed) -> str:
+    return f"{dataset_dir(dataset)}/synth/{generator}/{run_name(synth_shots(generator, shots), seed)}"
+
+
+def shard_dir(dataset, generator, shots, seed, class_index: int, shard) -> str:
+    """One class's images of one shard, with its shard.csv."""
+    shard = shard if isinstance(shard, str) else f"{shard:03d}"
+    return f"{synth_dir(dataset, generator, shots, seed)}/{class_folder(class_index)}/shard{shard}"
+
+
+def synth_manifest(dataset, generator, shots, seed) -> str:
+    return f"{synth_dir(dataset, generator, shots, seed)}/manifest.csv"
+
+
+def clf_dir(dataset, trainset, shots, seed, n_synth) -> str:
+    return f"{dataset_dir(dataset)}/clf/{trainset}/{run_name(shots, seed)}/n{n_synth}"
+
+
+def clf_metrics(dataset, trainset, shots, seed, n_synth) -> str:
+    return f"{clf_dir(dataset, trainset, shots, seed, n_synth)}/metrics.json"
+
+
+def clf_per_class(dataset, trainset, shots, seed, n_synth) -> str:
+    return f"{clf_dir(dataset, trainset, shots, seed, n_synth)}/per_class.csv"
+
+
+def zeroshot_dir(dataset) -> str:
+    """The dataset's one zero-shot evaluation (filed under every K and seed by file_zeroshot)."""
+    return f"{dataset_dir(dataset)}/clf/zeroshot"
+
+
+def fid_real_features(dataset, split, features) -> str:
+    return f"{dataset_dir(dataset)}/fid/real/{split}_{features}.npz"
+
+
+def fid_dir(dataset, generator, shots, seed) -> str:
+    return f"{dataset_dir(dataset)}/fid/{generator}/{run_name(shots, seed)}"
+
+
+def fid_per_class(dataset, generator, shots, seed) -> str:
+    return f"{fid_dir(dataset, generator, shots, seed)}/per_class.csv"
+
+
+def fid_summary(dataset, generator, shots, seed) -> str:
+    return f"{fid_dir(dataset, generator, shots, seed)}/summary.json"
+
+
+SUMMARY_DIR = "results/summary"
+
+
+def summary_file(name: str) -> str:
+    return f"{SUMMARY_DIR}/{name}"

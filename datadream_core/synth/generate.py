@@ -1,0 +1,136 @@
+"""One generation job: shard j of every class in a chunk, for one generator, K and seed.
+
+`sd` and DataDream render text-to-image with the class prompt (DataDream with the class's adapter fused
+in); `issynth` and `disef` render img2img from the class's K real shots (disef also from their captions,
+keeping images that a CLIP filter classifies right). Each class's shard is made in its staging folder and
+published whole (synth.sampler); its images carry an identity digest of everything that makes them, so a
+resumed shard keeps only images made with the same settings, model, adapter, prompt and shots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch
+
+from datadream_core.config import section
+from datadream_core.data.fewshot import read_fewshot
+from datadream_core.data.table import prompts_of, read_classes
+from datadream_core.identity import digest, file_sha256
+from datadream_core.jobs import LOG
+from datadream_core.layout import LORA_FILE, REAL_SHOT_GENERATORS
+from datadream_core.synth.sampler import SHARD_HEADER, ShardJob, make_shard, publish_shard, run_shard, staging_dir
+from datadream_core.synth.text2img import AdapterSwitcher, SamplingSettings, load_text2img, text2img_renderer
+
+
+@dataclass(frozen=True)
+class ShardRequest:
+    """What a generation job makes and from what; `settings` is the job's synth section."""
+
+    generator: str
+    seed: int
+    shots: int
+    start: int
+    stop: int
+    shard_dirs: Mapping[int, str]  # class index -> the shard's final folder
+    classes_csv: str
+    settings: Mapping
+    settings_digest: str  # of the settings that determine the images
+    sd_path: str
+    sd_identity: str
+    data_identity: str
+    adapters: Mapping[int, str] = field(default_factory=dict)  # class index -> LoRA folder (DataDream)
+    fewshot_csv: str | None = None  # issynth, disef
+    captions_csv: str | None = None  # disef
+    filter_clip: Mapping | None = None  # disef: {"name", "pretrained", "identity"} of the filter's CLIP
+
+
+def generate_shards(request: ShardRequest, device: torch.device) -> tuple[tuple[str, ...], list[tuple]]:
+    """Make and publish every class's shard; return the header and rows of all of them."""
+    sampling = section(SamplingSettings, request.settings)
+    switcher = AdapterSwitcher(load_text2img(request.sd_path, None, sampling, device))
+    if request.generator in REAL_SHOT_GENERATORS:
+        return _img2img_shards(request, switcher.pipe, sampling, device)
+    return _text2img_shards(request, switcher, sampling)
+
+
+def _made_from(request: ShardRequest, model_identity: str) -> tuple[str, str, str]:
+    return request.settings_digest, model_identity, request.data_identity
+
+
+def _text2img_shards(request: ShardRequest, switcher: AdapterSwitcher, sampling: SamplingSettings):
+    classes = read_classes(request.classes_csv)
+    render = text2img_renderer(switcher.pipe, sampling)
+    rows = []
+    for class_index, out_dir in sorted(request.shard_dirs.items()):
+        adapter = request.adapters.get(class_index)
+        if request.generator != "sd" and adapter is None:
+            raise ValueError(f"{request.generator}: no adapter for class {class_index}")
+        switcher.use(adapter)
+        model = request.sd_identity + (f"+lora:{file_sha256(Path(adapter) / LORA_FILE)[:16]}" if adapter else "")
+        prompt = classes[class_index].prompt
+        job = ShardJob(request.generator, class_index, prompt, request.seed, request.start, request.stop,
+                       digest(request.settings_digest, model, prompt), _made_from(request, model))
+        rows += make_shard(job, render, out_dir, sampling.batch_size)
+    return SHARD_HEADER, rows
+
+
+def _img2img_shards(request: ShardRequest, base_pipe, sampling: SamplingSettings, device: torch.device):
+    from datadream_core.synth.img2img import (Img2ImgSettings, ProvenanceLog, ShotLatents, class_shots, load_img2img,
+                                              strength_for_shots, with_provenance)
+
+    settings = request.settings
+    classes = read_classes(request.classes_csv)
+    fewshot = read_fewshot(request.fewshot_csv, request.shots)
+    pipe = load_img2img(base_pipe)
+    latents = ShotLatents(pipe)
+    if request.generator == "issynth":
+        from datadream_core.synth.issynth import PROVENANCE_COLUMNS, issynth_renderer
+
+        img_settings = Img2ImgSettings(sampling.steps, sampling.guidance_scale,
+                                       strength_for_shots(settings["issynth_strength"], request.shots))
+        captions: Mapping[str, str] = {}
+        model = request.sd_identity
+    else:
+        from datadream_core.models.clip import load_clip
+        from datadream_core.synth.captions import read_captions
+        from datadream_core.synth.disef import PROVENANCE_COLUMNS, ClipFilter, disef_renderer
+
+        img_settings = Img2ImgSettings(
+            settings["disef_steps"] or sampling.steps,
+            sampling.guidance_scale if settings["disef_guidance_scale"] is None else settings["disef_guidance_scale"],
+            settings["disef_strength"])
+        captions = read_captions(request.captions_csv)
+        clip = request.filter_clip
+        classify = ClipFilter(load_clip(clip["name"], clip["pretrained"], device), prompts_of(classes), device)
+        model = f"{request.sd_identity}+filter:{clip['identity']}"
+    LOG.info("%s K=%d: %s", request.generator, request.shots, img_settings)
+    rows = []
+    for class_index, out_dir in sorted(request.shard_dirs.items()):
+        paths = class_shots(fewshot, class_index)
+        prompt = classes[class_index].prompt
+        shot_captions = [captions[path] for path in paths] if request.generator == "disef" else []
+        identity = digest(request.settings_digest, model, prompt, asdict(img_settings), paths, shot_captions)
+        provenance = ProvenanceLog(staging_dir(out_dir), identity)
+        provenance.drop_unrecorded(range(request.start, request.stop))
+        if request.generator == "issynth":
+            render = issynth_renderer(pipe, latents, paths, class_index, request.seed, img_settings, provenance.record)
+        else:
+            render = disef_renderer(pipe, latents, paths, captions, prompt, class_index, request.seed, img_settings,
+                                    classify, settings["disef_max_attempts"], provenance.record)
+        job = ShardJob(request.generator, class_index, prompt, request.seed, request.start, request.stop, identity,
+                       _made_from(request, model))
+        class_rows = with_provenance(run_shard(job, render, out_dir, sampling.batch_size), provenance,
+                                     PROVENANCE_COLUMNS)
+        publish_shard(out_dir, tuple(SHARD_HEADER) + tuple(PROVENANCE_COLUMNS), class_rows)
+        rows += class_rows
+    return tuple(SHARD_HEADER) + tuple(PROVENANCE_COLUMNS), rows
+
+
+def disef_filter_summary(header: Sequence[str], rows: Sequence[Sequence]) -> tuple[int, int]:
+    """(images that passed DISEF's filter, rejected attempts) over a job's rows."""
+    passed = sum(int(row[header.index("filter_passed")]) for row in rows)
+    rejected = sum(int(row[header.index("rejected")]) for row in rows)
+    return passed, rejected

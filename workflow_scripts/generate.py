@@ -1,0 +1,33 @@
+"""Snakemake adapter: generate one shard of the synthetic images of a chunk of classes."""
+
+from pathlib import Path
+
+import torch
+
+from datadream_core.chunks import shard_range
+from datadream_core.config import job_settings
+from datadream_core.jobs import start_job
+from datadream_core.synth.generate import ShardRequest, disef_filter_summary, generate_shards
+
+log = start_job(snakemake.log[0], snakemake.threads)
+wildcards, params, inputs = snakemake.wildcards, snakemake.params, snakemake.input
+settings = job_settings(params.settings, params.neutral)
+classes = params.classes.values["classes"]
+start, stop = shard_range(settings["n_images"], settings["shard_size"], int(wildcards.shard))
+if wildcards.generator == "datadream_dset":
+    adapters = dict.fromkeys(classes, str(Path(inputs.loras[0]).parent))
+else:
+    adapters = {index: str(Path(path).parent) for index, path in zip(classes, inputs.loras)}
+filter_clip = {**params.clip_location.values, **params.filter_clip} if params.filter_clip else None
+request = ShardRequest(
+    generator=wildcards.generator, seed=int(wildcards.seed), shots=int(wildcards.shots), start=start, stop=stop,
+    shard_dirs=dict(zip(classes, snakemake.output)), classes_csv=inputs.classes, settings=settings,
+    settings_digest=params.made_from["settings_digest"], sd_path=params.sd_location.values["path"],
+    sd_identity=params.made_from["model_identity"], data_identity=params.made_from["data_identity"],
+    adapters=adapters, fewshot_csv=next(iter(inputs.fewshot), None), captions_csv=next(iter(inputs.captions), None),
+    filter_clip=filter_clip)
+header, rows = generate_shards(request, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+if wildcards.generator == "disef":
+    passed, rejected = disef_filter_summary(header, rows)
+    log.info("disef filter: %d of %d images passed, %d attempts rejected", passed, len(rows), rejected)
+log.info("%s classes %s shard %s: %d images ready", wildcards.generator, classes, wildcards.shard, len(rows))
