@@ -312,8 +312,9 @@ def _gen_settings(ctx: Context, batch: int | None = None, steps: int | None = No
 
 def ours_generate(sd: str, adapters, prompts, n_images: int, settings, device, out_dir: Path, seed: int = 0,
                   prepare=None) -> list[Path]:
-    """workflow_scripts/generate_chunk.py's text2img path: one pipeline per job, each class's adapter fused."""
-    from datadream_core.synth.sampler import ShardJob, fingerprint, image_name, run_shard
+    """synth.generate's text2img path: one pipeline per job, each class's adapter fused."""
+    from datadream_core.identity import digest
+    from datadream_core.synth.sampler import ShardJob, image_name, make_shard
     from datadream_core.synth.text2img import AdapterSwitcher, load_text2img, text2img_renderer
 
     switcher = AdapterSwitcher(load_text2img(sd, None, settings, device))
@@ -323,9 +324,9 @@ def ours_generate(sd: str, adapters, prompts, n_images: int, settings, device, o
     written = []
     for class_index, (adapter, prompt) in enumerate(zip(adapters, prompts)):
         switcher.use(adapter)
-        job = ShardJob("datadream_cls", class_index, prompt, seed, 0, n_images, fingerprint(sd, adapter))
+        job = ShardJob("datadream_cls", class_index, prompt, seed, 0, n_images, digest(sd, adapter))
         folder = out_dir / f"c{class_index:04d}"
-        run_shard(job, render, folder, settings.batch_size)
+        make_shard(job, render, folder, settings.batch_size)
         written += [folder / image_name(i) for i in range(n_images)]
     return written
 

@@ -3,14 +3,28 @@
 # its classes' adapter files, so deleting one replans its chunk and what reads it.
 
 
-def dream_params(wildcards):
-    return stage_settings(wildcards.dataset, "dream")
+def dream_params(wildcards, mode="cls"):
+    """The dataset's dream settings for one mode: dset_epochs, when set, is the dataset-wide adapter's epochs."""
+    tracked, neutral = stage_settings(wildcards.dataset, "dream")
+    tracked = dict(tracked)
+    dset_epochs = tracked.pop("dset_epochs")
+    if mode == "dset" and dset_epochs is not None:
+        tracked["epochs"] = dset_epochs
+    return tracked, neutral
 
 
-def adapter_made_from(wildcards):
+def dset_params(wildcards):
+    return dream_params(wildcards, "dset")
+
+
+def adapter_made_from(settings_of):
     """Provenance recorded in every adapter's train.json."""
-    return {"settings_digest": digest(dream_params(wildcards)[0]), "model_identity": SD_IDENTITY,
-            "data_identity": data_identity(wildcards.dataset)}
+
+    def made_from(wildcards):
+        return {"settings_digest": digest(settings_of(wildcards)[0]), "model_identity": SD_IDENTITY,
+                "data_identity": data_identity(wildcards.dataset)}
+
+    return made_from
 
 
 rule train_lora_dset:
@@ -24,9 +38,9 @@ rule train_lora_dset:
         "logs/train_lora/{dataset}/dset/k{shots}_seed{seed}.log",
     params:
         classes=OutputNeutral({"classes": None}),
-        settings=lambda wildcards: dream_params(wildcards)[0],
-        neutral=lambda wildcards: dream_params(wildcards)[1],
-        made_from=adapter_made_from,
+        settings=lambda wildcards: dset_params(wildcards)[0],
+        neutral=lambda wildcards: dset_params(wildcards)[1],
+        made_from=adapter_made_from(dset_params),
         sd_location=SD_LOCATION,
     threads: config["threads"]["lora"]
     priority: 2  # the longest chains (adapter -> images -> classifiers) start first
@@ -57,7 +71,7 @@ for _chunk, _datasets in sorted(chunks_of("dream").items()):
             classes=OutputNeutral({"classes": list(chunk_classes(_chunk))}),  # which classes, not how: see output
             settings=lambda wildcards: dream_params(wildcards)[0],
             neutral=lambda wildcards: dream_params(wildcards)[1],
-            made_from=adapter_made_from,
+            made_from=adapter_made_from(dream_params),
             sd_location=SD_LOCATION,
         threads: config["threads"]["lora"]
         priority: 2

@@ -237,3 +237,28 @@ def test_replaced_dataset_image_reindexes(tmp_path):
     run_snakemake(work, config, "fewshot")
     (root / "bee" / "6.png").write_bytes((root / "bee" / "0.png").read_bytes())
     assert planned_rules(work, config, "fewshot") == {"index_dataset", "sample_fewshot"}
+
+
+def fabricate_imagefolder(root: Path, classes: list[str], per_class: int = 6) -> None:
+    for class_index, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.new("RGB", (32, 32), (40 * i, 120 * class_index, 60)).save(root / name / f"{i}.png")
+
+
+def test_a_dataset_override_replans_only_that_dataset(tmp_path):
+    from datadream_core.models.tiny import build_tiny_sd
+
+    build_tiny_sd(tmp_path / "sd", seed=0)
+    fabricate_imagefolder(tmp_path / "ants", ["black", "red"])
+    fabricate_imagefolder(tmp_path / "bees", ["honey", "bumble"])
+    config = {"datasets": {name: {"source": "imagefolder", "root": str(tmp_path / name)} for name in ("ants", "bees")},
+              "shots": [1], "seeds": [0], "threads": {"data": 1, "lora": 1},
+              "models": {"sd": {"path": str(tmp_path / "sd")}},
+              "dream": {"modes": ["dset"], "epochs": 1, "batch_size": 2, "warmup_steps": 0}}
+    work = tmp_path / "work"
+    run_snakemake(work, config, "loras")
+    overridden = changed(config, "datasets.ants.overrides.dream.epochs", 2)
+    assert [(rule, wildcards["dataset"]) for rule, wildcards in planned_jobs(work, overridden, "loras")] == [
+        ("train_lora_dset", "ants")]
+    assert planned_rules(work, changed(config, "datasets.ants.overrides.dream.dset_epochs", 1), "loras") == set()

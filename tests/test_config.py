@@ -72,3 +72,41 @@ def test_load_config_names_the_file(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def with_overrides(overrides: dict) -> dict:
+    return {"datasets": {"toy": {**MINIMAL["datasets"]["toy"], "overrides": overrides},
+                         "other": {"source": "imagefolder", "root": "/data/other"}}}
+
+
+def test_a_dataset_overrides_its_own_sections_only():
+    from datadream_core.config import dataset_section
+
+    config = validate_config(with_overrides({"dream": {"dset_epochs": 100}, "classify": {"learning_rate": 5e-4}}))
+    assert dataset_section(config, "toy", "dream")["dset_epochs"] == 100
+    assert dataset_section(config, "toy", "classify")["learning_rate"] == 5e-4
+    assert dataset_section(config, "toy", "classify")["epochs"] == config["classify"]["epochs"]
+    assert dataset_section(config, "other", "dream")["dset_epochs"] is None
+    assert dataset_section(config, "other", "classify")["learning_rate"] == config["classify"]["learning_rate"]
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ({"dream": {"epochs": "many"}}, "datasets.toy.overrides.dream: config key 'epochs': 'many' is not of type 'integer'"),
+    ({"classify": {"learnig_rate": 1e-3}}, "datasets.toy.overrides.classify: unknown config key 'learnig_rate'"),
+    ({"synth": {"generators": ["sd"]}}, "'datasets.toy.overrides.synth.generators' cannot be set per dataset"),
+    ({"report": {"shots": 4}}, "unknown config key 'datasets.toy.overrides.report'"),
+])
+def test_bad_overrides_name_the_key(overrides, expected):
+    with pytest.raises(ConfigError) as error:
+        validate_config(with_overrides(overrides))
+    assert expected in str(error.value)
+
+
+def test_speed_keys_are_split_off_as_output_neutral():
+    from datadream_core.config import SPEED_ONLY_KEYS, OutputNeutral, job_settings, split_settings
+
+    classify = validate_config(MINIMAL)["classify"]
+    tracked, neutral = split_settings(classify, SPEED_ONLY_KEYS["classify"])
+    assert isinstance(neutral, OutputNeutral) and set(neutral.values) == {"workers", "eval_cache_mb"}
+    assert "learning_rate" in tracked and "workers" not in tracked
+    assert job_settings(tracked, neutral) == classify
