@@ -6,7 +6,7 @@ from datadream_core.data.fewshot import read_fewshot
 from datadream_core.jobs import start_job
 from datadream_core.synth.captions import caption_shots
 
-log = start_job(snakemake.log[0], snakemake.threads)
+log = start_job(snakemake.log[0], snakemake.threads, outputs=snakemake.output, attempt=snakemake.resources.get("attempt", 1))
 synth = snakemake.config["synth"]
 shots = read_fewshot(snakemake.input.fewshot, snakemake.params.shots)
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,9 +1,12 @@
 """Snakemake adapter: train (unless zero-shot) and test one CLIP LoRA classifier."""
 
+import os
+
 from datadream_core.classify.train import run_classifier
 from datadream_core.jobs import start_job
 
-log = start_job(snakemake.log[0], snakemake.threads)
+log = start_job(snakemake.log[0], snakemake.threads, attempt=snakemake.resources.get("attempt", 1),
+                outputs=[*snakemake.output, os.path.join(os.path.dirname(snakemake.output.metrics), "checkpoint.pt")])
 run_classifier(
     dataset=snakemake.wildcards.dataset,
     trainset=snakemake.params.trainset,

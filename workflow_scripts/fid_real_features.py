@@ -2,7 +2,7 @@
 
 from datadream_core.jobs import start_job
 
-log = start_job(snakemake.log[0], snakemake.threads)
+log = start_job(snakemake.log[0], snakemake.threads, outputs=snakemake.output, attempt=snakemake.resources.get("attempt", 1))
 
 from datadream_core.metrics.fid import compute_real_features, make_extractor  # noqa: E402
 

@@ -16,7 +16,10 @@ from datadream_core.synth.text2img import AdapterSwitcher, SamplingSettings, loa
 
 REAL_SHOT_GENERATORS = ("issynth", "disef")
 
-log = start_job(snakemake.log[0], snakemake.threads)
+shard_dirs = [Path(snakemake.params.synth_dir) / f"c{index:04d}" / f"shard{int(snakemake.wildcards.shard):03d}"
+              for index in chunk_classes(snakemake.wildcards.chunk)]
+log = start_job(snakemake.log[0], snakemake.threads, outputs=[*snakemake.output, *shard_dirs],
+                attempt=snakemake.resources.get("attempt", 1))
 wildcards = snakemake.wildcards
 config = snakemake.config
 synth = config["synth"]

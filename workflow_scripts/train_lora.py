@@ -10,7 +10,10 @@ from datadream_core.dream import LORA_FILE, DreamSettings, Example, finished_ada
 from datadream_core.io import write_json
 from datadream_core.jobs import start_job
 
-log = start_job(snakemake.log[0], snakemake.threads)
+owned = ([Path(snakemake.output[0]).parent] if "chunk" not in snakemake.wildcards.keys() else
+         [Path(snakemake.params.cls_dir) / f"c{index:04d}" for index in chunk_classes(snakemake.wildcards.chunk)])
+log = start_job(snakemake.log[0], snakemake.threads, outputs=[*snakemake.output, *owned],
+                attempt=snakemake.resources.get("attempt", 1))
 wildcards = snakemake.wildcards
 settings = section(DreamSettings, snakemake.config["dream"])
 sd_path = snakemake.config["models"]["sd"]["path"]

@@ -234,14 +234,23 @@ def _class_folders(base: Path, problems: list[tuple[str, str]]) -> list[str]:
     return folders
 
 
-def _files_under(folder: Path, problems: list[tuple[str, str]]) -> list[Path]:
-    """Every visible file under `folder`, following symlinked folders once each; hidden entries,
-    broken links and loops are recorded in `problems`."""
+def _files_under(folder: Path, problems: list[tuple[str, str]], root: Path | None = None,
+                 other_classes: Sequence[Path] = ()) -> list[Path]:
+    """Every visible file under `folder`, following symlinked folders once each. Recorded in
+    `problems` and skipped: hidden entries, broken links, and folders reached again (loops), that hold
+    the dataset `root` or lie in one of `other_classes` (their images are another class's)."""
     files, seen = [], set()
+    real_root = root.resolve() if root is not None else None
+    foreign = [other.resolve() for other in other_classes]
     for current, subfolders, names in os.walk(folder, followlinks=True):
-        real = os.path.realpath(current)
-        if real in seen:
-            problems.append((current, f"symlink to {real}, which is already read: skipped (a loop or a repeat)"))
+        real = Path(os.path.realpath(current))
+        reason = (f"symlink to {real}, which is already read: skipped (a loop or a repeat)" if real in seen else
+                  f"symlink to {real}, which holds the dataset itself: skipped"
+                  if real_root is not None and real_root.is_relative_to(real) else
+                  f"symlink to {real}, inside another class's folder: skipped"
+                  if any(real.is_relative_to(other) for other in foreign) else None)
+        if reason:
+            problems.append((current, reason))
             subfolders[:] = []
             continue
         seen.add(real)
@@ -323,8 +332,9 @@ def read_imagefolder(
     for split_name, base in bases.items():
         for info in classes:
             if info.folder in folders_by_split[split_name]:
+                others = [base / folder for folder in folders_by_split[split_name] if folder != info.folder]
                 items.extend(Item(str(path), info.index, split_name or "train")
-                             for path in _files_under(base / info.folder, problems))
+                             for path in _files_under(base / info.folder, problems, root, others))
     for info in classes:
         if not any(item.class_index == info.index for item in items):
             raise DatasetError(f"class folder '{info.folder}' in {root} is empty", problems)
