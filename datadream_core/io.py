@@ -7,6 +7,7 @@ the same folder and renamed into place, so a crash never leaves a half file that
 from __future__ import annotations
 
 import csv
+import errno
 import glob
 import json
 import os
@@ -35,6 +36,9 @@ def _fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0))
     try:
         os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):  # file systems that cannot sync a folder say so
+            raise
     finally:
         os.close(fd)
 
