@@ -7,6 +7,7 @@ users call `load_config` / `validate_config`, which raise `ConfigError` naming t
 from __future__ import annotations
 
 import copy
+import string
 from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
@@ -26,8 +27,17 @@ def load_schema() -> dict:
     return yaml.safe_load(SCHEMA_FILE.read_text(encoding="utf-8"))
 
 
+PROMPT_FIELDS = ("domain", "name")
+
+
+def _is_integer(checker, instance) -> bool:
+    # JSON Schema calls 60.0 an integer; Python does not (range(60.0) fails), so neither do we.
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
 def _with_defaults(validator_class):
-    """Extend a validator so that validating also fills in `default:` values, outermost first."""
+    """Extend a validator so that validating also fills in `default:` values, outermost first,
+    and accepts only true integers where the schema asks for one."""
     validate_properties = validator_class.VALIDATORS["properties"]
 
     def set_defaults(validator, properties, instance, schema):
@@ -37,7 +47,8 @@ def _with_defaults(validator_class):
                     instance[name] = copy.deepcopy(subschema["default"])
         yield from validate_properties(validator, properties, instance, schema)
 
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults},
+                                        type_checker=validator_class.TYPE_CHECKER.redefine("integer", _is_integer))
 
 
 def _key_path(error: jsonschema.ValidationError) -> str:
@@ -104,7 +115,31 @@ def dataset_section(config: Mapping[str, Any], dataset: str, name: str) -> dict:
     return {**config[name], **overrides}
 
 
+def check_prompt_template(template: str) -> None:
+    """Allow `{domain}` and `{name}` only, plain: an unknown field fails only when prompts are made,
+    and attribute or index access (`{name.__class__}`) reaches into Python objects."""
+    allowed = ", ".join("{" + field + "}" for field in PROMPT_FIELDS)
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ConfigError(f"config key 'prompt_template': {template!r} is not a valid template ({exc});"
+                          f" write literal braces as {{{{ and }}}}") from None
+    used = set()
+    for _, field, spec, conversion in parts:
+        if field is None:
+            continue
+        if field not in PROMPT_FIELDS or spec or conversion:
+            shown = "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise ConfigError(f"config key 'prompt_template': {shown} in {template!r} is not allowed;"
+                              f" the allowed fields are {allowed}, written exactly so")
+        used.add(field)
+    if "name" not in used:
+        raise ConfigError(f"config key 'prompt_template': {template!r} has no {{name}}, so every class would"
+                          f" get the same prompt (allowed fields: {allowed})")
+
+
 def _check_consistency(config: dict) -> None:
+    check_prompt_template(config["prompt_template"])
     for name, dataset in config["datasets"].items():
         if dataset["source"] in ("imagefolder", "coop") and "root" not in dataset:
             raise ConfigError(f"missing required config key 'datasets.{name}.root' (source '{dataset['source']}')")

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from datadream_core.data.images import load_rgb
 from datadream_core.config import SPEED_ONLY_KEYS
 from datadream_core.identity import digest
-from datadream_core.io import FILE_MODE, atomic_path, write_csv, write_json
+from datadream_core.io import FILE_MODE, atomic_path, load_checkpoint, write_csv, write_json
 from datadream_core.jobs import LOG, progress
 from datadream_core.layout import LORA_FILE
 from datadream_core.models.sd import HALF_DTYPES, SDParts, encode_prompts, load_sd_parts
@@ -208,8 +208,10 @@ def _save_checkpoint(path: Path, identity: str, step: int, params, optimizer, lr
 
 
 def _load_checkpoint(path: Path, identity: str, params, optimizer, lr_schedule, scaler) -> tuple[int, list]:
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("identity") != identity:
+    state = load_checkpoint(path, ("identity", "step", "lora", "optimizer", "lr_schedule", "scaler", "losses"))
+    if state is None:
+        return 0, []
+    if state["identity"] != identity:
         LOG.warning("checkpoint %s belongs to other settings or images: starting over", path)
         return 0, []
     with torch.no_grad():
@@ -273,11 +275,9 @@ def train_datadream(sd_path: str, examples: Sequence[Example], out_dir: str | Pa
     lr_schedule = _schedule(optimizer, settings, total_steps)
     scaler = torch.amp.GradScaler("cuda") if half == torch.float16 else None
     checkpoint = out_dir / CHECKPOINT_FILE
-    step, losses = 0, []
-    if checkpoint.exists():
-        step, losses = _load_checkpoint(checkpoint, identity, params, optimizer, lr_schedule, scaler)
-        if step:
-            LOG.info("resuming %s from step %d of %d", out_dir, step, total_steps)
+    step, losses = _load_checkpoint(checkpoint, identity, params, optimizer, lr_schedule, scaler)
+    if step:
+        LOG.info("resuming %s from step %d of %d", out_dir, step, total_steps)
 
     bar = progress(total_steps, f"LoRA {out_dir.name}", initial=step, unit="step")
     while step < total_steps:

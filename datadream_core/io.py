@@ -7,8 +7,11 @@ the same folder and renamed into place, so a crash never leaves a half file that
 from __future__ import annotations
 
 import csv
+import errno
+import glob
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,20 +27,40 @@ def _umask() -> int:
 UMASK = _umask()
 FILE_MODE = 0o666 & ~UMASK
 FOLDER_MODE = 0o777 & ~UMASK
+TMP_SUFFIX = ".tmp"
+ASIDE_SUFFIX = ".aside"
+
+
+def _fsync_path(path: Path) -> None:
+    """Flush a file's or a folder's data (a folder's: its entries) to the disk."""
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0))
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):  # file systems that cannot sync a folder say so
+            raise
+    finally:
+        os.close(fd)
 
 
 @contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; on success rename it onto `target`."""
+    """Yield a temporary path beside `target`; on success rename it onto `target`.
+
+    The file is flushed before the rename and the folder after it: without both, a power loss or an
+    NFS client crash can leave `target` empty or torn although the rename was seen.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
         os.chmod(tmp, FILE_MODE)  # mkstemp makes owner-only files; finished outputs get the usual mode
+        _fsync_path(tmp)
         os.replace(tmp, target)
+        _fsync_path(target.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -45,12 +68,15 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
 
 @contextmanager
 def atomic_folder(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty staging folder beside `target`; on success it replaces `target` as a whole."""
-    import shutil
+    """Yield an empty staging folder beside `target`; on success it replaces `target` as a whole.
 
+    The old folder is renamed aside before the new one takes its name and deleted only after, so a
+    kill at any moment leaves one complete version on disk (`clean_stale_temporaries` puts an
+    aside folder back when the new one never arrived).
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=target.parent))
     try:
         yield staging
         publish_folder(staging, target)
@@ -59,20 +85,66 @@ def atomic_folder(target: str | os.PathLike) -> Iterator[Path]:
 
 
 def publish_folder(staging: Path, target: Path) -> None:
-    """Rename a finished staging folder onto `target`; an older `target` is moved aside first and removed
-    only once the new one is in place."""
-    import shutil
+    """Rename a finished staging folder onto `target`, whole.
 
+    An old `target` is renamed aside before the new one takes its name and deleted only after, so a
+    kill at any moment leaves one complete version on disk (`clean_stale_temporaries` puts an aside
+    folder back when the new one never arrived).
+    """
     for path in [staging, *staging.rglob("*")]:
         path.chmod(FOLDER_MODE if path.is_dir() else FILE_MODE)  # mkdtemp makes owner-only folders
-    if not target.exists():
-        staging.rename(target)
-        return
-    previous = target.with_name(f".{target.name}.previous")
-    shutil.rmtree(previous, ignore_errors=True)
-    target.rename(previous)
-    staging.rename(target)
-    shutil.rmtree(previous)
+    for path in sorted(staging.rglob("*"), reverse=True):
+        _fsync_path(path)
+    _fsync_path(staging)
+    aside = None
+    try:
+        if target.exists():
+            aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=ASIDE_SUFFIX, dir=target.parent))
+            os.replace(target, aside)  # an empty folder is replaced by a rename
+        os.replace(staging, target)
+        _fsync_path(target.parent)
+    finally:
+        if aside is not None:
+            if target.exists():
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                os.replace(aside, target)
+
+
+def clean_stale_temporaries(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Remove what killed writers left behind for `paths`, the files and folders one job writes.
+
+    Beside each path: its own temporaries (`.{name}.*.tmp`, from `atomic_path` / `atomic_folder`);
+    an old version set aside by `atomic_folder` is put back when the path is missing, else removed.
+    Inside each path that is a folder, which the job owns whole: every `.*.tmp` and `.lora.*` entry.
+    Temporaries of other names are left alone: a folder such as results/summary/ is shared by jobs
+    that run at the same time. Returns the removed paths.
+    """
+    removed = []
+    for path in map(Path, paths):
+        if not path.parent.is_dir():
+            continue
+        for aside in sorted(path.parent.glob(f".{glob.escape(path.name)}.*{ASIDE_SUFFIX}")):
+            if not path.exists():
+                os.replace(aside, path)
+            else:
+                _remove(aside)
+                removed.append(aside)
+        stale = list(path.parent.glob(f".{glob.escape(path.name)}.*{TMP_SUFFIX}"))
+        if path.is_dir():
+            stale += [entry for pattern in (f".*{TMP_SUFFIX}", ".lora.*") for entry in path.rglob(pattern)]
+        for entry in sorted(set(stale), reverse=True):
+            if entry.exists() or entry.is_symlink():
+                _remove(entry)
+                removed.append(entry)
+    return removed
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
 
 
 def write_text(target: str | os.PathLike, text: str) -> None:
@@ -102,3 +174,35 @@ def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
 
+
+
+def load_checkpoint(path: str | os.PathLike, required_keys: Sequence[str]) -> dict | None:
+    """A resumable checkpoint written with torch.save, or None when there is none to resume from.
+
+    Loads tensors and plain containers only (`weights_only=True`): whoever can write results/ must
+    not get code run at resume. A file that does not load, or lacks `required_keys`, (torn by a
+    crash, or not ours) is logged and renamed to `<name>.corrupt`, so the job starts clean instead
+    of failing the same way on every retry.
+    """
+    import logging
+
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            raise TypeError(f"holds a {type(state).__name__}, not a dict")
+        missing = [key for key in required_keys if key not in state]
+        if missing:
+            raise KeyError(f"missing {', '.join(missing)}")
+    except Exception as exc:  # any unloadable file is set aside the same way, whatever tore it
+        aside = path.with_name(path.name + ".corrupt")
+        os.replace(path, aside)
+        logging.getLogger("datadream").warning(
+            "checkpoint %s does not load (%s: %s): moved to %s, starting from scratch",
+            path, type(exc).__name__, exc, aside)
+        return None
+    return state

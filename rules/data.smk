@@ -39,6 +39,7 @@ rule index_dataset:
         data=lambda wildcards: data_identity(wildcards.dataset),
         prompt_template=lambda wildcards: config["prompt_template"],  # a function: "{name}" is no wildcard
         verify_images=config["data"]["verify_images"],
+        max_megapixels=config["data"]["max_megapixels"],
     threads: config["threads"]["data"]
     resources:
         mem_mb=4000,

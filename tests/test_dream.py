@@ -114,7 +114,7 @@ def test_killed_training_resumes_to_the_same_adapter(tiny_sd, shots, tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert checkpoint.exists() and not (tmp_path / "killed" / LORA_FILE).exists()
-    resumed_from = torch.load(checkpoint, weights_only=False)["step"]
+    resumed_from = torch.load(checkpoint, weights_only=True)["step"]
     assert 5 <= resumed_from < 80
     subprocess.run(run(tmp_path / "killed"), check=True, env=env, capture_output=True)
     whole, resumed = load_file(tmp_path / "whole" / LORA_FILE), load_file(tmp_path / "killed" / LORA_FILE)

@@ -1,18 +1,24 @@
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from datadream_core.data.sources import COOP_SPECS, DatasetError, read_coop, read_imagefolder
+from datadream_core.data.sources import COOP_SPECS, DatasetError, read_coop, read_imagefolder, split_of
 
 SPLIT_SIZES = {"train": 3, "val": 1, "test": 2}
 
 
 def _image(path: Path, value: int = 0) -> Path:
+    """An 8-px image with noise seeded by its last path parts: files at different places differ in
+    bytes, JPEG included (byte-identical files are duplicates, which indexing leaves out)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (8, 8), (value, 50, 100)).save(path)
+    rng = np.random.default_rng(zlib.crc32("/".join(path.parts[-3:]).encode("utf-8")))
+    pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    pixels[..., 0] = value
+    Image.fromarray(pixels).save(path)
     return path
 
 
@@ -27,16 +33,20 @@ def _imagefolder(root: Path, classes=("cat", "dog"), per_class=6, splits=False) 
     return root
 
 
-def test_imagefolder_stratified_split_is_seeded(tmp_path):
-    root = _imagefolder(tmp_path / "data", per_class=10)
-    first = read_imagefolder(root, split={"val_fraction": 0.2, "test_fraction": 0.3, "seed": 1})
-    again = read_imagefolder(root, split={"val_fraction": 0.2, "test_fraction": 0.3, "seed": 1})
-    other = read_imagefolder(root, split={"val_fraction": 0.2, "test_fraction": 0.3, "seed": 2})
+def test_imagefolder_split_is_seeded_and_per_image(tmp_path):
+    root = _imagefolder(tmp_path / "data", per_class=40)
+    fractions = {"val_fraction": 0.2, "test_fraction": 0.3}
+    first = read_imagefolder(root, split={**fractions, "seed": 1})
+    again = read_imagefolder(root, split={**fractions, "seed": 1})
+    other = read_imagefolder(root, split={**fractions, "seed": 2})
     assert [c.name for c in first.classes] == ["cat", "dog"]
-    counts = first.split_counts()
-    assert counts["train"].tolist() == [5, 5] and counts["val"].tolist() == [2, 2] and counts["test"].tolist() == [3, 3]
     assert first.items == again.items
     assert first.items != other.items
+    for item in first.items:  # each image's split is a function of its path in its class folder and the seed
+        assert item.split == split_of(Path(item.path).name, 1, 0.2, 0.3)
+    counts = first.split_counts()
+    assert counts["train"].sum() + counts["val"].sum() + counts["test"].sum() == 80
+    assert all(counts[split].min() >= 3 for split in ("train", "val", "test"))
 
 
 def test_imagefolder_with_split_folders(tmp_path):
@@ -53,7 +63,8 @@ def test_bad_files_go_to_problems(tmp_path):
     (root / "dog" / ".hidden.png").write_bytes(b"junk")
     index = read_imagefolder(root)
     reasons = dict((Path(path).name, reason) for path, reason in index.problems)
-    assert reasons.keys() == {"readme.txt", "broken.png"}
+    assert reasons.keys() == {"readme.txt", "broken.png", ".hidden.png"}
+    assert reasons[".hidden.png"] == "hidden, skipped"
     assert reasons["readme.txt"] == "not an image file"
     assert reasons["broken.png"].startswith("unreadable or truncated image")
     assert len(index.items) == 8

@@ -9,11 +9,11 @@ from datadream_core.io import read_csv
 
 
 def _folder_dataset(root: Path) -> Path:
-    for name in ("cat", "dog", "große katze"):
+    for c, name in enumerate(("cat", "dog", "große katze")):
         for i in range(6):
             path = root / name / f"{i}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
-            Image.new("RGB", (8, 8), (i * 30, 0, 0)).save(path)
+            Image.new("RGB", (8, 8), (i * 30, c * 80, 0)).save(path)
     (root / "dog" / "notes.txt").write_text("not an image")
     return root
 

@@ -1,10 +1,13 @@
 """Snakemake adapter: train (unless zero-shot) and test one CLIP LoRA classifier."""
 
+from pathlib import Path
+
 from datadream_core.classify.train import run_classifier
 from datadream_core.config import job_settings
-from datadream_core.jobs import start_job
+from datadream_core.jobs import start_snakemake_job
 
-log = start_job(snakemake.log[0], snakemake.threads)
+checkpoint = Path(snakemake.output.metrics).with_name("checkpoint.pt")
+log = start_snakemake_job(snakemake, owned=[checkpoint])
 params = snakemake.params
 run_classifier(
     dataset=snakemake.wildcards.dataset,
@@ -20,5 +23,6 @@ run_classifier(
     classify=job_settings(params.settings, params.neutral),
     metrics_json=snakemake.output.metrics,
     per_class_csv=snakemake.output.per_class,
+    checkpoint=checkpoint,
     made_from=params.made_from,
 )

@@ -1,9 +1,9 @@
 """Snakemake adapter: per-class and dataset-level FID of one generator's synthetic images."""
 
 from datadream_core.config import job_settings
-from datadream_core.jobs import start_job
+from datadream_core.jobs import start_snakemake_job
 
-log = start_job(snakemake.log[0], snakemake.threads)
+log = start_snakemake_job(snakemake)
 
 from datadream_core.metrics.fid import load_real_features, make_extractor, per_class_fid, write_per_class_fid  # noqa: E402
 

@@ -1,9 +1,9 @@
 """Snakemake adapter: extract the FID features of one dataset's real images once, for every generator."""
 
 from datadream_core.config import job_settings
-from datadream_core.jobs import start_job
+from datadream_core.jobs import start_snakemake_job
 
-log = start_job(snakemake.log[0], snakemake.threads)
+log = start_snakemake_job(snakemake)
 
 from datadream_core.metrics.fid import compute_real_features, make_extractor  # noqa: E402
 

@@ -6,10 +6,10 @@ import torch
 
 from datadream_core.chunks import shard_range
 from datadream_core.config import job_settings
-from datadream_core.jobs import start_job
+from datadream_core.jobs import start_snakemake_job
 from datadream_core.synth.generate import ShardRequest, disef_filter_summary, generate_shards
 
-log = start_job(snakemake.log[0], snakemake.threads)
+log = start_snakemake_job(snakemake)
 wildcards, params, inputs = snakemake.wildcards, snakemake.params, snakemake.input
 settings = job_settings(params.settings, params.neutral)
 classes = params.classes.values["classes"]

@@ -1,16 +1,16 @@
 """Snakemake adapter: index a dataset source into classes.csv, splits.csv and problems.csv."""
 
 from datadream_core.config import DatasetSpec
-from datadream_core.data.build import index_dataset
-from datadream_core.data.table import write_index
-from datadream_core.jobs import start_job
+from datadream_core.data.build import index_and_write
+from datadream_core.jobs import start_snakemake_job
 
-log = start_job(snakemake.log[0], snakemake.threads)
+log = start_snakemake_job(snakemake)
 params = snakemake.params
 spec = DatasetSpec.from_entry(snakemake.wildcards.dataset, {**params.entry, **params.root.values})
 world_dir = snakemake.input[1] if spec.source == "miniworld" else None
-index = index_dataset(spec, world_dir, verify=params.verify_images, workers=snakemake.threads)
-write_index(index, params.prompt_template, snakemake.output.classes, snakemake.output.splits, snakemake.output.problems)
+index = index_and_write(spec, params.prompt_template, snakemake.output.classes, snakemake.output.splits,
+                        snakemake.output.problems, world_dir, verify=params.verify_images, workers=snakemake.threads,
+                        max_megapixels=params.max_megapixels)
 counts = index.split_counts()
 log.info("%s (%s): %d classes; train/val/test images %d/%d/%d; %d files left out (problems.csv)", spec.name,
          params.data, len(index.classes), counts["train"].sum(), counts["val"].sum(), counts["test"].sum(),

@@ -1,8 +1,8 @@
 """Snakemake adapter: Table 1 (accuracy per training set) and Table 2 (real + synthetic compared)."""
 
-from datadream_core.jobs import start_job
+from datadream_core.jobs import start_snakemake_job
 
-log = start_job(snakemake.log[0], snakemake.threads)
+log = start_snakemake_job(snakemake)
 
 from datadream_core.report.tables import comparison_table, read_runs, table1, write_table  # noqa: E402
 

@@ -1,8 +1,8 @@
 """Snakemake adapter: per-class FID histogram of one dataset, one series per generator (paper Fig. 4)."""
 
-from datadream_core.jobs import start_job
+from datadream_core.jobs import start_snakemake_job
 
-log = start_job(snakemake.log[0], snakemake.threads)
+log = start_snakemake_job(snakemake)
 
 from datadream_core.report.figures import mean_per_class_fid, plot_fid_histograms  # noqa: E402
 

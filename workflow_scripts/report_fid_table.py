@@ -1,8 +1,8 @@
 """Snakemake adapter: the FID table (mean per-class and dataset-level FID per generator and dataset)."""
 
-from datadream_core.jobs import start_job
+from datadream_core.jobs import start_snakemake_job
 
-log = start_job(snakemake.log[0], snakemake.threads)
+log = start_snakemake_job(snakemake)
 
 from datadream_core.report.tables import fid_table, read_fid_summaries, write_table  # noqa: E402
 

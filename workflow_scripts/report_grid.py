@@ -1,8 +1,8 @@
 """Snakemake adapter: one dataset's sample grid, real shots beside every generator's images (Fig. 1, 3)."""
 
-from datadream_core.jobs import start_job
+from datadream_core.jobs import start_snakemake_job
 
-log = start_job(snakemake.log[0], snakemake.threads)
+log = start_snakemake_job(snakemake)
 
 from datadream_core.data.table import read_classes  # noqa: E402
 from datadream_core.report.grids import manifest_samples, real_shots, sample_grid  # noqa: E402

@@ -1,8 +1,8 @@
 """Snakemake adapter: accuracy against synthetic images per class or against real shots (paper Fig. 5)."""
 
-from datadream_core.jobs import start_job
+from datadream_core.jobs import start_snakemake_job
 
-log = start_job(snakemake.log[0], snakemake.threads)
+log = start_snakemake_job(snakemake)
 
 from datadream_core.report.figures import plot_accuracy_vs_nsynth, plot_accuracy_vs_shots  # noqa: E402
 from datadream_core.report.tables import read_runs  # noqa: E402

@@ -6,16 +6,16 @@ from datadream_core.config import job_settings, section
 from datadream_core.data.fewshot import read_fewshot
 from datadream_core.data.table import read_classes
 from datadream_core.dream import DreamSettings, Example, train_datadream
-from datadream_core.jobs import start_job
+from datadream_core.jobs import start_snakemake_job
 
-log = start_job(snakemake.log[0], snakemake.threads)
+# The outputs come in threes per adapter (weights, train.json, losses.csv); the weights name its folder.
+out_dirs = [Path(path).parent for path in snakemake.output[::3]]
+log = start_snakemake_job(snakemake, owned=out_dirs)
 params = snakemake.params
 settings = section(DreamSettings, job_settings(params.settings, params.neutral))
 classes = read_classes(snakemake.input.classes)
 shots = read_fewshot(snakemake.input.fewshot, int(snakemake.wildcards.shots))
 seed = int(snakemake.wildcards.seed)
-# The outputs come in threes per adapter (weights, train.json, losses.csv); the weights name its folder.
-out_dirs = [Path(path).parent for path in snakemake.output[::3]]
 chunk = params.classes.values["classes"]
 scopes = [0] if chunk is None else [index + 1 for index in chunk]
 

@@ -26,7 +26,7 @@ from datadream_core.classify.trainsets import parse_trainset
 from datadream_core.config import SPEED_ONLY_KEYS, section
 from datadream_core.data.table import read_classes
 from datadream_core.identity import digest
-from datadream_core.io import atomic_path, write_csv, write_json
+from datadream_core.io import atomic_path, load_checkpoint, write_csv, write_json
 from datadream_core.models.clip import load_clip
 
 LOG = logging.getLogger("datadream")
@@ -184,9 +184,9 @@ def _save_checkpoint(path: Path, fingerprint: str, model, optimizer, scaler, sta
 
 
 def _load_checkpoint(path: Path, fingerprint: str, model, optimizer, scaler) -> FitState:
-    if not path.exists():
+    saved = load_checkpoint(path, ("fingerprint", "lora", "optimizer", "scaler", "state"))
+    if saved is None:
         return FitState()
-    saved = torch.load(path, map_location="cpu", weights_only=True)
     if saved["fingerprint"] != fingerprint:
         LOG.warning("ignoring checkpoint %s: it belongs to another configuration or input", path)
         return FitState()

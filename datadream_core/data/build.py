@@ -1,30 +1,56 @@
-"""Dispatch a config's dataset entry to its source reader."""
+"""Dispatch a config's dataset entry to its source reader, and write the dataset's tables."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from datadream_core.config import DatasetSpec
+from datadream_core.data.images import DEFAULT_MAX_MEGAPIXELS
 from datadream_core.data.miniworld import WORLD_CLASSES
-from datadream_core.data.sources import COOP_SPECS, DatasetError, DatasetIndex, read_coop, read_imagefolder
+from datadream_core.data.sources import (COOP_SPECS, DatasetError, DatasetIndex, list_class_folders, read_coop,
+                                         read_imagefolder)
+from datadream_core.data.table import write_index, write_problems
 from datadream_core.layout import world_images
 
+LOG = logging.getLogger("datadream")
 
-def index_dataset(spec: DatasetSpec, world_dir: str | Path | None = None, verify: bool = True,
-                  workers: int = 1) -> DatasetIndex:
+
+def index_dataset(spec: DatasetSpec, world_dir: str | Path | None = None, verify: bool = True, workers: int = 1,
+                  max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> DatasetIndex:
     """Index `spec`'s images; a miniworld dataset is read from `world_dir` (default: where the workflow renders it)."""
     if spec.source == "coop":
         name = spec.coop_name or spec.name
         return read_coop(spec.root, name, spec.class_names, spec.domain_word, verify=verify, workers=workers,
-                         expected_classes=COOP_SPECS[name].num_classes)
+                         expected_classes=COOP_SPECS[name].num_classes, max_megapixels=max_megapixels)
     root = spec.root if spec.source == "imagefolder" else (world_dir or world_images(spec.name))
-    return read_imagefolder(root, spec.class_names, spec.split, spec.domain_word or "", verify=verify, workers=workers)
+    return read_imagefolder(root, spec.class_names, spec.split, spec.domain_word or "", verify=verify, workers=workers,
+                            max_megapixels=max_megapixels)
+
+
+def index_and_write(spec: DatasetSpec, prompt_template: str, classes_csv: str | Path, splits_csv: str | Path,
+                    problems_csv: str | Path, world_dir: str | Path | None = None, verify: bool = True,
+                    workers: int = 1, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> DatasetIndex:
+    """Index the dataset and write classes.csv, splits.csv and problems.csv.
+
+    When the dataset cannot be used, the files left out so far still go to problems.csv and, one
+    line each, to the log (Snakemake removes a failed job's outputs, but keeps its log) before the error.
+    """
+    try:
+        index = index_dataset(spec, world_dir, verify=verify, workers=workers, max_megapixels=max_megapixels)
+    except DatasetError as error:
+        write_problems(problems_csv, error.problems)
+        for path, reason in sorted(error.problems):
+            LOG.warning("left out: %s: %s", path, reason)
+        raise
+    write_index(index, prompt_template, classes_csv, splits_csv, problems_csv)
+    return index
 
 
 def class_count(spec: DatasetSpec) -> int:
     """The number of classes, known before indexing, so the DAG can plan per-class jobs.
 
-    CoOp benchmarks have fixed sizes; an ImageFolder's classes are its (split) folders' subfolders.
+    CoOp benchmarks have fixed sizes; an ImageFolder's classes are found as `read_imagefolder` finds them.
     """
     if spec.source == "coop":
         return COOP_SPECS[spec.coop_name or spec.name].num_classes
@@ -33,5 +59,4 @@ def class_count(spec: DatasetSpec) -> int:
     root = Path(spec.root)
     if not root.is_dir():
         raise DatasetError(f"dataset root not found: {root} (dataset '{spec.name}')")
-    bases = [root / split for split in ("train", "val", "test") if (root / split).is_dir()] or [root]
-    return len({child.name for base in bases for child in base.iterdir() if child.is_dir() and not child.name.startswith(".")})
+    return len(list_class_folders(root))

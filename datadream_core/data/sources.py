@@ -7,21 +7,35 @@ on, so names may contain "/", spaces or unicode.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from functools import partial
+from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from datadream_core.data.images import check_image, is_candidate_file
+from datadream_core.data.images import DEFAULT_MAX_MEGAPIXELS, inspect_file, is_image_name
 
 SPLITS = ("train", "val", "test")
+LAYOUT_CLASSES = "class folders (root/<class>/<image>)"
+LAYOUT_SPLITS = "split folders (root/{train,val,test}/<class>/<image>)"
+LOG = logging.getLogger("datadream")
 
 
 class DatasetError(ValueError):
-    """The dataset on disk cannot be used; the message names the file, folder or class at fault."""
+    """The dataset on disk cannot be used; the message names the file, folder or class at fault.
+
+    `problems`: the files left out before the error, for problems.csv.
+    """
+
+    def __init__(self, message: str, problems: Sequence[tuple[str, str]] = ()):
+        super().__init__(message)
+        self.problems = list(problems)
 
 
 @dataclass(frozen=True)
@@ -100,49 +114,196 @@ def _display_names(folders: Sequence[str], overrides: Mapping[str, str] | None) 
     return names
 
 
-def _verify(items: list[Item], workers: int, verify: bool) -> tuple[list[Item], list[tuple[str, str]]]:
-    if not verify:
-        return items, []
+def _inspect(items: list[Item], workers: int, verify: bool,
+             max_megapixels: float) -> tuple[list[Item], list[str], list[tuple[str, str]]]:
+    """Keep the items that decode (when `verify`), with the SHA-256 of each kept file's bytes."""
     paths = [item.path for item in items]
+    inspect = partial(inspect_file, verify=verify, max_megapixels=max_megapixels)
     if workers > 1 and len(paths) > 256:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            reasons = list(pool.map(check_image, paths, chunksize=64))
+            results = list(pool.map(inspect, paths, chunksize=64))
     else:
-        reasons = [check_image(path) for path in paths]
-    kept = [item for item, reason in zip(items, reasons) if reason is None]
-    problems = [(item.path, reason) for item, reason in zip(items, reasons) if reason is not None]
+        results = [inspect(path) for path in paths]
+    kept = [(item, digest) for item, (reason, digest) in zip(items, results) if reason is None]
+    problems = [(item.path, reason) for item, (reason, _) in zip(items, results) if reason is not None]
+    return [item for item, _ in kept], [digest for _, digest in kept], problems
+
+
+def _drop_duplicates(items: list[Item], digests: list[str],
+                     classes: Sequence[ClassInfo]) -> tuple[list[Item], list[tuple[str, str]]]:
+    """Keep one copy of each set of byte-identical files.
+
+    Copies in one class keep the copy in the earliest split (train, val, test; then the first path),
+    so a test image is never also a training image. Copies under two or more classes have no single
+    label: every copy is left out.
+    """
+    by_digest: dict[str, list[Item]] = {}
+    for item, digest in zip(items, digests):
+        by_digest.setdefault(digest, []).append(item)
+    kept, problems = [], []
+    for copies in by_digest.values():
+        copies.sort(key=lambda item: (SPLITS.index(item.split), item.path))
+        labels = sorted({item.class_index for item in copies})
+        if len(labels) > 1:
+            names = ", ".join(f"'{classes[label].name}'" for label in labels)
+            for item in copies:
+                others = ", ".join(other.path for other in copies if other is not item)
+                problems.append((item.path, f"same bytes as {others}: one image under classes {names} has no"
+                                            " single label; every copy left out"))
+            continue
+        kept.append(copies[0])
+        problems.extend((item.path, f"duplicate of {copies[0].path} (same bytes, {copies[0].split} split):"
+                                    f" left out of the {item.split} split") for item in copies[1:])
     return kept, problems
 
 
-def _check_no_empty_class(classes: list[ClassInfo], items: list[Item], problems: list[tuple[str, str]]) -> None:
+def _screen(items: list[Item], classes: Sequence[ClassInfo], workers: int, verify: bool,
+            max_megapixels: float, problems: list[tuple[str, str]]) -> list[Item]:
+    """Leave out unusable files and duplicates (recorded in `problems`); stop, with problems.csv's
+    rows in the error, when a class has nothing left."""
+    class_of = {item.path: item.class_index for item in items}
+    items, digests, unusable = _inspect(items, workers, verify, max_megapixels)
+    items, duplicates = _drop_duplicates(items, digests, classes)
+    problems.extend(unusable + duplicates)
     counts = np.bincount([item.class_index for item in items], minlength=len(classes))
     for info in classes:
         if counts[info.index] == 0:
+            own = [(path, reason) for path, reason in problems if class_of.get(path) == info.index]
+            shown = "; ".join(f"{path} ({reason})" for path, reason in own[:5])
+            more = f"; and {len(own) - 5} more" if len(own) > 5 else ""
             raise DatasetError(
-                f"class '{info.name}' (folder '{info.folder}') has no usable images"
-                f" ({len(problems)} files in the dataset were left out, see problems.csv)"
-            )
+                f"class '{info.name}' (folder '{info.folder}') has no usable images: {shown}{more}"
+                f" ({len(problems)} files in the dataset left out, every one listed in problems.csv)",
+                problems)
+    return items
 
 
-def _stratified_split(items: list[Item], n_classes: int, val_fraction: float, test_fraction: float, seed: int) -> list[Item]:
-    by_class: list[list[Item]] = [[] for _ in range(n_classes)]
-    for item in sorted(items, key=lambda it: it.path):
-        by_class[item.class_index].append(item)
+def split_of(relative_path: str, seed: int, val_fraction: float, test_fraction: float) -> str:
+    """The split of one image, from its path inside its class folder and the seed alone: adding,
+    removing or repairing another file never moves it."""
+    digest = hashlib.sha256(f"{seed}\0{relative_path}".encode("utf-8")).digest()
+    position = int.from_bytes(digest[:8], "big") / 2.0**64
+    return "test" if position < test_fraction else "val" if position < test_fraction + val_fraction else "train"
+
+
+def _hashed_split(items: list[Item], classes: Sequence[ClassInfo], base: Path, val_fraction: float,
+                  test_fraction: float, seed: int) -> list[Item]:
     result = []
-    for class_index, members in enumerate(by_class):
-        order = np.random.default_rng([seed, class_index]).permutation(len(members))
-        n_test = int(round(test_fraction * len(members)))
-        n_val = int(round(val_fraction * len(members)))
-        for position, member_index in enumerate(order):
-            split = "test" if position < n_test else "val" if position < n_test + n_val else "train"
-            member = members[member_index]
-            result.append(Item(member.path, member.class_index, split))
+    for item in items:
+        relative = Path(item.path).relative_to(base / classes[item.class_index].folder).as_posix()
+        result.append(Item(item.path, item.class_index, split_of(relative, seed, val_fraction, test_fraction)))
+    counts = {split: np.bincount([item.class_index for item in result if item.split == split],
+                                 minlength=len(classes)) for split in SPLITS}
+    wanted = {"val": val_fraction, "test": test_fraction, "train": 1.0}
+    for info in classes:
+        empty = [split for split in SPLITS if wanted[split] > 0 and counts[split][info.index] == 0]
+        if empty:
+            total = sum(int(counts[split][info.index]) for split in SPLITS)
+            LOG.warning("class '%s' (folder '%s'): its %d images give it no %s image (split: val_fraction %g,"
+                        " test_fraction %g, seed %d); add images or give the dataset train/ val/ test/ folders",
+                        info.name, info.folder, total, " and no ".join(empty), val_fraction, test_fraction, seed)
     return sorted(result, key=lambda it: (it.split, it.class_index, it.path))
 
 
-def _files_under(folder: Path) -> list[Path]:
-    return sorted(path for path in folder.rglob("*") if is_candidate_file(path) and not
-                  any(part.startswith(".") for part in path.relative_to(folder).parts))
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _class_folders(base: Path, problems: list[tuple[str, str]]) -> list[str]:
+    """The class folders directly in `base`; symlinks that lead back to the root or repeat another
+    class folder are no classes (they would copy other classes' images) and are recorded."""
+    real_base = base.resolve()
+    folders, real_of = [], {}
+    for child in sorted(base.iterdir()):
+        if _is_hidden(child.name):
+            if child.is_dir() or is_image_name(child):
+                problems.append((str(child), "hidden, skipped"))
+            continue
+        if not child.is_dir():
+            if is_image_name(child):
+                problems.append((str(child), "image outside any class folder, skipped"))
+            continue
+        real = child.resolve()
+        if real_base.is_relative_to(real):
+            problems.append((str(child), f"symlink to {real}, which holds the dataset itself: not a class, skipped"))
+        elif real in real_of:
+            problems.append((str(child), f"symlink to the class folder '{real_of[real]}': not a class of its own, skipped"))
+        else:
+            real_of[real] = child.name
+            folders.append(child.name)
+    return folders
+
+
+def _files_under(folder: Path, problems: list[tuple[str, str]], root: Path | None = None,
+                 other_classes: Sequence[Path] = ()) -> list[Path]:
+    """Every visible file under `folder`, following symlinked folders once each. Recorded in
+    `problems` and skipped: hidden entries, broken links, and folders reached again (loops), that hold
+    the dataset `root` or lie in one of `other_classes` (their images are another class's)."""
+    files, seen = [], set()
+    real_root = root.resolve() if root is not None else None
+    foreign = [other.resolve() for other in other_classes]
+    for current, subfolders, names in os.walk(folder, followlinks=True):
+        real = Path(os.path.realpath(current))
+        reason = (f"symlink to {real}, which is already read: skipped (a loop or a repeat)" if real in seen else
+                  f"symlink to {real}, which holds the dataset itself: skipped"
+                  if real_root is not None and real_root.is_relative_to(real) else
+                  f"symlink to {real}, inside another class's folder: skipped"
+                  if any(real.is_relative_to(other) for other in foreign) else None)
+        if reason:
+            problems.append((current, reason))
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        for name in sorted(subfolders):
+            if _is_hidden(name):
+                problems.append((os.path.join(current, name), "hidden, skipped"))
+        subfolders[:] = sorted(name for name in subfolders if not _is_hidden(name))
+        for name in sorted(names):
+            path = Path(current) / name
+            if _is_hidden(name):
+                if is_image_name(path):
+                    problems.append((str(path), "hidden, skipped"))
+            elif not path.exists():
+                problems.append((str(path), "broken symlink"))
+            else:
+                files.append(path)
+    return files
+
+
+def detect_layout(root: Path) -> str:
+    """LAYOUT_SPLITS when the root holds only train/ val/ test/ folders and none of them holds images
+    directly; LAYOUT_CLASSES when split-named folders hold images (they are classes, then)."""
+    folders = [child for child in root.iterdir() if child.is_dir() and not _is_hidden(child.name)]
+    if not folders or any(child.name not in SPLITS for child in folders):
+        return LAYOUT_CLASSES
+    holding_images = sorted(child.name for child in folders
+                            if any(entry.is_file() and is_image_name(entry) for entry in child.iterdir()))
+    if not holding_images:
+        return LAYOUT_SPLITS
+    if len(holding_images) == len(folders):
+        return LAYOUT_CLASSES
+    raise DatasetError(
+        f"dataset root {root} holds only {', '.join(sorted(child.name for child in folders))}: cannot tell split"
+        f" folders from class folders, because {', '.join(holding_images)} hold images directly and the others"
+        " do not. Either put every class in its own folder under each split folder, or rename the classes")
+
+
+def split_roots(root: Path) -> dict[str, Path]:
+    """Split name ("" without split folders) -> the folder holding that split's class folders."""
+    if detect_layout(root) == LAYOUT_SPLITS:
+        return {name: root / name for name in SPLITS if (root / name).is_dir()}
+    return {"": root}
+
+
+def class_folders_by_split(root: Path, problems: list[tuple[str, str]] | None = None) -> dict[str, list[str]]:
+    """Split name ("" without split folders) -> the class folders of that split."""
+    problems = [] if problems is None else problems
+    return {split_name: _class_folders(base, problems) for split_name, base in split_roots(root).items()}
+
+
+def list_class_folders(root: Path) -> list[str]:
+    """The class folder names of an ImageFolder root, in either layout, sorted."""
+    return sorted({folder for folders in class_folders_by_split(root).values() for folder in folders})
 
 
 def read_imagefolder(
@@ -152,32 +313,36 @@ def read_imagefolder(
     domain_word: str = "",
     verify: bool = True,
     workers: int = 1,
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
 ) -> DatasetIndex:
-    """`root/<class>/<image>`, or `root/{train,val,test}/<class>/<image>`."""
+    """`root/<class>/<image>`, or `root/{train,val,test}/<class>/<image>` (see `detect_layout`)."""
     root = Path(root)
     _require_dir(root, "dataset root")
-    has_splits = (root / "train").is_dir()
-    split_roots = {name: root / name for name in SPLITS if (root / name).is_dir()} if has_splits else {"": root}
-    folders = sorted({child.name for base in split_roots.values() for child in base.iterdir()
-                      if child.is_dir() and not child.name.startswith(".")})
+    layout = detect_layout(root)
+    LOG.info("dataset root %s: layout detected: %s", root, layout)
+    problems: list[tuple[str, str]] = []
+    bases = split_roots(root)
+    folders_by_split = class_folders_by_split(root, problems)
+    folders = sorted({folder for split_folders in folders_by_split.values() for folder in split_folders})
     if not folders:
-        raise DatasetError(f"dataset root {root} holds no class folders")
+        raise DatasetError(f"dataset root {root} holds no class folders (layout detected: {layout})", problems)
     names = _display_names(folders, class_names)
     classes = [ClassInfo(index, name, folder) for index, (name, folder) in enumerate(zip(names, folders))]
     items = []
-    for split_name, base in split_roots.items():
+    for split_name, base in bases.items():
         for info in classes:
-            for path in _files_under(base / info.folder) if (base / info.folder).is_dir() else []:
-                items.append(Item(str(path), info.index, split_name or "train"))
+            if info.folder in folders_by_split[split_name]:
+                others = [base / folder for folder in folders_by_split[split_name] if folder != info.folder]
+                items.extend(Item(str(path), info.index, split_name or "train")
+                             for path in _files_under(base / info.folder, problems, root, others))
     for info in classes:
         if not any(item.class_index == info.index for item in items):
-            raise DatasetError(f"class folder '{info.folder}' in {root} is empty")
-    items, problems = _verify(items, workers, verify)
-    _check_no_empty_class(classes, items, problems)
-    if not has_splits:
+            raise DatasetError(f"class folder '{info.folder}' in {root} is empty", problems)
+    items = _screen(items, classes, workers, verify, max_megapixels, problems)
+    if layout == LAYOUT_CLASSES:
         split = dict(split or {})
-        items = _stratified_split(items, len(classes), split.get("val_fraction", 0.1),
-                                  split.get("test_fraction", 0.2), split.get("seed", 0))
+        items = _hashed_split(items, classes, root, split.get("val_fraction", 0.1), split.get("test_fraction", 0.2),
+                              split.get("seed", 0))
     return DatasetIndex(classes, items, domain_word, problems)
 
 
@@ -194,30 +359,55 @@ def _check_listed_images(listed: Iterable[tuple[Path, int, str]], listing_file: 
     return items
 
 
-def _read_zhou_split(base: Path, spec: CoopSpec) -> tuple[list[str], list[tuple[Path, int, str]], Path]:
+def _inside(relative: str, where: str) -> PurePosixPath:
+    """`relative` as a path that stays inside the folder it is relative to, or a DatasetError."""
+    path = PurePosixPath(relative)
+    if not relative or path.is_absolute() or ".." in path.parts or "\\" in relative:
+        raise DatasetError(f"{where}: image path {relative!r} must be relative and stay inside the dataset"
+                           " folder (no leading '/', no '..')")
+    return path
+
+
+def _read_zhou_split(base: Path, spec: CoopSpec, problems: list) -> tuple[list[str], list[tuple[Path, int, str]], Path]:
     split_file = base / spec.split_file
     _require_file(split_file, "split file")
     try:
         data = json.loads(split_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DatasetError(f"split file {split_file} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"split file {split_file} holds a JSON {type(data).__name__}, not an object with"
+                           f" {', '.join(SPLITS)} lists")
     image_root = base / spec.image_dir
     names: dict[int, str] = {}
     listed = []
     for split_name in SPLITS:
-        for entry in data.get(split_name, []):
-            if not (isinstance(entry, list) and len(entry) == 3):
-                raise DatasetError(f"split file {split_file}: entry {entry!r} in '{split_name}' is not [path, label, name]")
+        entries = data.get(split_name, [])
+        if not isinstance(entries, list):
+            raise DatasetError(f"split file {split_file}: '{split_name}' is a {type(entries).__name__}, not a list")
+        for position, entry in enumerate(entries):
+            where = f"split file {split_file}, '{split_name}' entry {position} ({entry!r})"
+            if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
+                    and isinstance(entry[1], int) and not isinstance(entry[1], bool) and entry[1] >= 0
+                    and isinstance(entry[2], str)):
+                raise DatasetError(f"{where}: not [relative image path, class label >= 0, class name]")
             relative, label, name = entry
-            if names.setdefault(int(label), name) != name:
-                raise DatasetError(f"split file {split_file}: label {label} is named both '{names[label]}' and '{name}'")
-            listed.append((image_root / relative, int(label), split_name))
+            if names.setdefault(label, name) != name:
+                raise DatasetError(f"{where}: label {label} is also named '{names[label]}'")
+            listed.append((image_root / _inside(relative, where), label, split_name))
     if sorted(names) != list(range(len(names))):
         raise DatasetError(f"split file {split_file}: labels are not 0..{len(names) - 1}")
     return [names[label] for label in range(len(names))], listed, split_file
 
 
-def _read_aircraft(base: Path, spec: CoopSpec) -> tuple[list[str], list[tuple[Path, int, str]], Path]:
+def _two_fields(line: str, number: int, listing: Path, what: str) -> tuple[str, str]:
+    first, _, rest = line.strip().partition(" ")
+    if not rest.strip():
+        raise DatasetError(f"{listing}, line {number}: {line.strip()!r} is not '{what}'")
+    return first, rest.strip()
+
+
+def _read_aircraft(base: Path, spec: CoopSpec, problems: list) -> tuple[list[str], list[tuple[Path, int, str]], Path]:
     variants_file = base / spec.split_file
     _require_file(variants_file, "split file")
     variants = [line.strip() for line in variants_file.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -226,23 +416,29 @@ def _read_aircraft(base: Path, spec: CoopSpec) -> tuple[list[str], list[tuple[Pa
     for split_name in SPLITS:
         list_file = base / f"images_variant_{split_name}.txt"
         _require_file(list_file, "split file")
-        for line in list_file.read_text(encoding="utf-8").splitlines():
+        for number, line in enumerate(list_file.read_text(encoding="utf-8").splitlines(), start=1):
             if not line.strip():
                 continue
-            image_id, variant = line.strip().split(" ", 1)
+            image_id, variant = _two_fields(line, number, list_file, "<image id> <variant>")
             if variant not in label_of:
-                raise DatasetError(f"split file {list_file} names variant '{variant}' missing from {variants_file}")
+                raise DatasetError(f"split file {list_file}, line {number}: variant '{variant}' is missing from"
+                                   f" {variants_file}")
+            where = f"split file {list_file}, line {number}"
+            if len(_inside(image_id, where).parts) != 1:
+                raise DatasetError(f"{where}: image id {image_id!r} is not a plain file name")
             listed.append((base / spec.image_dir / f"{image_id}.jpg", label_of[variant], split_name))
     return variants, listed, base / "images_variant_*.txt"
 
 
-def _read_imagenet(base: Path, spec: CoopSpec) -> tuple[list[str], list[tuple[Path, int, str]], Path]:
+def _read_imagenet(base: Path, spec: CoopSpec, problems: list) -> tuple[list[str], list[tuple[Path, int, str]], Path]:
     names_file = base / spec.split_file
     _require_file(names_file, "class-name file")
     wnids, names = [], []
-    for line in names_file.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(names_file.read_text(encoding="utf-8").splitlines(), start=1):
         if line.strip():
-            wnid, name = line.strip().split(" ", 1)
+            wnid, name = _two_fields(line, number, names_file, "<wnid> <class name>")
+            if len(_inside(wnid, f"{names_file}, line {number}").parts) != 1:
+                raise DatasetError(f"{names_file}, line {number}: wnid {wnid!r} is not a plain folder name")
             wnids.append(wnid)
             names.append(name)
     listed = []
@@ -253,7 +449,7 @@ def _read_imagenet(base: Path, spec: CoopSpec) -> tuple[list[str], list[tuple[Pa
         for label, wnid in enumerate(wnids):
             class_dir = split_root / wnid
             _require_dir(class_dir, f"ImageNet class folder for '{names[label]}'")
-            listed.extend((path, label, split_name) for path in _files_under(class_dir))
+            listed.extend((path, label, split_name) for path in _files_under(class_dir, problems))
     return names, listed, names_file
 
 
@@ -268,6 +464,7 @@ def read_coop(
     verify: bool = True,
     workers: int = 1,
     expected_classes: int | None = None,
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
 ) -> DatasetIndex:
     """One of the paper's 10 benchmarks, with CoOp's splits and the paper's domain word."""
     if coop_name not in COOP_SPECS:
@@ -276,14 +473,13 @@ def read_coop(
     base = Path(root) / spec.folder
     _require_dir(Path(root), "dataset root")
     _require_dir(base, f"{coop_name} folder")
-    raw_names, listed, listing_file = COOP_READERS.get(coop_name, _read_zhou_split)(base, spec)
+    problems: list[tuple[str, str]] = []
+    raw_names, listed, listing_file = COOP_READERS.get(coop_name, _read_zhou_split)(base, spec, problems)
     if expected_classes is not None and len(raw_names) != expected_classes:
         # The workflow plans one job per class before reading the data, from the benchmark's known size.
         raise DatasetError(f"{listing_file} lists {len(raw_names)} classes; {coop_name} has {expected_classes}")
     names = _display_names(raw_names, class_names)
     classes = [ClassInfo(index, name, raw) for index, (name, raw) in enumerate(zip(names, raw_names))]
-    items = _check_listed_images(listed, listing_file)
-    items, problems = _verify(items, workers, verify)
-    _check_no_empty_class(classes, items, problems)
+    items = _screen(_check_listed_images(listed, listing_file), classes, workers, verify, max_megapixels, problems)
     word = spec.domain_word if domain_word is None else domain_word
     return DatasetIndex(classes, items, word, problems)

@@ -40,7 +40,11 @@ def write_index(index: DatasetIndex, prompt_template: str, classes_csv: str | Pa
         for info in index.classes))
     ordered = sorted(index.items, key=lambda item: (item.class_index, item.split, item.path))
     write_csv(splits_csv, SPLITS_HEADER, ((item.path, item.class_index, item.split) for item in ordered))
-    write_csv(problems_csv, PROBLEMS_HEADER, sorted(index.problems))
+    write_problems(problems_csv, index.problems)
+
+
+def write_problems(problems_csv: str | Path, problems: Sequence[tuple[str, str]]) -> None:
+    write_csv(problems_csv, PROBLEMS_HEADER, sorted(problems))
 
 
 def read_classes(path: str | Path) -> list[ClassRow]:

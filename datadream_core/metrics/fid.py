@@ -141,7 +141,7 @@ def inception_extractor(weights: str = "", device: str | torch.device | None = N
     device = torch.device(device) if device is not None else default_device()
 
     def load_local(*args, **kwargs):
-        return torch.load(path, map_location="cpu")
+        return torch.load(path, map_location="cpu", weights_only=True)
 
     # pytorch-fid builds its network by downloading from a URL; its only hook is that module function.
     with mock.patch.object(fid_inception, "load_state_dict_from_url", load_local):

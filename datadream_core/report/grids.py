@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
+from functools import lru_cache
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -20,6 +22,11 @@ TILE = 80  # pixels per image in the mosaic; small source images are enlarged to
 STEP = TILE + 3  # a thin white gap keeps neighbouring tiles apart when they look alike
 BLOCK_GAP = TILE // 3
 ROW_GAP = TILE // 8
+# Class names come in any script: matplotlib takes a glyph missing from the first family from the next.
+LABEL_FONTS = ("DejaVu Sans", "Noto Sans", "Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans Arabic",
+               "Noto Sans Devanagari", "Noto Sans Hebrew", "Noto Sans Thai", "WenQuanYi Zen Hei",
+               "Droid Sans Fallback", "Arial Unicode MS")
+LOG = logging.getLogger("datadream")
 
 
 def real_shots(fewshot_csv: str | Path, shots: int) -> dict[int, list[str]]:
@@ -46,6 +53,32 @@ def pick_classes(classes: Sequence[ClassRow], count: int) -> list[ClassRow]:
     return [classes[p] for p in positions]
 
 
+@lru_cache(maxsize=1)
+def _label_fonts() -> tuple[list[str], frozenset[int]]:
+    """The families of LABEL_FONTS installed here, and every code point one of them can draw."""
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    files: dict[str, str] = {}
+    for entry in font_manager.fontManager.ttflist:
+        files.setdefault(entry.name, entry.fname)
+    families = [family for family in LABEL_FONTS if family in files]
+    covered = frozenset().union(*(FT2Font(files[family]).get_charmap() for family in families))
+    return families, covered
+
+
+def class_label(info: ClassRow) -> str:
+    """The class name as drawn in a grid (long names shortened); warns, naming the class, about
+    characters that no installed font of LABEL_FONTS can draw (they show as empty boxes)."""
+    _, covered = _label_fonts()
+    missing = sorted({char for char in info.name if not char.isspace() and ord(char) not in covered})
+    if missing:
+        LOG.warning("class '%s' (index %d): no installed font draws %s; the grid shows empty boxes there"
+                    " (install a font that has them, e.g. Noto Sans CJK for Chinese or Japanese)", info.name,
+                    info.index, ", ".join(f"'{char}' (U+{ord(char):04X})" for char in missing))
+    return info.name if len(info.name) <= 28 else info.name[:27] + "…"
+
+
 def _tile(path: str) -> Image.Image:
     return ImageOps.fit(load_rgb(path), (TILE, TILE), Image.Resampling.BICUBIC)
 
@@ -68,8 +101,10 @@ def sample_grid(classes: Sequence[ClassRow], real: Mapping[int, Sequence[str]],
     scale = 1 / 72  # one canvas pixel per point keeps the labels readable at any grid size
     figure, ax = plt.subplots(figsize=(canvas.width * scale + 2.2, canvas.height * scale + 0.9))
     ax.imshow(np.asarray(canvas), interpolation="nearest")
+    # Names are plain text: "$" in a class name must not switch to mathtext (which can fail on it).
     ax.set_yticks([row * (TILE + ROW_GAP) + TILE / 2 for row in range(len(shown))],
-                  [info.name if len(info.name) <= 28 else info.name[:27] + "…" for info in shown], fontsize=11)
+                  [class_label(info) for info in shown], fontsize=11, parse_math=False,
+                  fontfamily=_label_fonts()[0])
     shots = max((len(real.get(c.index, [])) for c in shown), default=0)
     labels = [label for label, _ in blocks]
     if widths[0] < shots:
@@ -79,5 +114,5 @@ def sample_grid(classes: Sequence[ClassRow], real: Mapping[int, Sequence[str]],
     ax.tick_params(length=0)
     for spine in ax.spines.values():
         spine.set_visible(False)
-    ax.set_title(title, fontsize=12, pad=24)
+    ax.set_title(title, fontsize=12, pad=24, parse_math=False)
     save_png(figure, output)
