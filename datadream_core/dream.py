@@ -228,7 +228,7 @@ def _load_checkpoint(path: Path, identity: dict, params, optimizer, lr_schedule,
 
 
 def train_datadream(sd_path: str, examples: Sequence[Example], out_dir: str | Path, settings: DreamSettings,
-                    seed: int, scope: int = 0, device: str | None = None) -> dict:
+                    seed: int, scope: int = 0, device: str | None = None, sd_revision: str | None = None) -> dict:
     """Fine-tune LoRA adapters on `examples`; write the adapter, losses.csv and train.json to `out_dir`.
 
     `scope` separates the randomness of adapters trained with the same seed: 0 for the
@@ -245,7 +245,7 @@ def train_datadream(sd_path: str, examples: Sequence[Example], out_dir: str | Pa
     started = time.perf_counter()
     identity = run_identity(sd_path, examples, settings, seed, scope)
 
-    parts = load_sd_parts(sd_path, device=device, dtype=half or torch.float32)
+    parts = load_sd_parts(sd_path, device=device, dtype=half or torch.float32, revision=sd_revision)
     resolution = settings.resolution or parts.resolution
     if resolution % parts.vae_scale:
         raise ValueError(f"dream.resolution {resolution} is not a multiple of the VAE factor {parts.vae_scale}")

@@ -1,4 +1,4 @@
-"""What every workflow job does first: log to its log file and to stderr, pin CPU threads."""
+"""What every workflow job does first: log to its log file and to stderr, pin CPU threads, stay offline."""
 
 from __future__ import annotations
 
@@ -7,11 +7,19 @@ import sys
 import traceback
 from pathlib import Path
 
+from datadream_core.models.hub import keep_offline
+
 LOG = logging.getLogger("datadream")
 
 
-def start_job(log_path: str | Path | None, threads: int = 1) -> logging.Logger:
-    """Send log lines (and any uncaught traceback) to the job's log file as well as to stderr."""
+def start_job(log_path: str | Path | None, threads: int = 1, offline: bool = True) -> logging.Logger:
+    """Send log lines (and any uncaught traceback) to the job's log file as well as to stderr.
+
+    `offline`: jobs never download models (a missing one fails in seconds, naming `snakemake models`) unless
+    DATADREAM_JOBS_ONLINE=1; only the `models` rule, which fetches them, passes False.
+    """
+    if offline:
+        keep_offline()
     import torch
 
     torch.set_num_threads(max(1, int(threads)))

@@ -25,7 +25,8 @@ classes = read_classes(snakemake.input.classes)
 seed, shard = int(wildcards.seed), int(wildcards.shard)
 start, stop = shard_range(snakemake.params.n_images, synth["shard_size"], shard)
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-switcher = AdapterSwitcher(load_text2img(config["models"]["sd"]["path"], None, settings, device))
+switcher = AdapterSwitcher(load_text2img(config["models"]["sd"]["path"], None, settings, device,
+                                         revision=config["models"]["sd"]["revision"]))
 
 
 def shard_dir(class_index):
@@ -73,17 +74,16 @@ def real_shot_rows():
         img_settings = Img2ImgSettings(settings.steps, settings.guidance_scale,
                                        strength_for_shots(synth["issynth_strength"], shots_k))
     else:
-        from datadream_core.models.clip import load_clip
         from datadream_core.synth.captions import read_captions
-        from datadream_core.synth.disef import PROVENANCE_COLUMNS, ClipFilter, disef_renderer
+        from datadream_core.synth.disef import PROVENANCE_COLUMNS, disef_renderer, filter_clip, load_clip_filter
 
         img_settings = Img2ImgSettings(
             synth["disef_steps"] or settings.steps,
             settings.guidance_scale if synth["disef_guidance_scale"] is None else synth["disef_guidance_scale"],
             synth["disef_strength"])
         captions = read_captions(snakemake.input.captions[0])
-        clip_config = config["models"]["clip"]
-        classify = ClipFilter(load_clip(clip_config["name"], clip_config["pretrained"], device), prompts_of(classes), device)
+        clip_config = filter_clip(synth["disef_filter"], config["models"]["clip"])
+        classify = load_clip_filter(clip_config, prompts_of(classes), device)
         base += [clip_identity(clip_config), synth["disef_max_attempts"]]
     log.info("%s K=%d: %s", wildcards.generator, shots_k, img_settings)
     rows = []
@@ -110,7 +110,8 @@ def real_shot_rows():
 header, rows = real_shot_rows() if wildcards.generator in REAL_SHOT_GENERATORS else text2img_rows()
 write_csv(snakemake.output[0], header, rows)
 if wildcards.generator == "disef":
-    passed = sum(int(row[header.index("filter_passed")]) for row in rows)
-    rejected = sum(int(row[header.index("rejected")]) for row in rows)
-    log.info("disef filter: %d of %d images passed, %d attempts rejected", passed, len(rows), rejected)
+    from datadream_core.synth.disef import attempt_summary
+
+    for line in attempt_summary([dict(zip(header, row)) for row in rows], synth["disef_max_attempts"]):
+        log.info(line)
 log.info("%s %s shard %s: %d images ready", wildcards.generator, wildcards.chunk, wildcards.shard, len(rows))

@@ -23,7 +23,8 @@ def train(selected, out_dir, scope):
     if finished_adapter_matches(out_dir, run_identity(sd_path, examples, settings, int(wildcards.seed), scope)):
         log.info("%s: adapter already trained with these settings", out_dir)
         return
-    summary = train_datadream(sd_path, examples, out_dir, settings, seed=int(wildcards.seed), scope=scope)
+    summary = train_datadream(sd_path, examples, out_dir, settings, seed=int(wildcards.seed), scope=scope,
+                              sd_revision=snakemake.config["models"]["sd"]["revision"])
     log.info("%s: %d images, %d steps in %.1f s, final loss %.4f", out_dir, len(examples), summary["steps"],
              summary["wall_seconds"], summary["final_loss"])
 
