@@ -5,6 +5,7 @@ from snakemake.utils import min_version, validate
 min_version("9.19")
 
 from datadream_core.config import SCHEMA_FILE, ConfigError, validate_config
+from datadream_core.models.hub import use_model_cache
 
 if not config:
     raise ValueError("no config: run from the repository root (profiles/default names config.yaml) or pass --configfile")
@@ -13,6 +14,7 @@ try:
 except ConfigError as error:
     raise ValueError(f"invalid config: {error}") from None
 validate(config, schema=str(SCHEMA_FILE))
+use_model_cache(config["models"]["cache_dir"])
 
 
 report: "report/workflow.rst"
@@ -33,6 +35,8 @@ include: "rules/targets.smk"
 localrules:
     all,
     miniworld_models,
+    models,
+    fetch_models,
     fewshot,
     loras,
     synth,

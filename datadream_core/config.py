@@ -146,6 +146,12 @@ def _check_consistency(config: dict) -> None:
     unknown = sorted(set(config["scaling"]["generators"] or []) - set(config["synth"]["generators"]))
     if unknown:
         raise ConfigError(f"config key 'scaling.generators' names {', '.join(unknown)}, which synth.generators does not run")
+    unknown = sorted(set(config["scaling"]["datasets"] or []) - set(config["datasets"]))
+    if unknown:
+        raise ConfigError(f"config key 'scaling.datasets' names {', '.join(unknown)}, which `datasets` does not define")
+    for name, dataset in config["datasets"].items():
+        if dataset.get("class_names") == "released" and dataset["source"] != "coop":
+            raise ConfigError(f"config key 'datasets.{name}.class_names': 'released' names exist for coop sources only")
 
 
 def load_config(path: str | Path) -> dict:
@@ -219,7 +225,7 @@ class DatasetSpec:
     root: str | None = None
     coop_name: str | None = None
     domain_word: str | None = None
-    class_names: Mapping[str, str] | None = None
+    class_names: Mapping[str, str] | str | None = None  # a map, or "released"
     split: Mapping[str, Any] | None = None
     world: Mapping[str, Any] | None = None
 

@@ -225,7 +225,7 @@ def _load_checkpoint(path: Path, identity: str, params, optimizer, lr_schedule, 
 
 
 def train_datadream(sd_path: str, examples: Sequence[Example], out_dir: str | Path, settings: DreamSettings,
-                    seed: int, scope: int = 0, device: str | None = None,
+                    seed: int, scope: int = 0, device: str | None = None, sd_revision: str | None = None,
                     made_from: Mapping[str, str] | None = None) -> dict:
     """Fine-tune LoRA adapters on `examples`; write the adapter, losses.csv and train.json to `out_dir`.
 
@@ -246,7 +246,7 @@ def train_datadream(sd_path: str, examples: Sequence[Example], out_dir: str | Pa
     made_from = dict(made_from or {"model_identity": f"path:{sd_path}"})
     identity = checkpoint_identity(made_from, examples, settings, seed, scope)
 
-    parts = load_sd_parts(sd_path, device=device, dtype=half or torch.float32)
+    parts = load_sd_parts(sd_path, device=device, dtype=half or torch.float32, revision=sd_revision)
     resolution = settings.resolution or parts.resolution
     if resolution % parts.vae_scale:
         raise ValueError(f"dream.resolution {resolution} is not a multiple of the VAE factor {parts.vae_scale}")

@@ -1,5 +1,5 @@
-"""What every workflow job does first: log to its log file and to stderr, pin CPU threads, clean up
-after a killed predecessor, and exit with a code of its own on errors that no retry can fix."""
+"""What every workflow job does first: log to its log file and to stderr, pin CPU threads, stay offline,
+clean up after a killed predecessor, and exit with a code of its own on errors that no retry can fix."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import sys
 import traceback
 from pathlib import Path
 from typing import Iterable
+
+from datadream_core.models.hub import keep_offline
 
 LOG = logging.getLogger("datadream")
 
@@ -33,9 +35,11 @@ def non_retryable_marker(log_path: str | Path) -> Path:
 
 
 def start_job(log_path: str | Path | None, threads: int = 1, outputs: Iterable[str | Path] | None = None,
-              attempt: int = 1) -> logging.Logger:
+              attempt: int = 1, offline: bool = True) -> logging.Logger:
     """Send log lines (and any uncaught traceback) to the job's log file as well as to stderr.
 
+    `offline`: jobs never download models (a missing one fails in seconds, naming `snakemake models`) unless
+    DATADREAM_JOBS_ONLINE=1; only the `models` rule, which fetches them, passes False.
     `outputs`: the files and folders this job writes (a folder is the job's own, whole); temporaries
     that a killed earlier run left for them are removed before the job starts.
     `attempt`: Snakemake's attempt number. Snakemake retries every failed job alike (9.x has no retry
@@ -43,6 +47,8 @@ def start_job(log_path: str | Path | None, threads: int = 1, outputs: Iterable[s
     ModelNotAvailable, ConfigError), later attempts repeat its message and exit at once with
     NON_RETRYABLE_EXIT_CODE, before loading anything.
     """
+    if offline:
+        keep_offline()
     import torch
 
     torch.set_num_threads(max(1, int(threads)))

@@ -1,3 +1,5 @@
+from datadream_core.models.fetch import describe as describe_model, models_in_config
+
 # Tiny randomly initialised models for smoke runs and tests (models.*.build_tiny: true).
 
 if config["models"]["sd"]["build_tiny"]:
@@ -72,3 +74,28 @@ rule build_miniworld_models:
 rule miniworld_models:
     input:
         "results/models/miniworld/full_seed0/build.json",
+
+
+# `snakemake models`: fetch every model the config names into models.cache_dir and pin them
+# (results/models/pins.json). A local rule: run it once where there is network; the jobs then stay offline.
+MODEL_PINS = "results/models/pins.json"
+
+
+rule fetch_models:
+    output:
+        MODEL_PINS,
+    log:
+        "logs/fetch_models.log",
+    params:
+        models=models_in_config(config),
+        cache_dir=config["models"]["cache_dir"],
+    message:
+        "fetch and pin the models: " + "; ".join(describe_model(entry) for entry in models_in_config(config))
+    threads: 1
+    script:
+        "../workflow_scripts/fetch_models.py"
+
+
+rule models:
+    input:
+        MODEL_PINS,

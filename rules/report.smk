@@ -11,6 +11,7 @@ REPORT_KINDS = config["classify"]["trainsets"]
 SCALING_N_SYNTH = sorted(set(config["scaling"]["n_synth"]) | {REPORT_N_SYNTH})
 SCALING_SHOTS = sorted(set(config["scaling"]["shots"]) | set(SHOTS))
 SCALING_GENERATORS = config["scaling"]["generators"] or REPORT_GENERATORS
+SCALING_DATASETS = config["scaling"]["datasets"] or DATASETS
 TABLE_STEMS = ["table1_accuracy", "table2_comparison", "table_fid"]
 
 
@@ -27,11 +28,11 @@ def trainsets_of(kinds, n_synth, generators):
     return pairs
 
 
-def metrics_files(shots_values, n_values, kinds, generators=REPORT_GENERATORS):
+def metrics_files(shots_values, n_values, kinds, generators=REPORT_GENERATORS, datasets=DATASETS):
     return sorted(
         {
             layout.clf_metrics(dataset, trainset, shots, seed, n)
-            for dataset in DATASETS
+            for dataset in datasets
             for seed in SEEDS
             for shots in shots_values
             for n_synth in n_values
@@ -190,7 +191,8 @@ rule fid_histogram:
 
 rule scaling_nsynth:
     input:
-        metrics_files([REPORT_SHOTS], SCALING_N_SYNTH, ["zeroshot", "real", "synth", "real+synth"], SCALING_GENERATORS),
+        metrics_files([REPORT_SHOTS], SCALING_N_SYNTH, ["zeroshot", "real", "synth", "real+synth"], SCALING_GENERATORS,
+                      SCALING_DATASETS),
     output:
         report(
             layout.summary_file("figures/scaling_nsynth.png"),
@@ -202,7 +204,7 @@ rule scaling_nsynth:
         "logs/report/scaling_nsynth.log",
     params:
         axis="n_synth",
-        datasets=DATASETS,
+        datasets=SCALING_DATASETS,
         generators=SCALING_GENERATORS,
         trainsets=REPORT_KINDS,
         seeds=SEEDS,
@@ -218,8 +220,8 @@ rule scaling_nsynth:
 
 rule scaling_shots:
     input:
-        metrics_files(SCALING_SHOTS, [REPORT_N_SYNTH], ["real", "real+synth"])
-        + metrics_files([REPORT_SHOTS], [REPORT_N_SYNTH], ["zeroshot"]),
+        metrics_files(SCALING_SHOTS, [REPORT_N_SYNTH], ["real", "real+synth"], datasets=SCALING_DATASETS)
+        + metrics_files([REPORT_SHOTS], [REPORT_N_SYNTH], ["zeroshot"], datasets=SCALING_DATASETS),
     output:
         report(
             layout.summary_file("figures/scaling_shots.png"),
@@ -231,7 +233,7 @@ rule scaling_shots:
         "logs/report/scaling_shots.log",
     params:
         axis="shots",
-        datasets=DATASETS,
+        datasets=SCALING_DATASETS,
         generators=REPORT_GENERATORS,
         trainsets=REPORT_KINDS,
         seeds=SEEDS,

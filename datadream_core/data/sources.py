@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -20,6 +21,8 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from datadream_core.data.images import DEFAULT_MAX_MEGAPIXELS, inspect_file, is_image_name
+
+RELEASED_NAMES_FILE = "released_class_names.json"
 
 SPLITS = ("train", "val", "test")
 LAYOUT_CLASSES = "class folders (root/<class>/<image>)"
@@ -456,17 +459,66 @@ def _read_imagenet(base: Path, spec: CoopSpec, problems: list) -> tuple[list[str
 COOP_READERS: dict[str, Callable] = {"imagenet": _read_imagenet, "fgvc_aircraft": _read_aircraft}
 
 
+def released_class_names(coop_name: str) -> list[str]:
+    """The released DataDream code's class names of a benchmark, in its label order (its prompts and heads used them)."""
+    from importlib import resources
+
+    lists = json.loads((resources.files("datadream_core.data") / RELEASED_NAMES_FILE).read_text(encoding="utf-8"))
+    if coop_name not in lists["datasets"]:
+        raise DatasetError(f"no released class names for '{coop_name}' (known: {', '.join(sorted(lists['datasets']))})")
+    return lists["datasets"][coop_name]
+
+
+def _name_keys(text: str) -> tuple[str, tuple[str, ...]]:
+    """A name without case and separators, whole and as a bag of words (Cars put the year first or last)."""
+    words = re.findall(r"[a-z0-9]+", text.lower())
+    return "".join(words), tuple(sorted(words))
+
+
+def _same_class(released: str, candidates: Sequence[str]) -> bool:
+    whole, bag = _name_keys(released)
+    return any(whole == other[0] or bag == other[1] for other in map(_name_keys, candidates))
+
+
+def check_released_order(dataset: str, released: Sequence[str], coop_names: Sequence[str],
+                         folders: Sequence[set[str]], listing_file: Path) -> None:
+    """Each released name must name the class of the same label: its CoOp name or its image folder.
+
+    EuroSAT's CoOp names ("Annual Crop Land") differ from the released ones ("AnnualCrop") but its folders do not.
+    """
+    if len(released) != len(coop_names):
+        raise DatasetError(f"{dataset}: the released class names list {len(released)} classes, {listing_file} lists {len(coop_names)}")
+    for label, (name, coop, label_folders) in enumerate(zip(released, coop_names, folders)):
+        if not _same_class(name, [coop, *label_folders]):
+            raise DatasetError(f"{dataset}: released class name '{name}' of label {label} does not match label {label}"
+                               f" of {listing_file} ('{coop}', folders {sorted(label_folders) or 'none'}); the released"
+                               f" names follow the CoOp label order, so this copy of the dataset orders its labels otherwise")
+
+
+def _label_folders(listed: Sequence[tuple[Path, int, str]], base: Path, n_classes: int) -> list[set[str]]:
+    """The first folder under `base` of each label's images (EuroSAT: AnnualCrop/...), empty when flat."""
+    folders: list[set[str]] = [set() for _ in range(n_classes)]
+    for path, label, _ in listed:
+        parts = path.relative_to(base).parts
+        if len(parts) > 1:
+            folders[label].add(parts[0])
+    return folders
+
+
 def read_coop(
     root: str | Path,
     coop_name: str,
-    class_names: Mapping[str, str] | None = None,
+    class_names: Mapping[str, str] | str | None = None,
     domain_word: str | None = None,
     verify: bool = True,
     workers: int = 1,
     expected_classes: int | None = None,
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
 ) -> DatasetIndex:
-    """One of the paper's 10 benchmarks, with CoOp's splits and the paper's domain word."""
+    """One of the paper's 10 benchmarks, with CoOp's splits and the paper's domain word.
+
+    `class_names`: a map from CoOp name to display name, or "released" for the released code's names.
+    """
     if coop_name not in COOP_SPECS:
         raise DatasetError(f"unknown CoOp dataset '{coop_name}' (known: {', '.join(sorted(COOP_SPECS))})")
     spec = COOP_SPECS[coop_name]
@@ -478,7 +530,13 @@ def read_coop(
     if expected_classes is not None and len(raw_names) != expected_classes:
         # The workflow plans one job per class before reading the data, from the benchmark's known size.
         raise DatasetError(f"{listing_file} lists {len(raw_names)} classes; {coop_name} has {expected_classes}")
-    names = _display_names(raw_names, class_names)
+    if class_names == "released":
+        names = released_class_names(coop_name)
+        check_released_order(coop_name, names, raw_names, _label_folders(listed, base / spec.image_dir, len(raw_names)),
+                             listing_file)
+        names = _display_names(names, None)
+    else:
+        names = _display_names(raw_names, class_names)
     classes = [ClassInfo(index, name, raw) for index, (name, raw) in enumerate(zip(names, raw_names))]
     items = _screen(_check_listed_images(listed, listing_file), classes, workers, verify, max_megapixels, problems)
     word = spec.domain_word if domain_word is None else domain_word

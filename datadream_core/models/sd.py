@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from datadream_core.models import ModelNotAvailable
+from datadream_core.models.hub import check_model_path, hub_offline, not_in_cache, require_cached_when_offline
 
 # The half-precision settings (`mixed_precision`) of training and sampling; LoRA weights stay fp32 under either.
 HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -31,41 +31,40 @@ class SDParts:
         return int(self.unet.config.sample_size) * self.vae_scale
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+SD_SETTING = "Stable Diffusion model (models.sd.path)"
 
 
-def _not_available(path: str, error: Exception) -> ModelNotAvailable:
-    return ModelNotAvailable(
-        f"Stable Diffusion model '{path}' is neither a local diffusers folder nor in the Hugging Face cache"
-        f"{' (HF_HUB_OFFLINE is set)' if _offline() else ''}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}."
-        f" Download it on a machine with network access (`huggingface-cli download {path}`) or set"
-        f" models.sd.path to a local folder that holds model_index.json."
-    )
-
-
-def _check_source(path: str) -> None:
-    local = Path(path)
-    if local.is_dir() and not (local / "model_index.json").is_file():
+def _source(path: str, revision: str | None) -> str:
+    """What from_pretrained gets: the expanded local folder, or the hub id (offline: only when cached)."""
+    if not check_model_path(path, SD_SETTING):
+        require_cached_when_offline(path, revision, SD_SETTING)
+        return path
+    folder = Path(path).expanduser()
+    if not (folder / "model_index.json").is_file():
         raise ModelNotAvailable(f"local Stable Diffusion folder '{path}' has no model_index.json (diffusers layout expected)")
-    if not local.exists() and (path.startswith(("/", "./", "../")) or path.count("/") != 1):
-        raise ModelNotAvailable(f"Stable Diffusion model '{path}' is not a local folder and not a hub id of the form org/name")
+    return str(folder)
 
 
-def load_sd_parts(path: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> SDParts:
-    """Load tokenizer, text encoder, VAE, UNet and the training noise scheduler."""
+def _hub_options(revision: str | None) -> dict:
+    """from_pretrained options: the pinned revision, and never the network when jobs run offline."""
+    return {"revision": revision, "local_files_only": hub_offline()}
+
+
+def load_sd_parts(path: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                  revision: str | None = None) -> SDParts:
+    """Load tokenizer, text encoder, VAE, UNet and the training noise scheduler (`revision`: of a hub id)."""
+    source, hub = _source(path, revision), _hub_options(revision)
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    _check_source(path)
     try:
-        tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer")
-        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", dtype=dtype)
-        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", dtype=dtype)
-        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", dtype=dtype)
-        noise_scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler")
+        tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **hub)
+        text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", dtype=dtype, **hub)
+        vae = AutoencoderKL.from_pretrained(source, subfolder="vae", dtype=dtype, **hub)
+        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", dtype=dtype, **hub)
+        noise_scheduler = DDPMScheduler.from_pretrained(source, subfolder="scheduler", **hub)
     except (OSError, ValueError) as error:
-        raise _not_available(path, error) from None
+        raise not_in_cache(SD_SETTING, path, error) from None
     for module in (text_encoder, vae, unet):
         module.to(device)
         module.requires_grad_(False)
@@ -73,17 +72,17 @@ def load_sd_parts(path: str, device: str | torch.device = "cpu", dtype: torch.dt
 
 
 def load_sd_pipeline(path: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                     scheduler: str | None = None):
-    """A StableDiffusionPipeline, optionally with another diffusers scheduler class."""
+                     scheduler: str | None = None, revision: str | None = None):
+    """A StableDiffusionPipeline, optionally with another diffusers scheduler class (`revision`: of a hub id)."""
+    source = _source(path, revision)
     import diffusers
     from diffusers import StableDiffusionPipeline
 
-    _check_source(path)
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(path, dtype=dtype, safety_checker=None,
-                                                       requires_safety_checker=False)
+        pipe = StableDiffusionPipeline.from_pretrained(source, dtype=dtype, safety_checker=None,
+                                                       requires_safety_checker=False, **_hub_options(revision))
     except (OSError, ValueError) as error:
-        raise _not_available(path, error) from None
+        raise not_in_cache(SD_SETTING, path, error) from None
     if scheduler:
         scheduler_class = getattr(diffusers, scheduler, None)
         if scheduler_class is None or not hasattr(scheduler_class, "from_config"):

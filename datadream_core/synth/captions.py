@@ -7,7 +7,6 @@ unconditional and cached per shot in results/{dataset}/captions/k{K}_seed{seed}.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -19,8 +18,10 @@ from datadream_core.data.images import load_rgb
 from datadream_core.io import read_csv, write_csv
 from datadream_core.jobs import progress
 from datadream_core.models import ModelNotAvailable
+from datadream_core.models.hub import check_model_path, hub_offline, not_in_cache, require_cached_when_offline
 
 CAPTIONS_HEADER = ("path", "class_index", "rank", "caption")
+CAPTIONER_SETTING = "captioner (synth.captioner)"
 
 
 @dataclass
@@ -30,31 +31,22 @@ class Captioner:
     device: torch.device
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-
-
 def load_captioner(path: str, device: str | torch.device = "cpu") -> Captioner:
     """Load a BLIP captioner from a local folder or the Hugging Face cache; fail fast with a clear message."""
+    source = path
+    if check_model_path(path, CAPTIONER_SETTING):
+        source = str(Path(path).expanduser())
+        if not (Path(source) / "config.json").is_file():
+            raise ModelNotAvailable(f"local captioner folder '{path}' has no config.json (save_pretrained layout expected)")
+    else:
+        require_cached_when_offline(path, None, CAPTIONER_SETTING)
     from transformers import BlipForConditionalGeneration, BlipProcessor
 
-    local = Path(path)
-    if local.is_dir() and not (local / "config.json").is_file():
-        raise ModelNotAvailable(f"local captioner folder '{path}' has no config.json (save_pretrained layout expected)")
-    if not local.exists() and (path.startswith(("/", "./", "../")) or path.count("/") != 1):
-        raise ModelNotAvailable(f"captioner '{path}' is not a local folder and not a hub id of the form org/name"
-                                f" (synth.captioner)")
     try:
-        processor = BlipProcessor.from_pretrained(path)
-        model = BlipForConditionalGeneration.from_pretrained(path)
+        processor = BlipProcessor.from_pretrained(source, local_files_only=hub_offline())
+        model = BlipForConditionalGeneration.from_pretrained(source, local_files_only=hub_offline())
     except (OSError, ValueError) as error:
-        first_line = str(error).splitlines()[0] if str(error) else ""
-        raise ModelNotAvailable(
-            f"captioner '{path}' is neither a local folder nor in the Hugging Face cache"
-            f"{' (HF_HUB_OFFLINE is set)' if _offline() else ''}: {type(error).__name__}: {first_line}."
-            f" Download it on a machine with network access (`huggingface-cli download {path}`) or set"
-            f" synth.captioner to a local folder (synth.captioner_build_tiny builds a tiny one for tests)."
-        ) from None
+        raise not_in_cache(CAPTIONER_SETTING, path, error) from None
     device = torch.device(device)
     model.to(device).eval()
     return Captioner(model, processor, device)

@@ -5,11 +5,11 @@ synth.disef_guidance_scale) and is conditioned on the caption of a DIFFERENT rea
 prompt = "{class prompt}, {caption}". DISEF's LLaVA captions are told the class; our BLIP captions are
 not, so the class prompt goes first. With K = 1 there is no other shot and the source's own caption is used.
 
-A CLIP zero-shot filter (the classifier's base CLIP, models.clip, with the class prompts as text) keeps an
-image only if it is classified as its target class. A rejected image is made again with a fresh shot,
+A CLIP zero-shot filter (synth.disef_filter, by default DISEF's ViT-H/14 LAION-2B; null: the classifier's
+base CLIP, models.clip; the class prompts as text) keeps an image only if it is classified as its target class. A rejected image is made again with a fresh shot,
 caption and noise drawn from (seed, class, i, attempt), up to synth.disef_max_attempts attempts in all;
 after the budget the last attempt is kept and marked filter_passed = 0. Attempts and rejections are
-recorded per image (shard.csv / chunk CSV columns).
+recorded per image (shard.csv / chunk CSV columns) and summed per class by `attempt_summary` for the job log.
 """
 
 from __future__ import annotations
@@ -77,6 +77,36 @@ class ClipFilter:
         return self.logits(images).argmax(dim=-1).tolist()
 
     __call__ = predict
+
+
+def filter_clip(disef_filter: Mapping | None, classifier_clip: Mapping) -> dict:
+    """The CLIP that filters: synth.disef_filter, or the classifier's (models.clip) when that is null."""
+    chosen = disef_filter or classifier_clip
+    return {"name": chosen["name"], "pretrained": chosen.get("pretrained", "")}
+
+
+def load_clip_filter(clip_config: Mapping, class_prompts: Sequence[str], device: str | torch.device = "cpu") -> ClipFilter:
+    from datadream_core.models.clip import load_clip
+
+    return ClipFilter(load_clip(clip_config["name"], clip_config["pretrained"], device), class_prompts, device)
+
+
+def attempt_summary(rows: Sequence[Mapping], max_attempts: int) -> list[str]:
+    """Log lines: per class and overall, images that passed, attempts made and images that hit the cap."""
+    by_class: dict[int, list[Mapping]] = {}
+    for row in rows:
+        by_class.setdefault(int(row["class_index"]), []).append(row)
+
+    def line(label: str, members: Sequence[Mapping]) -> str:
+        attempts = [int(row["attempts"]) for row in members]
+        passed = sum(int(row["filter_passed"]) for row in members)
+        capped = sum(1 for row in members if int(row["attempts"]) >= max_attempts and not int(row["filter_passed"]))
+        return (f"disef filter, {label}: {passed}/{len(members)} images passed, {sum(attempts)} attempts"
+                f" (mean {sum(attempts) / len(members):.1f}, max {max(attempts)} of {max_attempts}),"
+                f" {capped} kept unpassed at the cap")
+
+    lines = [line(f"class {index}", members) for index, members in sorted(by_class.items())]
+    return lines + [line("all classes", rows)] if rows else lines
 
 
 def disef_renderer(pipe, latents: ShotLatents, shot_paths: Sequence[str], captions: Mapping[str, str],

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import torch
 
@@ -39,18 +39,19 @@ class ShardRequest:
     settings: Mapping
     settings_digest: str  # of the settings that determine the images
     sd_path: str
+    sd_revision: str | None
     sd_identity: str
     data_identity: str
     adapters: Mapping[int, str] = field(default_factory=dict)  # class index -> LoRA folder (DataDream)
     fewshot_csv: str | None = None  # issynth, disef
     captions_csv: str | None = None  # disef
-    filter_clip: Mapping | None = None  # disef: {"name", "pretrained", "identity"} of the filter's CLIP
+    filter_clip: Mapping | None = None  # disef: {"name", "pretrained", "identity"} of the filtering CLIP
 
 
 def generate_shards(request: ShardRequest, device: torch.device) -> tuple[tuple[str, ...], list[tuple]]:
     """Make and publish every class's shard; return the header and rows of all of them."""
     sampling = section(SamplingSettings, request.settings)
-    switcher = AdapterSwitcher(load_text2img(request.sd_path, None, sampling, device))
+    switcher = AdapterSwitcher(load_text2img(request.sd_path, None, sampling, device, revision=request.sd_revision))
     if request.generator in REAL_SHOT_GENERATORS:
         return _img2img_shards(request, switcher.pipe, sampling, device)
     return _text2img_shards(request, switcher, sampling)
@@ -94,18 +95,16 @@ def _img2img_shards(request: ShardRequest, base_pipe, sampling: SamplingSettings
         captions: Mapping[str, str] = {}
         model = request.sd_identity
     else:
-        from datadream_core.models.clip import load_clip
         from datadream_core.synth.captions import read_captions
-        from datadream_core.synth.disef import PROVENANCE_COLUMNS, ClipFilter, disef_renderer
+        from datadream_core.synth.disef import PROVENANCE_COLUMNS, disef_renderer, load_clip_filter
 
         img_settings = Img2ImgSettings(
             settings["disef_steps"] or sampling.steps,
             sampling.guidance_scale if settings["disef_guidance_scale"] is None else settings["disef_guidance_scale"],
             settings["disef_strength"])
         captions = read_captions(request.captions_csv)
-        clip = request.filter_clip
-        classify = ClipFilter(load_clip(clip["name"], clip["pretrained"], device), prompts_of(classes), device)
-        model = f"{request.sd_identity}+filter:{clip['identity']}"
+        classify = load_clip_filter(request.filter_clip, prompts_of(classes), device)
+        model = f"{request.sd_identity}+filter:{request.filter_clip['identity']}"
     LOG.info("%s K=%d: %s", request.generator, request.shots, img_settings)
     rows = []
     for class_index, out_dir in sorted(request.shard_dirs.items()):
@@ -127,10 +126,3 @@ def _img2img_shards(request: ShardRequest, base_pipe, sampling: SamplingSettings
         publish_shard(out_dir, tuple(SHARD_HEADER) + tuple(PROVENANCE_COLUMNS), class_rows)
         rows += class_rows
     return tuple(SHARD_HEADER) + tuple(PROVENANCE_COLUMNS), rows
-
-
-def disef_filter_summary(header: Sequence[str], rows: Sequence[Sequence]) -> tuple[int, int]:
-    """(images that passed DISEF's filter, rejected attempts) over a job's rows."""
-    passed = sum(int(row[header.index("filter_passed")]) for row in rows)
-    rejected = sum(int(row[header.index("rejected")]) for row in rows)
-    return passed, rejected

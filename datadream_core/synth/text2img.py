@@ -37,8 +37,10 @@ def fuse_adapter(pipe, lora_dir: str) -> None:
     fuse_loaded_adapter(pipe)
 
 
-def load_text2img(sd_path: str, lora_dir: str | None, settings: SamplingSettings, device: torch.device):
-    pipe = load_sd_pipeline(sd_path, device=device, dtype=pipeline_dtype(settings, device), scheduler=settings.scheduler)
+def load_text2img(sd_path: str, lora_dir: str | None, settings: SamplingSettings, device: torch.device,
+                  revision: str | None = None):
+    pipe = load_sd_pipeline(sd_path, device=device, dtype=pipeline_dtype(settings, device), scheduler=settings.scheduler,
+                            revision=revision)
     if lora_dir is not None:
         fuse_adapter(pipe, lora_dir)
     return pipe
