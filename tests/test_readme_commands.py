@@ -6,18 +6,17 @@ until this file learns to check it.
 """
 
 import os
-import re
 import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
 from coop_layout import coop_root
+from shown_commands import Shown, bash_block_commands, comment_commands
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_FILES = ["config.yaml", *sorted(f"configs/{p.name}" for p in (REPO / "configs").glob("*.yaml"))]
@@ -26,47 +25,6 @@ COMMENTED_FILES = [*CONFIG_FILES, *sorted(f"profiles/{p.parent.name}/config.yaml
 # Left out of the scratch copy: outputs and state; the configs are written with their roots rewritten.
 NOT_COPIED = {".git", ".snakemake", ".pytest_cache", ".venv", "__pycache__", "results", "logs", "report.html",
               "report.zip", "configs", "config.yaml"}
-
-
-@dataclass(frozen=True)
-class Shown:
-    argv: tuple[str, ...]
-    where: str  # file:line
-
-
-def bash_block_commands(text: str, name: str) -> list[Shown]:
-    """Commands in the ```bash fences of a Markdown text; `\\` continues a line, `#` starts a comment."""
-    commands, fence, pending, start = [], None, "", 0
-    for number, line in enumerate(text.splitlines(), 1):
-        stripped = line.strip()
-        if stripped.startswith("```"):
-            fence = stripped[3:].strip() if fence is None else None
-            continue
-        if fence != "bash":
-            continue
-        if not pending:
-            start = number
-        if stripped.endswith("\\"):
-            pending += stripped[:-1] + " "
-            continue
-        argv = shlex.split(pending + stripped, comments=True)
-        pending = ""
-        if argv:
-            commands.append(Shown(tuple(argv), f"{name}:{start}"))
-    return commands
-
-
-def comment_commands(text: str, name: str) -> list[Shown]:
-    """`snakemake ...` and `make ...` spans in backticks inside the `#` comments of a YAML file."""
-    commands = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if "#" not in line:
-            continue
-        for span in re.findall(r"`([^`]+)`", line.split("#", 1)[1]):
-            argv = shlex.split(span)
-            if argv[0] in ("snakemake", "make"):
-                commands.append(Shown(tuple(argv), f"{name}:{number}"))
-    return commands
 
 
 def shown_commands() -> dict[tuple[str, ...], list[str]]:
