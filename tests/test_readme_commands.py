@@ -23,8 +23,8 @@ CONFIG_FILES = ["config.yaml", *sorted(f"configs/{p.name}" for p in (REPO / "con
 COMMENTED_FILES = [*CONFIG_FILES, *sorted(f"profiles/{p.parent.name}/config.yaml"
                                           for p in (REPO / "profiles").glob("*/config.yaml"))]
 # Left out of the scratch copy: outputs and state; the configs are written with their roots rewritten.
-NOT_COPIED = {".git", ".snakemake", ".pytest_cache", ".venv", "__pycache__", "results", "logs", "report.html",
-              "report.zip", "configs", "config.yaml"}
+NOT_COPIED = {".git", ".snakemake", ".pytest_cache", ".venv", "results", "logs", "report.html", "report.zip",
+              "benchmarks/runs", "configs", "config.yaml"}
 
 
 def shown_commands() -> dict[tuple[str, ...], list[str]]:
@@ -42,7 +42,8 @@ SHOWN = shown_commands()
 
 
 def _left_out(folder: str, names: list[str]) -> set[str]:
-    return NOT_COPIED.intersection(names) if Path(folder) == REPO else {"__pycache__"}.intersection(names)
+    relative = Path(folder).relative_to(REPO)
+    return {name for name in names if name == "__pycache__" or (relative / name).as_posix() in NOT_COPIED}
 
 
 @pytest.fixture(scope="module")

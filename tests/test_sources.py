@@ -119,7 +119,7 @@ def test_coop_missing_split_file(tmp_path):
         read_coop(tmp_path, "eurosat")
 
 
-def test_coop_split_naming_a_missingwrite_image(tmp_path):
+def test_coop_split_naming_a_missing_image(tmp_path):
     root = zhou_tree(tmp_path, "dtd")
     missing = root / "dtd" / "images" / "class_1" / "test_0.jpg"
     missing.unlink()
