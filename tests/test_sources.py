@@ -1,25 +1,9 @@
-import json
-import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
+from coop_layout import aircraft_tree, imagenet_tree, write_image, zhou_tree
 from datadream_core.data.sources import COOP_SPECS, DatasetError, read_coop, read_imagefolder, split_of
-
-SPLIT_SIZES = {"train": 3, "val": 1, "test": 2}
-
-
-def _image(path: Path, value: int = 0) -> Path:
-    """An 8-px image with noise seeded by its last path parts: files at different places differ in
-    bytes, JPEG included (byte-identical files are duplicates, which indexing leaves out)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(zlib.crc32("/".join(path.parts[-3:]).encode("utf-8")))
-    pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-    pixels[..., 0] = value
-    Image.fromarray(pixels).save(path)
-    return path
 
 
 def _imagefolder(root: Path, classes=("cat", "dog"), per_class=6, splits=False) -> Path:
@@ -27,9 +11,9 @@ def _imagefolder(root: Path, classes=("cat", "dog"), per_class=6, splits=False) 
         for i in range(per_class):
             if splits:
                 for split in ("train", "val", "test"):
-                    _image(root / split / name / f"{i}.png", i)
+                    write_image(root / split / name / f"{i}.png", i)
             else:
-                _image(root / name / f"{i}.png", i)
+                write_image(root / name / f"{i}.png", i)
     return root
 
 
@@ -79,7 +63,7 @@ def test_names_with_slash_space_and_unicode(tmp_path):
 @pytest.mark.parametrize("setup, message", [
     (lambda root: None, "dataset root not found"),
     (lambda root: (_imagefolder(root), (root / "empty").mkdir()), "class folder 'empty' in"),
-    (lambda root: (_imagefolder(root), _image(root / "bad" / "x.png").write_bytes(b"nope")),
+    (lambda root: (_imagefolder(root), write_image(root / "bad" / "x.png").write_bytes(b"nope")),
      "class 'bad' (folder 'bad') has no usable images"),
 ])
 def test_named_errors(tmp_path, setup, message):
@@ -98,58 +82,12 @@ def test_duplicate_class_names_are_an_error(tmp_path):
 
 # --- the paper's benchmarks in CoOp's layout -------------------------------------------------------
 
-def _zhou_tree(root: Path, coop_name: str, n_classes: int = 3) -> Path:
-    spec = COOP_SPECS[coop_name]
-    base = root / spec.folder
-    split = {}
-    for split_name, per_class in SPLIT_SIZES.items():
-        entries = []
-        for label in range(n_classes):
-            for i in range(per_class):
-                relative = f"class_{label}/{split_name}_{i}.jpg"
-                _image(base / spec.image_dir / relative, label * 40)
-                entries.append([relative, label, f"name {label}"])
-        split[split_name] = entries
-    (base / spec.split_file).write_text(json.dumps(split))
-    return root
-
-
-def _aircraft_tree(root: Path) -> Path:
-    base = root / "fgvc_aircraft"
-    variants = ["707-320", "F-16A/B", "F/A-18"]
-    (base / "images").mkdir(parents=True)
-    (base / "variants.txt").write_text("\n".join(variants) + "\n")
-    counter = 1000000
-    for split_name, per_class in SPLIT_SIZES.items():
-        lines = []
-        for variant in variants:
-            for _ in range(per_class):
-                counter += 1
-                _image(base / "images" / f"{counter}.jpg")
-                lines.append(f"{counter} {variant}")
-        (base / f"images_variant_{split_name}.txt").write_text("\n".join(lines) + "\n")
-    return root
-
-
-def _imagenet_tree(root: Path) -> Path:
-    base = root / "imagenet"
-    wnids = {"n01440764": "tench", "n01443537": "goldfish", "n01484850": "great white shark"}
-    (base).mkdir(parents=True)
-    (base / "classnames.txt").write_text("".join(f"{w} {n}\n" for w, n in wnids.items()))
-    for wnid in wnids:
-        for i in range(3):
-            _image(base / "images" / "train" / wnid / f"{wnid}_{i}.JPEG")
-        for i in range(2):
-            _image(base / "images" / "val" / wnid / f"val_{i}.JPEG")
-    return root
-
-
 ZHOU = [name for name in COOP_SPECS if name not in ("imagenet", "fgvc_aircraft")]
 
 
 @pytest.mark.parametrize("coop_name", ZHOU)
 def test_coop_zhou_readers_use_the_real_test_split(tmp_path, coop_name):
-    index = read_coop(_zhou_tree(tmp_path, coop_name), coop_name)
+    index = read_coop(zhou_tree(tmp_path, coop_name), coop_name)
     counts = index.split_counts()
     assert len(index.classes) == 3
     assert counts["train"].tolist() == [3, 3, 3] and counts["val"].tolist() == [1, 1, 1]
@@ -167,13 +105,13 @@ def test_coop_domain_words_are_the_papers():
 
 
 def test_coop_aircraft_variants_with_slashes(tmp_path):
-    index = read_coop(_aircraft_tree(tmp_path), "fgvc_aircraft")
+    index = read_coop(aircraft_tree(tmp_path), "fgvc_aircraft")
     assert [c.name for c in index.classes] == ["707-320", "F-16A/B", "F/A-18"]
     assert index.split_counts()["test"].tolist() == [2, 2, 2]
 
 
 def test_coop_imagenet_val_is_the_test_split(tmp_path):
-    index = read_coop(_imagenet_tree(tmp_path), "imagenet")
+    index = read_coop(imagenet_tree(tmp_path), "imagenet")
     counts = index.split_counts()
     assert [c.name for c in index.classes] == ["tench", "goldfish", "great white shark"]
     assert counts["train"].tolist() == [3, 3, 3] and counts["test"].tolist() == [2, 2, 2]
@@ -187,7 +125,7 @@ def test_coop_missing_split_file(tmp_path):
 
 
 def test_coop_split_naming_a_missing_image(tmp_path):
-    root = _zhou_tree(tmp_path, "dtd")
+    root = zhou_tree(tmp_path, "dtd")
     missing = root / "dtd" / "images" / "class_1" / "test_0.jpg"
     missing.unlink()
     with pytest.raises(DatasetError, match=r"names 1 missing image\(s\): .*class_1/test_0.jpg \(test\)"):
@@ -195,6 +133,6 @@ def test_coop_split_naming_a_missing_image(tmp_path):
 
 
 def test_coop_duplicate_names_are_an_error(tmp_path):
-    root = _zhou_tree(tmp_path, "pets")
+    root = zhou_tree(tmp_path, "pets")
     with pytest.raises(DatasetError, match="duplicate class name"):
         read_coop(root, "pets", class_names={"name 0": "cat", "name 1": "cat"})
