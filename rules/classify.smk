@@ -1,7 +1,7 @@
-# Classifier stage: one CLIP LoRA classifier per dataset, train set, shots, seed and n_synth; the zero-shot
-# classifier, which trains on nothing, is evaluated once per dataset and filed under every (shots, seed).
-# Uses SHOTS, SEEDS, synth_manifest and clip_model_input from common.smk.
-from datadream_core.classify.trainsets import parse_trainset, trainset_names
+# Classifier stage: one CLIP classifier per dataset, train set (with its method: lora, coop, vpt), shots, seed
+# and n_synth; the zero-shot classifier, which trains on nothing, is evaluated once per dataset and filed under
+# every (shots, seed). Uses SHOTS, SEEDS, synth_manifest and clip_model_input from common.smk.
+from datadream_core.classify.trainsets import classifier_trainsets, method_settings, parse_trainset
 
 CLASSIFIER_GENERATORS = ["sd", "datadream_dset", "datadream_cls", "issynth", "disef"]
 
@@ -22,10 +22,15 @@ def classifier_inputs(wildcards):
     return files
 
 
+def classifier_settings(wildcards):
+    """The settings one classifier job trains with: its method's resolved `classify` section for its K."""
+    return method_settings(config["classify"], parse_trainset(wildcards.trainset).method, int(wildcards.shots))
+
+
 def classifier_targets(dataset):
-    """metrics.json of every configured train set, shots and seed; synthetic sets use synth.n_synth images."""
+    """metrics.json of every configured method, train set, shots and seed; synthetic sets use synth.n_synth images."""
     paths = []
-    for name in trainset_names(config["classify"]["trainsets"], config["synth"]["generators"]):
+    for name in classifier_trainsets(config["classify"], config["synth"]["generators"]):
         n_synth = config["synth"]["n_synth"] if parse_trainset(name).generator else 0
         paths += expand("results/{dataset}/clf/{trainset}/k{shots}_seed{seed}/n{n_synth}/metrics.json",
                         dataset=dataset, trainset=name, shots=SHOTS, seed=SEEDS, n_synth=n_synth)
@@ -41,13 +46,15 @@ rule train_classifier:
     log:
         "logs/train_classifier/{dataset}/{trainset}_k{shots}_seed{seed}_n{n_synth}.log",
     wildcard_constraints:
-        trainset="real|(real\\+)?synth_(" + "|".join(CLASSIFIER_GENERATORS) + ")",
+        trainset="(real|(real\\+)?synth_(" + "|".join(CLASSIFIER_GENERATORS) + "))(/(coop|vpt))?",
         n_synth=r"\d+",
     params:
         trainset=lambda wildcards: wildcards.trainset,
         shots=lambda wildcards: int(wildcards.shots),
         seed=lambda wildcards: int(wildcards.seed),
         n_synth=lambda wildcards: int(wildcards.n_synth),
+        classify=classifier_settings,
+        clip=config["models"]["clip"],
     threads: config["threads"]["classify"]
     resources:
         mem_mb=16000,
@@ -69,6 +76,8 @@ rule evaluate_zeroshot:
         shots=0,
         seed=0,
         n_synth=0,
+        classify=method_settings(config["classify"], "lora", 0),
+        clip=config["models"]["clip"],
     threads: config["threads"]["classify"]
     resources:
         mem_mb=16000,

@@ -1,4 +1,4 @@
-"""Snakemake adapter: train (unless zero-shot) and test one CLIP LoRA classifier."""
+"""Snakemake adapter: train (unless zero-shot) and test one CLIP classifier (LoRA, CoOp or VPT)."""
 
 from datadream_core.classify.train import run_classifier
 from datadream_core.jobs import start_job
@@ -14,8 +14,8 @@ run_classifier(
     splits_csv=snakemake.input.splits,
     fewshot_csv=snakemake.input.get("fewshot"),
     manifest_csv=snakemake.input.get("manifest"),
-    clip=snakemake.config["models"]["clip"],
-    classify=snakemake.config["classify"],
+    clip=snakemake.params.clip,
+    classify=snakemake.params.classify,
     metrics_json=snakemake.output.metrics,
     per_class_csv=snakemake.output.per_class,
 )
