@@ -79,6 +79,8 @@ def _check_consistency(config: dict) -> None:
     for name, dataset in config["datasets"].items():
         if dataset["source"] in ("imagefolder", "coop") and "root" not in dataset:
             raise ConfigError(f"missing required config key 'datasets.{name}.root' (source '{dataset['source']}')")
+    if config["classify"]["search"] and config["classify"]["selection"] != "val":
+        raise ConfigError("config key 'classify.search' needs classify.selection: val (points are chosen on validation accuracy)")
     unknown = sorted(set(config["scaling"]["generators"] or []) - set(config["synth"]["generators"]))
     if unknown:
         raise ConfigError(f"config key 'scaling.generators' names {', '.join(unknown)}, which synth.generators does not run")

@@ -1,7 +1,7 @@
 # Classifier stage: one CLIP classifier per dataset, train set (with its method: lora, coop, vpt), shots, seed
 # and n_synth; the zero-shot classifier, which trains on nothing, is evaluated once per dataset and filed under
 # every (shots, seed). Uses SHOTS, SEEDS, synth_manifest and clip_model_input from common.smk.
-from datadream_core.classify.trainsets import classifier_trainsets, method_settings, parse_trainset
+from datadream_core.classify.trainsets import classifier_trainsets, method_settings, parse_trainset, search_points
 
 CLASSIFIER_GENERATORS = ["sd", "datadream_dset", "datadream_cls", "issynth", "disef"]
 
@@ -22,9 +22,16 @@ def classifier_inputs(wildcards):
     return files
 
 
+# classify.search: {point name: settings overrides}; empty without a search.
+SEARCH_POINTS = search_points(config["classify"]["search"])
+CLASSIFIER_RUN = "results/{dataset}/clf/{trainset}/k{shots}_seed{seed}/n{n_synth}"
+
+
 def classifier_settings(wildcards):
-    """The settings one classifier job trains with: its method's resolved `classify` section for its K."""
-    return method_settings(config["classify"], parse_trainset(wildcards.trainset).method, int(wildcards.shots))
+    """The settings one classifier job trains with: its method's resolved `classify` section for its K, with the
+    search point's values when the job is one point of classify.search."""
+    overrides = SEARCH_POINTS[wildcards.point] if "point" in wildcards.keys() else None
+    return method_settings(config["classify"], parse_trainset(wildcards.trainset).method, int(wildcards.shots), overrides)
 
 
 def classifier_targets(dataset):
@@ -97,3 +104,57 @@ rule file_zeroshot:
         "logs/file_zeroshot/{dataset}_k{shots}_seed{seed}.log",
     script:
         "../workflow_scripts/file_zeroshot.py"
+
+
+# With classify.search, every grid point of a run is its own job under the run's search/ folder, and the
+# point with the best validation accuracy is filed as the run's result (select_search_point, a local job).
+rule train_search_point:
+    input:
+        unpack(classifier_inputs),
+    output:
+        metrics=CLASSIFIER_RUN + "/search/{point}/metrics.json",
+        per_class=CLASSIFIER_RUN + "/search/{point}/per_class.csv",
+    log:
+        "logs/train_search_point/{dataset}/{trainset}_k{shots}_seed{seed}_n{n_synth}_{point}.log",
+    wildcard_constraints:
+        trainset="(real|(real\\+)?synth_(" + "|".join(CLASSIFIER_GENERATORS) + "))(/(coop|vpt))?",
+        n_synth=r"\d+",
+        point="|".join(SEARCH_POINTS) or "no-search",
+    params:
+        trainset=lambda wildcards: wildcards.trainset,
+        shots=lambda wildcards: int(wildcards.shots),
+        seed=lambda wildcards: int(wildcards.seed),
+        n_synth=lambda wildcards: int(wildcards.n_synth),
+        classify=classifier_settings,
+        clip=config["models"]["clip"],
+    threads: config["threads"]["classify"]
+    resources:
+        mem_mb=16000,
+        runtime=720,
+    script:
+        "../workflow_scripts/classify.py"
+
+
+if SEARCH_POINTS:
+
+    ruleorder: select_search_point > train_classifier
+
+    localrules:
+        select_search_point,
+
+    rule select_search_point:
+        input:
+            metrics=expand(CLASSIFIER_RUN + "/search/{point}/metrics.json", point=SEARCH_POINTS, allow_missing=True),
+            per_class=expand(CLASSIFIER_RUN + "/search/{point}/per_class.csv", point=SEARCH_POINTS, allow_missing=True),
+        output:
+            metrics=CLASSIFIER_RUN + "/metrics.json",
+            per_class=CLASSIFIER_RUN + "/per_class.csv",
+        log:
+            "logs/select_search_point/{dataset}/{trainset}_k{shots}_seed{seed}_n{n_synth}.log",
+        wildcard_constraints:
+            trainset="(real|(real\\+)?synth_(" + "|".join(CLASSIFIER_GENERATORS) + "))(/(coop|vpt))?",
+            n_synth=r"\d+",
+        params:
+            points=list(SEARCH_POINTS),
+        script:
+            "../workflow_scripts/select_search_point.py"

@@ -695,6 +695,48 @@ def test_rule_plans_one_job_per_method_with_the_method_in_the_path(tmp_path):
         assert f"results/world/clf/{method_dir}/n0/metrics.json" in text
 
 
+def test_a_2x2_search_plans_4_point_jobs_per_run_and_one_choice(tmp_path):
+    config = {"seeds": [0], "shots": [2], "datasets": {"world": {"source": "miniworld"}},
+              "classify": {"methods": ["lora", "coop"], "trainsets": ["real"], "selection": "val",
+                           "search": {"learning_rate": [0.001, 0.01], "weight_decay": [0.0, 0.0001]}}}
+    counts, text = _planned_outputs(tmp_path, config)
+    assert (counts.get("train_search_point"), counts.get("select_search_point"), counts.get("train_classifier")) == (
+        "8", "2", None), text[-3000:]
+    assert "results/world/clf/real/coop/k2_seed0/n0/search/lr0.01_wd0.0001/metrics.json" in text
+    with pytest.raises(Exception, match="classify.search' needs classify.selection: val"):
+        validate_config({**config, "classify": {**config["classify"], "selection": "last"}})
+
+
+def test_the_search_files_the_point_with_the_best_validation_accuracy(tmp_path):
+    from datadream_core.classify.search import select_search_point
+    from datadream_core.classify.trainsets import search_points
+
+    points = search_points({"learning_rate": [0.001, 0.01], "epochs": [5, 10]})
+    assert list(points) == ["lr0.001_ep5", "lr0.001_ep10", "lr0.01_ep5", "lr0.01_ep10"]
+    assert points["lr0.01_ep5"] == {"learning_rate": 0.01, "epochs": 5}
+    val = {"lr0.001_ep5": 40.0, "lr0.001_ep10": 75.0, "lr0.01_ep5": 75.0, "lr0.01_ep10": 50.0}
+    test = {"lr0.001_ep5": 90.0, "lr0.001_ep10": 60.0, "lr0.01_ep5": 70.0, "lr0.01_ep10": 99.0}
+    metrics, per_class = {}, {}
+    for name, values in points.items():
+        folder = tmp_path / name
+        write_csv(folder / "per_class.csv", ("class_index", "accuracy"), [(0, test[name])])
+        (folder / "metrics.json").write_text(json.dumps({
+            "accuracy": test[name], "selected_val_accuracy": val[name], "selection": "val",
+            "classify": {"weight_decay": 0.0, **values}}))
+        metrics[name], per_class[name] = folder / "metrics.json", folder / "per_class.csv"
+    chosen = select_search_point(metrics, per_class, tmp_path / "run/metrics.json", tmp_path / "run/per_class.csv")
+    # The best validation accuracy wins (the first in grid order on a tie), never the best test accuracy.
+    assert (chosen["search_choice"], chosen["accuracy"]) == ("lr0.001_ep10", 60.0)
+    assert [(p["point"], p["val_accuracy"], p["test_accuracy"]) for p in chosen["search"]] == [
+        (name, val[name], test[name]) for name in points]
+    assert read_json(tmp_path / "run/metrics.json") == chosen
+    assert (tmp_path / "run/per_class.csv").read_bytes() == per_class["lr0.001_ep10"].read_bytes()
+    (tmp_path / "lr0.01_ep5/metrics.json").write_text(json.dumps({"accuracy": 1.0, "selected_val_accuracy": None,
+                                                                   "selection": "last", "classify": {}}))
+    with pytest.raises(ValueError, match="lr0.01_ep5/metrics.json has no validation accuracy"):
+        select_search_point(metrics, per_class, tmp_path / "x.json", tmp_path / "x.csv")
+
+
 def test_zeroshot_is_evaluated_once_per_dataset_and_filed_under_every_run(tmp_path):
     (tmp_path / "Snakefile").write_text(RULES_SNAKEFILE.format(rules=REPO / "rules"), encoding="utf-8")
     config = {"seeds": [0, 1, 2], "shots": [1, 4], "datasets": {"world": {"source": "miniworld"}},

@@ -100,3 +100,18 @@ def method_settings(classify: Mapping[str, Any], method: str, shots: int,
         resolved["epochs"] = epochs_for_shots(resolved["epochs"], resolved.get("epochs_by_shots") or {}, shots)
     resolved.pop("epochs_by_shots", None)
     return resolved
+
+
+SEARCH_KEYS = {"learning_rate": "lr", "epochs": "ep", "weight_decay": "wd"}
+
+
+def search_points(search: Mapping[str, Iterable]) -> dict[str, dict]:
+    """The grid of `classify.search` as {point name: settings overrides}, in grid order (learning rate outermost).
+
+    A point's name spells its values (`lr0.001_ep20_wd0.0001`), so its folder says what it trained with.
+    """
+    axes = [(key, list(search[key])) for key in SEARCH_KEYS if search.get(key)]
+    points: list[dict] = [{}]
+    for key, values in axes:
+        points = [{**point, key: value} for point in points for value in values]
+    return {"_".join(f"{SEARCH_KEYS[key]}{value}" for key, value in point.items()): point for point in points if point}
