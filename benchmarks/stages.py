@@ -539,11 +539,11 @@ def generation_ablations(ctx: Context, sd: str, adapters, prompts) -> list[dict]
 def _classify_settings(**overrides):
     from datadream_core.classify.train import ClassifySettings
 
-    base = ClassifySettings(lora_targets=("q", "v"), lora_rank=16, lora_alpha=32, lora_dropout=0.1, logit_scale=100,
-                            learning_rate=1e-4, min_learning_rate=1e-8, weight_decay=1e-4, batch_size=64,
-                            eval_batch_size=256, epochs=1, warmup_epochs=0, real_weight=0.8, mix_prob=0.2,
-                            augment="released", selection="last", mixed_precision="fp16", workers=0,
-                            eval_cache_mb=4096, seed=0)
+    base = ClassifySettings(method="lora", lora_targets=("q", "v"), lora_rank=16, lora_alpha=32, lora_dropout=0.1,
+                            logit_scale=100, optimizer="adamw", momentum=0.9, learning_rate=1e-4, min_learning_rate=1e-8,
+                            weight_decay=1e-4, batch_size=64, eval_batch_size=256, epochs=1, min_steps=0,
+                            warmup_epochs=0, real_weight=0.8, mix_prob=0.2, augment="released", selection="last",
+                            validation="fewshot", mixed_precision="fp16", workers=0, eval_cache_mb=4096, seed=0)
     return replace(base, **overrides)
 
 

@@ -90,7 +90,7 @@ def validate_config(config: Mapping[str, Any]) -> dict:
 # Sections a dataset may override (`datasets.<name>.overrides`), and the keys it may not: those decide
 # which runs exist, so the tables would compare different sets of runs across datasets.
 OVERRIDABLE_SECTIONS = ("dream", "synth", "classify", "fid")
-SHARED_KEYS = {"dream": {"modes"}, "synth": {"generators", "n_synth"}, "classify": {"trainsets"}}
+SHARED_KEYS = {"dream": {"modes"}, "synth": {"generators", "n_synth"}, "classify": {"trainsets", "methods", "search"}}
 
 
 def _check_overrides(config: dict, schema: dict) -> None:
@@ -143,6 +143,8 @@ def _check_consistency(config: dict) -> None:
     for name, dataset in config["datasets"].items():
         if dataset["source"] in ("imagefolder", "coop") and "root" not in dataset:
             raise ConfigError(f"missing required config key 'datasets.{name}.root' (source '{dataset['source']}')")
+    if config["classify"]["search"] and config["classify"]["selection"] != "val":
+        raise ConfigError("config key 'classify.search' needs classify.selection: val (points are chosen on validation accuracy)")
     unknown = sorted(set(config["scaling"]["generators"] or []) - set(config["synth"]["generators"]))
     if unknown:
         raise ConfigError(f"config key 'scaling.generators' names {', '.join(unknown)}, which synth.generators does not run")

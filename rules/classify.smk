@@ -1,9 +1,14 @@
-# Classifier stage: one CLIP LoRA classifier per dataset, train set, shots, seed and n_synth; the zero-shot
-# classifier, which trains on nothing, is evaluated once per dataset and filed under every (shots, seed).
-from datadream_core.classify.trainsets import parse_trainset, trainset_names
+# Classifier stage: one CLIP classifier per dataset, train set (with its method: lora, coop, vpt), shots, seed
+# and n_synth; the zero-shot classifier, which trains on nothing, is evaluated once per dataset and filed under
+# every (shots, seed). With classify.search, each grid point is a job of its own and the best-val point is filed.
+from datadream_core.classify.trainsets import classifier_trainsets, method_settings, parse_trainset, search_points
 
 # Zero-shot CLIP is only evaluated: of the classify section, these keys can change its result.
 ZEROSHOT_KEYS = ("logit_scale", "eval_batch_size", "mixed_precision")
+TRAINSET_PATTERN = "(real|(real\\+)?synth_(" + "|".join(layout.GENERATORS) + "))(/(coop|vpt))?"
+# classify.search: {point name: settings overrides}; empty without a search.
+SEARCH_POINTS = search_points(config["classify"]["search"])
+CLASSIFIER_RUN = layout.clf_dir("{dataset}", "{trainset}", "{shots}", "{seed}", "{n_synth}")
 
 
 def evaluation_inputs(wildcards):
@@ -23,11 +28,18 @@ def classifier_inputs(wildcards):
 
 
 def classifier_params(wildcards):
-    return stage_settings(wildcards.dataset, "classify")
+    """(tracked, OutputNeutral) settings of one classifier job: its method's resolved section for the dataset
+    and K, with the search point's values when the job is one point of classify.search."""
+    overrides = SEARCH_POINTS[wildcards.point] if "point" in wildcards.keys() else None
+    resolved = method_settings(dataset_section(config, wildcards.dataset, "classify"),
+                               parse_trainset(wildcards.trainset).method, int(wildcards.shots), overrides)
+    return split_settings(resolved, SPEED_ONLY_KEYS["classify"])
 
 
 def zeroshot_params(wildcards):
-    return stage_settings(wildcards.dataset, "classify", ZEROSHOT_KEYS)
+    resolved = method_settings(dataset_section(config, wildcards.dataset, "classify"), "lora", 0)
+    tracked = {key: value for key, value in resolved.items() if key in ZEROSHOT_KEYS}
+    return tracked, OutputNeutral({key: value for key, value in resolved.items() if key not in ZEROSHOT_KEYS})
 
 
 def classifier_made_from(settings_of):
@@ -39,34 +51,39 @@ def classifier_made_from(settings_of):
 
 
 def classifier_targets(dataset):
-    """metrics.json of every configured train set, shots and seed; synthetic sets use synth.n_synth images."""
+    """metrics.json of every configured method, train set, shots and seed; synthetic sets use synth.n_synth images."""
     paths = []
-    for name in trainset_names(config["classify"]["trainsets"], GENERATORS):
+    for name in classifier_trainsets(config["classify"], GENERATORS):
         n_synth = config["synth"]["n_synth"] if parse_trainset(name).generator else 0
         paths += [layout.clf_metrics(dataset, name, shots, seed, n_synth) for shots in SHOTS for seed in SEEDS]
     return paths
+
+
+CLASSIFIER_PARAMS = dict(
+    trainset=lambda wildcards: wildcards.trainset,
+    shots=lambda wildcards: int(wildcards.shots),
+    seed=lambda wildcards: int(wildcards.seed),
+    n_synth=lambda wildcards: int(wildcards.n_synth),
+    settings=lambda wildcards: classifier_params(wildcards)[0],
+    neutral=lambda wildcards: classifier_params(wildcards)[1],
+    made_from=classifier_made_from(classifier_params),
+    clip_location=CLIP_LOCATION,
+)
 
 
 rule train_classifier:
     input:
         unpack(classifier_inputs),
     output:
-        metrics=layout.clf_metrics("{dataset}", "{trainset}", "{shots}", "{seed}", "{n_synth}"),
-        per_class=layout.clf_per_class("{dataset}", "{trainset}", "{shots}", "{seed}", "{n_synth}"),
+        metrics=f"{CLASSIFIER_RUN}/metrics.json",
+        per_class=f"{CLASSIFIER_RUN}/per_class.csv",
     log:
         "logs/train_classifier/{dataset}/{trainset}_k{shots}_seed{seed}_n{n_synth}.log",
     wildcard_constraints:
-        trainset="real|(real\\+)?synth_(" + "|".join(layout.GENERATORS) + ")",
+        trainset=TRAINSET_PATTERN,
         n_synth=r"\d+",
     params:
-        trainset=lambda wildcards: wildcards.trainset,
-        shots=lambda wildcards: int(wildcards.shots),
-        seed=lambda wildcards: int(wildcards.seed),
-        n_synth=lambda wildcards: int(wildcards.n_synth),
-        settings=lambda wildcards: classifier_params(wildcards)[0],
-        neutral=lambda wildcards: classifier_params(wildcards)[1],
-        made_from=classifier_made_from(classifier_params),
-        clip_location=CLIP_LOCATION,
+        **CLASSIFIER_PARAMS,
     threads: config["threads"]["classify"]
     resources:
         mem_mb=16000,
@@ -111,3 +128,52 @@ rule file_zeroshot:
         "logs/file_zeroshot/{dataset}_k{shots}_seed{seed}.log",
     script:
         "../workflow_scripts/file_zeroshot.py"
+
+
+# With classify.search, every grid point of a run is its own job under the run's search/ folder, and the
+# point with the best validation accuracy is filed as the run's result (select_search_point, a local job).
+rule train_search_point:
+    input:
+        unpack(classifier_inputs),
+    output:
+        metrics=f"{CLASSIFIER_RUN}/search/{{point}}/metrics.json",
+        per_class=f"{CLASSIFIER_RUN}/search/{{point}}/per_class.csv",
+    log:
+        "logs/train_search_point/{dataset}/{trainset}_k{shots}_seed{seed}_n{n_synth}_{point}.log",
+    wildcard_constraints:
+        trainset=TRAINSET_PATTERN,
+        n_synth=r"\d+",
+        point="|".join(SEARCH_POINTS) or "no-search",
+    params:
+        **CLASSIFIER_PARAMS,
+    threads: config["threads"]["classify"]
+    resources:
+        mem_mb=16000,
+        runtime=720,
+    script:
+        "../workflow_scripts/classify.py"
+
+
+if SEARCH_POINTS:
+
+    ruleorder: select_search_point > train_classifier
+
+    localrules:
+        select_search_point,
+
+    rule select_search_point:
+        input:
+            metrics=[f"{CLASSIFIER_RUN}/search/{point}/metrics.json" for point in SEARCH_POINTS],
+            per_class=[f"{CLASSIFIER_RUN}/search/{point}/per_class.csv" for point in SEARCH_POINTS],
+        output:
+            metrics=f"{CLASSIFIER_RUN}/metrics.json",
+            per_class=f"{CLASSIFIER_RUN}/per_class.csv",
+        log:
+            "logs/select_search_point/{dataset}/{trainset}_k{shots}_seed{seed}_n{n_synth}.log",
+        wildcard_constraints:
+            trainset=TRAINSET_PATTERN,
+            n_synth=r"\d+",
+        params:
+            points=list(SEARCH_POINTS),
+        script:
+            "../workflow_scripts/select_search_point.py"

@@ -13,6 +13,10 @@ SCALING_SHOTS = sorted(set(config["scaling"]["shots"]) | set(SHOTS))
 SCALING_GENERATORS = config["scaling"]["generators"] or REPORT_GENERATORS
 SCALING_DATASETS = config["scaling"]["datasets"] or DATASETS
 TABLE_STEMS = ["table1_accuracy", "table2_comparison", "table_fid"]
+# Table 2's few-shot baselines: the real shots under each configured method other than LoRA.
+REPORT_METHODS = config["classify"]["methods"]
+BASELINE_TRAINSETS = [f"real/{method}" for method in REPORT_METHODS
+                      if method != "lora" and "real" in config["classify"][method]["trainsets"]]
 
 
 def trainsets_of(kinds, n_synth, generators):
@@ -96,7 +100,8 @@ def report_inputs():
 
 rule table_accuracy:
     input:
-        metrics_files([REPORT_SHOTS], [REPORT_N_SYNTH], ["zeroshot", "real", "synth", "real+synth"]),
+        metrics_files([REPORT_SHOTS], [REPORT_N_SYNTH], ["zeroshot", "real", "synth", "real+synth"])
+        + [layout.clf_metrics(d, trainset, REPORT_SHOTS, seed, 0) for d in DATASETS for trainset in BASELINE_TRAINSETS for seed in SEEDS],
     output:
         table1_csv=layout.summary_file("table1_accuracy.csv"),
         table1_md=layout.summary_file("table1_accuracy.md"),
@@ -124,6 +129,7 @@ rule table_accuracy:
         shots=REPORT_SHOTS,
         n_synth=REPORT_N_SYNTH,
         paper_names=paper_names(),
+        methods=REPORT_METHODS,
     threads: 1
     resources:
         mem_mb=2000,

@@ -20,9 +20,10 @@ from conftest import REPO
 from datadream_core.classify import data as classify_data
 from datadream_core.classify import train as classify_train
 from datadream_core.classify.data import mix_within_parts, synth_examples, train_examples
-from datadream_core.classify.lora import add_lora, encode_text, lora_state, truncate_context
+from datadream_core.classify.lora import add_lora, encode_text, truncate_context
+from datadream_core.classify.methods import trainable_state
 from datadream_core.classify.train import learning_rate_at, run_classifier, weighted_loss
-from datadream_core.classify.trainsets import parse_trainset, trainset_names
+from datadream_core.classify.trainsets import method_settings, parse_trainset, trainset_names
 from datadream_core.config import validate_config
 from datadream_core.data.fewshot import sample_fewshot, write_fewshot
 from datadream_core.data.miniworld import WORLD_CLASSES, render_world
@@ -57,11 +58,14 @@ def world(tmp_path_factory):
     return root
 
 
-def run(world: Path, out: Path, trainset: str, n_synth: int = 0, splits: Path | None = None, **overrides) -> dict:
+def run(world: Path, out: Path, trainset: str, n_synth: int = 0, splits: Path | None = None, shots: int = SHOTS,
+        **overrides) -> dict:
+    """One classifier run with FAST settings; CoOp and VPT keys go in overrides as coop={...} / vpt={...}."""
+    settings = method_settings(classify_config(**overrides), parse_trainset(trainset).method, shots)
     return run_classifier(
-        dataset="world", trainset=trainset, shots=SHOTS, seed=0, n_synth=n_synth, classes_csv=world / "classes.csv",
+        dataset="world", trainset=trainset, shots=shots, seed=0, n_synth=n_synth, classes_csv=world / "classes.csv",
         splits_csv=splits or world / "splits.csv", fewshot_csv=world / "fewshot.csv", manifest_csv=world / "manifest.csv",
-        clip={"name": os.environ["TINY_CLIP"], "pretrained": ""}, classify=classify_config(**overrides),
+        clip={"name": os.environ["TINY_CLIP"], "pretrained": ""}, classify=settings,
         metrics_json=out / "metrics.json", per_class_csv=out / "per_class.csv")
 
 
@@ -81,13 +85,14 @@ def _one_thread():
 
 @pytest.fixture
 def final_lora(monkeypatch):
-    """The LoRA state the classifier ends training with."""
+    """The trained state (LoRA, CoOp context or VPT prompts) the classifier ends training with."""
     captured = {}
     fit = classify_train.fit
 
     def capturing_fit(model, *args, **kwargs):
         state = fit(model, *args, **kwargs)
-        captured.update(lora_state(model))
+        captured.clear()
+        captured.update(trainable_state(model))
         return state
 
     monkeypatch.setattr(classify_train, "fit", capturing_fit)
@@ -172,6 +177,147 @@ def test_truncated_context_gives_the_full_context_features(tiny_clip):
         # Cutting the end token of the longest prompt does change its features: the check can fail.
         cut = tokens[:, : longest - 1]
         assert not torch.allclose(encode_text(model, cut)[1], full[1], atol=1e-3)
+
+
+# --- CoOp and VPT ---------------------------------------------------------------------------------
+
+# Small enough for the tiny CLIP's 16-token text context and a few CPU seconds per run.
+COOP_FAST = {"context_tokens": 4, "epochs": 6, "epochs_by_shots": {}, "batch_size": 16, "warmup_epochs": 1,
+             "learning_rate": 0.05}
+VPT_FAST = {"prompt_tokens": 2, "epochs": 6, "batch_size": 16, "warmup_epochs": 1, "learning_rate": 0.05}
+METHOD_FAST = {"coop": {"coop": COOP_FAST}, "vpt": {"vpt": VPT_FAST}, "lora": {}}
+
+
+def _vit_b16(device: str = "meta"):
+    import open_clip
+
+    with torch.device(device):
+        return open_clip.CLIP(**open_clip.get_model_config("ViT-B-16"), quick_gelu=True)
+
+
+def test_coop_and_vpt_counts_on_the_vit_b16_architecture():
+    """CoOp: 16 context tokens of the text width 512; VPT-deep: N = 10 (our default) tokens of width 768 per layer."""
+    from datadream_core.classify.coop import add_coop
+    from datadream_core.classify.vpt import add_vpt
+
+    with torch.device("meta"):
+        coop, vpt = _vit_b16(), _vit_b16()
+        add_coop(coop, context_tokens=16, init_std=0.02)
+        add_vpt(vpt, prompt_tokens=10, init_std=0.02)
+    assert {name: p.numel() for name, p in coop.named_parameters() if p.requires_grad} == {
+        "token_embedding.context": 8192}
+    assert 8192 == 16 * 512
+    assert {name: p.numel() for name, p in vpt.named_parameters() if p.requires_grad} == {
+        "visual.deep_prompts.prompts": 92160}
+    assert 92160 == 12 * 10 * 768
+    assert classify_config()["vpt"]["prompt_tokens"] == 10
+    assert classify_config()["coop"]["context_tokens"] == 16
+
+
+@pytest.mark.parametrize("method", ["coop", "vpt"])
+def test_only_the_method_parameters_receive_gradients_on_vit_b16(method):
+    """A backward pass through the real ViT-B/16 (random weights) reaches the method's parameters and nothing else."""
+    import open_clip
+
+    from datadream_core.classify.methods import adapt_model, class_tokens, method_options
+    from datadream_core.classify.train import class_logits, text_features
+    from datadream_core.data.table import ClassRow
+
+    torch.manual_seed(0)
+    model = _vit_b16("cpu")
+    settings = method_settings(classify_config(), method, 16)
+    adapt_model(model, method, None, method_options(settings, method))
+    classes = [ClassRow(0, "dax", "dax", "a photo of a dax"), ClassRow(1, "wug", "wug", "a photo of a wug")]
+    tokens = truncate_context(model, class_tokens(model, open_clip.get_tokenizer("ViT-B-16"), classes, method,
+                                                  method_options(settings, method)))
+    logits = class_logits(model, torch.randn(1, 3, 224, 224), text_features(model, tokens), 100.0)
+    torch.nn.functional.cross_entropy(logits, torch.tensor([1])).backward()
+    with_grad = {name for name, p in model.named_parameters() if p.grad is not None}
+    expected = {"coop": {"token_embedding.context"}, "vpt": {"visual.deep_prompts.prompts"}}[method]
+    assert with_grad == expected == {name for name, p in model.named_parameters() if p.requires_grad}
+    grad = dict(model.named_parameters())[expected.pop()].grad
+    assert grad.abs().sum() > 0
+    if method == "vpt":  # deep: every layer's prompts get a gradient
+        assert (grad.abs().sum(dim=(1, 2)) > 0).all()
+
+
+def test_coop_learns_the_context_before_the_class_name(tiny_clip):
+    from datadream_core.classify.coop import add_coop, coop_tokens
+
+    loaded = load_clip(tiny_clip)
+    model = loaded.model.eval()
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = model.encode_image(images)
+    context = add_coop(model, context_tokens=4, init_std=0.02)
+    tokens = coop_tokens(loaded.tokenize, ["dax", "wug"], 4, 16)
+    placeholder = loaded.tokenize(["X"])[0, 1]
+    assert (tokens[:, 1:5] == placeholder).all()
+    assert torch.equal(tokens[:, 5:], loaded.tokenize(["dax.", "wug."])[:, 1:-4])  # the class name follows the context
+    with torch.no_grad():
+        embedded = model.token_embedding(tokens)
+        assert torch.equal(embedded[:, 1:5], context.expand(2, -1, -1))
+        first = encode_text(model, truncate_context(model, tokens))
+        context.add_(torch.randn(context.shape, generator=torch.Generator().manual_seed(1)))
+        assert (encode_text(model, truncate_context(model, tokens)) - first).abs().max() > 1e-3
+        # Freezing lets torch pick another attention kernel: equal up to rounding.
+        assert torch.allclose(model.encode_image(images), before, atol=1e-5)
+    with pytest.raises(ValueError, match="CoOp prompt for class 'wug' .* does not fit in the text tower's context of 16"):
+        coop_tokens(loaded.tokenize, ["dax", "wug"], 11, 16)  # "wug." is two tokens, "dax." one
+
+
+def test_vpt_inserts_its_prompts_before_every_image_block(tiny_clip):
+    from datadream_core.classify.vpt import add_vpt
+
+    loaded = load_clip(tiny_clip)
+    model = loaded.model
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    tokens = loaded.tokenize(["a photo of a dax"])
+    model.eval()
+    with torch.no_grad():
+        plain_image, plain_text = model.encode_image(images), model.encode_text(tokens)
+        prompts = add_vpt(model, prompt_tokens=3, init_std=0.02)
+        lengths = []
+        for block in model.visual.transformer.resblocks:
+            block.register_forward_hook(lambda module, args, output: lengths.append(output.shape[1]))
+        prompted = model.encode_image(images)
+        patches = (32 // 4) ** 2
+        assert lengths == [1 + 3 + patches] * TINY_CLIP["vision_cfg"]["layers"]
+        assert (prompted - plain_image).abs().max() > 1e-4
+        assert torch.equal(model.encode_text(tokens), plain_text)
+        # Deep: each block's own prompts matter, the last block's included.
+        prompts[-1].add_(torch.randn(prompts[-1].shape, generator=torch.Generator().manual_seed(1)))
+        assert (model.encode_image(images) - prompted).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("method", ["coop", "vpt"])
+def test_coop_and_vpt_train_on_real_and_are_tested_once(world, tmp_path, method, final_lora):
+    trainset = f"real/{method}"
+    metrics = run(world, tmp_path, trainset, **METHOD_FAST[method])
+    assert (metrics["trainset"], metrics["method"], metrics["n_train_images"]) == (trainset, method, SHOTS * N_CLASSES)
+    assert metrics["selected_epoch"] == metrics["epochs"] == 6
+    assert metrics["classify"]["method"] == method
+    rows = read_csv(tmp_path / "per_class.csv")
+    assert 100.0 * sum(int(row["correct"]) for row in rows) / (10 * N_CLASSES) == pytest.approx(metrics["accuracy"])
+    expected = {"coop": {"token_embedding.context": (4, 32)},
+                "vpt": {"visual.deep_prompts.prompts": (TINY_CLIP["vision_cfg"]["layers"], 2, 96)}}[method]
+    assert {name: tuple(value.shape) for name, value in final_lora.items()} == expected
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_method_settings_take_the_method_section_and_the_epochs_for_k():
+    classify = validate_config({"datasets": {"world": {"source": "miniworld"}}, "classify": {"epochs": 7}})["classify"]
+    coop = method_settings(classify, "coop", 16)
+    assert (coop["method"], coop["optimizer"], coop["learning_rate"], coop["batch_size"], coop["context_tokens"]) == (
+        "coop", "sgd", 0.002, 32, 16)
+    assert [method_settings(classify, "coop", k)["epochs"] for k in (1, 2, 4, 8, 16)] == [50, 100, 100, 200, 200]
+    lora = method_settings(classify, "lora", 16)
+    assert (lora["epochs"], lora["optimizer"], lora["learning_rate"]) == (7, "adamw", 1e-4)
+    assert not {"coop", "vpt", "methods", "trainsets", "context_tokens"} & set(lora)
+    assert method_settings(classify, "vpt", 4, overrides={"epochs": 3})["epochs"] == 3
+    with pytest.raises(ValueError, match="trains method 'coop', but the classifier settings are for 'lora'"):
+        run_classifier(dataset="w", trainset="real/coop", shots=1, seed=0, n_synth=0, classes_csv="c", splits_csv="s",
+                       fewshot_csv="f", manifest_csv=None, clip={}, classify=lora, metrics_json="m", per_class_csv="p")
 
 
 # --- loss, schedule, data ---------------------------------------------------------------------------
@@ -260,6 +406,23 @@ def test_trainset_names():
         parse_trainset("synth_")
 
 
+def test_the_method_follows_the_train_set_after_a_slash_and_lora_keeps_bare_names():
+    from datadream_core.classify.trainsets import classifier_trainsets
+
+    assert trainset_names(["zeroshot", "real", "real+synth"], ["sd"], "coop") == ["real/coop", "real+synth_sd/coop"]
+    assert (parse_trainset("real/coop").method, parse_trainset("real/coop").uses_real) == ("coop", True)
+    assert (parse_trainset("synth_disef/vpt").method, parse_trainset("synth_disef/vpt").generator) == ("vpt", "disef")
+    assert parse_trainset("real").method == "lora"
+    for bad in ("real/lora", "real/linear", "zeroshot/coop"):
+        with pytest.raises(ValueError, match=re.escape(f"'{bad}'")):
+            parse_trainset(bad)
+    classify = validate_config({"datasets": {"world": {"source": "miniworld"}},
+                                "classify": {"methods": ["lora", "coop", "vpt"], "trainsets": ["zeroshot", "real"]}})["classify"]
+    assert classifier_trainsets(classify, ["sd"]) == ["zeroshot", "real", "real/coop", "real/vpt"]
+    classify["vpt"]["trainsets"] = ["real", "synth"]
+    assert classifier_trainsets(classify, ["sd"])[-2:] == ["real/vpt", "synth_sd/vpt"]
+
+
 # --- training and evaluation ------------------------------------------------------------------------
 
 def test_training_on_real_shots_beats_chance_and_zero_shot(world, tmp_path):
@@ -312,6 +475,48 @@ def test_test_images_are_read_once_and_only_after_selection(world, tmp_path, mon
     # Keeping the decoded val images changes nothing but the time.
     assert (cached["val_accuracy"], cached["accuracy"], cached["per_class_accuracy"]) == (
         metrics["val_accuracy"], metrics["accuracy"], metrics["per_class_accuracy"])
+
+
+def test_fewshot_validation_reads_min_k_4_val_images_per_class_and_the_test_split_last(world, tmp_path, monkeypatch):
+    metrics, splits = _run_counting_reads(world, tmp_path, monkeypatch, eval_cache_mb=0, shots=2)
+    n_test = 10 * N_CLASSES
+    assert splits.count("val") == 2 * 2 * N_CLASSES and metrics["n_val_images"] == 2 * N_CLASSES  # 2 epochs x min(2, 4)
+    assert splits.count("test") == n_test and set(splits[-n_test:]) == {"test"}
+    assert metrics["validation"] == "fewshot" and metrics["selected_val_accuracy"] == max(metrics["val_accuracy"])
+    full, splits = _run_counting_reads(world, tmp_path / "full", monkeypatch, eval_cache_mb=0, shots=2, validation="full")
+    assert splits.count("val") == 2 * 4 * N_CLASSES and full["n_val_images"] == 4 * N_CLASSES
+    assert set(splits[-n_test:]) == {"test"}
+
+
+def test_the_fewshot_validation_set_is_nested_across_k_and_the_same_in_every_rerun(tmp_path):
+    from datadream_core.classify.data import validation_examples
+    from datadream_core.data.sources import DatasetError
+    from datadream_core.data.table import ClassRow
+
+    classes = [ClassRow(index, f"c{index}", f"c{index}", f"a photo of a c{index}") for index in range(3)]
+    rows = [(f"{split}/c{c}_{i}.png", c, split) for c in range(3) for split, count in (("train", 9), ("val", 7), ("test", 5))
+            for i in range(count)]
+    write_csv(tmp_path / "splits.csv", SPLITS_HEADER, rows)
+    drawn = {k: validation_examples(tmp_path / "splits.csv", classes, k, seed=3, validation="fewshot") for k in (1, 2, 4, 8, 16)}
+    per_class = {k: [[e.path for e in examples if e.label == c] for c in range(3)] for k, examples in drawn.items()}
+    assert [len(per_class[k][0]) for k in (1, 2, 4, 8, 16)] == [1, 2, 4, 4, 4]
+    for small, large in ((1, 2), (2, 4), (4, 8)):
+        assert all(per_class[large][c][:small] == per_class[small][c] for c in range(3))
+    assert all(path.startswith("val/c") for examples in drawn.values() for path in (e.path for e in examples))
+    assert validation_examples(tmp_path / "splits.csv", classes, 4, seed=3, validation="fewshot") == drawn[4]
+    other_seed = validation_examples(tmp_path / "splits.csv", classes, 4, seed=4, validation="fewshot")
+    assert {e.path for e in other_seed} != {e.path for e in drawn[4]}  # seeded, not simply the first images
+    assert len(validation_examples(tmp_path / "splits.csv", classes, 4, seed=3, validation="full")) == 3 * 7
+    write_csv(tmp_path / "short.csv", SPLITS_HEADER, [row for row in rows if not (row[2] == "val" and row[1] == 2 and row[0][-5] > "1")])
+    with pytest.raises(DatasetError, match=r"short\.csv: few-shot validation set: class 'c2' \(index 2\) has 2 usable val images"):
+        validation_examples(tmp_path / "short.csv", classes, 4, seed=3, validation="fewshot")
+
+
+def test_min_steps_extends_a_short_budget_to_whole_epochs(world, tmp_path):
+    # 64 real images at batch 16: 4 steps per epoch, so at least 10 steps take 3 epochs.
+    metrics = run(world, tmp_path, "real", epochs=1, min_steps=10, batch_size=16)
+    assert metrics["epochs"] == metrics["selected_epoch"] == 3
+    assert run(world, tmp_path / "enough", "real", epochs=2, min_steps=8, batch_size=16)["epochs"] == 2
 
 
 def test_cached_evaluation_images_equal_the_test_transform(tmp_path):
@@ -368,16 +573,18 @@ def test_workflow_script_runs_the_classifier(world, tmp_path, monkeypatch, rule)
         out = tmp_path / "results/world/clf/synth_sd/k8_seed0/n2"
         inputs = Files(classes=str(world / "classes.csv"), splits=str(world / "splits.csv"),
                        fewshot=str(world / "fewshot.csv"), manifest=str(world / "manifest.csv"))
-        params = SimpleNamespace(trainset="synth_sd", shots=SHOTS, seed=0, n_synth=2)
+        params = SimpleNamespace(trainset="synth_sd", shots=SHOTS, seed=0, n_synth=2,
+                                 classify=method_settings(config["classify"], "lora", SHOTS), clip=config["models"]["clip"])
         wildcards = SimpleNamespace(dataset="world", seed="0")
     else:
         out = tmp_path / "results/world/clf/zeroshot"
         inputs = Files(classes=str(world / "classes.csv"), splits=str(world / "splits.csv"))
-        params = SimpleNamespace(trainset="zeroshot", shots=0, seed=0, n_synth=0)
+        params = SimpleNamespace(trainset="zeroshot", shots=0, seed=0, n_synth=0,
+                                 classify=method_settings(config["classify"], "lora", 0), clip=config["models"]["clip"])
         wildcards = SimpleNamespace(dataset="world")
     snakemake = SimpleNamespace(
         input=inputs, output=SimpleNamespace(metrics=str(out / "metrics.json"), per_class=str(out / "per_class.csv")),
-        params=params, wildcards=wildcards, log=[str(tmp_path / "log")], threads=1, config=config)
+        params=params, wildcards=wildcards, log=[str(tmp_path / "log")], threads=1)  # settings come only from params
     runpy.run_path(str(REPO / "workflow_scripts" / "classify.py"), init_globals={"snakemake": snakemake})
     metrics = read_json(out / "metrics.json")
     if rule == "train_classifier":
@@ -394,14 +601,19 @@ sys.path.insert(0, sys.argv[1])
 from pathlib import Path
 from test_classify import run
 
-run(Path(sys.argv[2]), Path(sys.argv[3]), "real+synth_sd", n_synth=4, **%r)
+run(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], n_synth=4, **%r)
 """
 
 
-def test_a_killed_run_resumes_and_ends_like_an_uninterrupted_one(world, tmp_path, tiny_clip, final_lora, caplog):
+@pytest.mark.parametrize("trainset", ["real+synth_sd", "real+synth_sd/coop", "real/vpt"])
+def test_a_killed_run_resumes_and_ends_like_an_uninterrupted_one(world, tmp_path, tiny_clip, final_lora, caplog, trainset):
     epochs = 4
     settings = {"epochs": epochs, "warmup_epochs": 1, "selection": "val", "workers": 1, "augment": "released", "mix_prob": 0.5}
-    killed = subprocess.Popen([sys.executable, "-c", KILLED_SCRIPT % settings, str(REPO / "tests"), str(world), str(tmp_path)],
+    method = parse_trainset(trainset).method
+    if method != "lora":
+        settings[method] = {**METHOD_FAST[method][method], "epochs": epochs, "augment": "released", "mix_prob": 0.5}
+    killed = subprocess.Popen([sys.executable, "-c", KILLED_SCRIPT % settings, str(REPO / "tests"), str(world), str(tmp_path),
+                               trainset],
                               env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True, start_new_session=True)
     checkpoint = tmp_path / "checkpoint.pt"
@@ -415,10 +627,10 @@ def test_a_killed_run_resumes_and_ends_like_an_uninterrupted_one(world, tmp_path
     assert not (tmp_path / "metrics.json").exists()
 
     with caplog.at_level(logging.INFO, logger="datadream"):
-        resumed = run(world, tmp_path, "real+synth_sd", n_synth=4, **settings)
+        resumed = run(world, tmp_path, trainset, n_synth=4, **settings)
     assert "resuming from" in caplog.text
     resumed_lora = dict(final_lora)
-    whole = run(world, tmp_path / "whole", "real+synth_sd", n_synth=4, **settings)
+    whole = run(world, tmp_path / "whole", trainset, n_synth=4, **settings)
     for key in ("accuracy", "per_class_accuracy", "val_accuracy", "selected_epoch"):
         assert resumed[key] == whole[key], key
     assert resumed_lora.keys() == final_lora.keys()
@@ -460,6 +672,68 @@ def test_rule_plans_every_trainset_kind_and_reads_the_generator_manifest(tmp_pat
     # zeroshot is evaluated once for the dataset and filed under k2_seed0; the three other kinds train
     assert (counts.get("train_classifier"), counts.get("evaluate_zeroshot"), counts.get("file_zeroshot")) == (
         "3", "1", "1"), planned.stdout
+
+
+def _planned_outputs(tmp_path, config: dict) -> tuple[dict, str]:
+    """Rule counts and the dry run's text of RULES_SNAKEFILE under `config`."""
+    (tmp_path / "Snakefile").write_text(RULES_SNAKEFILE.format(rules=REPO / "rules"), encoding="utf-8")
+    (tmp_path / "config.yaml").write_text(json.dumps(config), encoding="utf-8")
+    planned = subprocess.run([sys.executable, "-m", "snakemake", "-s", "Snakefile", "--configfile", "config.yaml", "-n",
+                              "--cores", "1", "-p"], cwd=tmp_path, capture_output=True, text=True)
+    assert planned.returncode == 0, planned.stderr[-3000:] + planned.stdout[-3000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", planned.stdout, re.MULTILINE))
+    return counts, planned.stdout
+
+
+def test_rule_plans_one_job_per_method_with_the_method_in_the_path(tmp_path):
+    config = {"seeds": [0, 1], "shots": [2], "datasets": {"world": {"source": "miniworld"}},
+              "classify": {"methods": ["lora", "coop", "vpt"], "trainsets": ["real"]}}
+    counts, text = _planned_outputs(tmp_path, config)
+    assert counts.get("train_classifier") == "6", text[-3000:]
+    for method_dir in ("real/k2_seed0", "real/coop/k2_seed0", "real/vpt/k2_seed1"):
+        assert f"results/world/clf/{method_dir}/n0/metrics.json" in text
+
+
+def test_a_2x2_search_plans_4_point_jobs_per_run_and_one_choice(tmp_path):
+    config = {"seeds": [0], "shots": [2], "datasets": {"world": {"source": "miniworld"}},
+              "classify": {"methods": ["lora", "coop"], "trainsets": ["real"], "selection": "val",
+                           "search": {"learning_rate": [0.001, 0.01], "weight_decay": [0.0, 0.0001]}}}
+    counts, text = _planned_outputs(tmp_path, config)
+    assert (counts.get("train_search_point"), counts.get("select_search_point"), counts.get("train_classifier")) == (
+        "8", "2", None), text[-3000:]
+    assert "results/world/clf/real/coop/k2_seed0/n0/search/lr0.01_wd0.0001/metrics.json" in text
+    with pytest.raises(Exception, match="classify.search' needs classify.selection: val"):
+        validate_config({**config, "classify": {**config["classify"], "selection": "last"}})
+
+
+def test_the_search_files_the_point_with_the_best_validation_accuracy(tmp_path):
+    from datadream_core.classify.search import select_search_point
+    from datadream_core.classify.trainsets import search_points
+
+    points = search_points({"learning_rate": [0.001, 0.01], "epochs": [5, 10]})
+    assert list(points) == ["lr0.001_ep5", "lr0.001_ep10", "lr0.01_ep5", "lr0.01_ep10"]
+    assert points["lr0.01_ep5"] == {"learning_rate": 0.01, "epochs": 5}
+    val = {"lr0.001_ep5": 40.0, "lr0.001_ep10": 75.0, "lr0.01_ep5": 75.0, "lr0.01_ep10": 50.0}
+    test = {"lr0.001_ep5": 90.0, "lr0.001_ep10": 60.0, "lr0.01_ep5": 70.0, "lr0.01_ep10": 99.0}
+    metrics, per_class = {}, {}
+    for name, values in points.items():
+        folder = tmp_path / name
+        write_csv(folder / "per_class.csv", ("class_index", "accuracy"), [(0, test[name])])
+        (folder / "metrics.json").write_text(json.dumps({
+            "accuracy": test[name], "selected_val_accuracy": val[name], "selection": "val",
+            "classify": {"weight_decay": 0.0, **values}}))
+        metrics[name], per_class[name] = folder / "metrics.json", folder / "per_class.csv"
+    chosen = select_search_point(metrics, per_class, tmp_path / "run/metrics.json", tmp_path / "run/per_class.csv")
+    # The best validation accuracy wins (the first in grid order on a tie), never the best test accuracy.
+    assert (chosen["search_choice"], chosen["accuracy"]) == ("lr0.001_ep10", 60.0)
+    assert [(p["point"], p["val_accuracy"], p["test_accuracy"]) for p in chosen["search"]] == [
+        (name, val[name], test[name]) for name in points]
+    assert read_json(tmp_path / "run/metrics.json") == chosen
+    assert (tmp_path / "run/per_class.csv").read_bytes() == per_class["lr0.001_ep10"].read_bytes()
+    (tmp_path / "lr0.01_ep5/metrics.json").write_text(json.dumps({"accuracy": 1.0, "selected_val_accuracy": None,
+                                                                   "selection": "last", "classify": {}}))
+    with pytest.raises(ValueError, match="lr0.01_ep5/metrics.json has no validation accuracy"):
+        select_search_point(metrics, per_class, tmp_path / "x.json", tmp_path / "x.csv")
 
 
 def test_zeroshot_is_evaluated_once_per_dataset_and_filed_under_every_run(tmp_path):

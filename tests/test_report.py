@@ -95,6 +95,24 @@ def test_comparison_table_pairs_gains_by_seed_and_shows_the_paper_for_coop_datas
     assert not any(row.section.startswith("Paper") for row in without_coop.rows)
 
 
+def test_comparison_table_shows_our_coop_and_vpt_beside_the_papers(tmp_path, runs):
+    extra = [_metrics(tmp_path, dataset, f"real/{method}", 16, seed, 0, base + seed)
+             for dataset in DATASETS for method, base in (("coop", 65.0), ("vpt", 60.0)) for seed in SEEDS]
+    runs = runs + read_runs(extra)
+    table = comparison_table(runs, DATASETS, GENERATORS, SEEDS, 16, 500, {"alpha": "eurosat", "beta": None},
+                             ["lora", "coop", "vpt"])
+    ours = [row.label for row in table.rows if row.section.startswith("This run")]
+    assert ours[:3] == ["VPT (R only)", "CoOp (R only)", "Real-finetune (R only)"]
+    cells = _cells(table)
+    section = next(row.section for row in table.rows if row.section.startswith("This run"))
+    assert cells[(section, "CoOp (R only)")] == ["66.0 ± 1.0", "66.0 ± 1.0", "66.0 ± 1.0"]
+    assert cells[(section, "VPT (R only)")] == ["61.0 ± 1.0", "61.0 ± 1.0", "61.0 ± 1.0"]
+    paper = next(row.section for row in table.rows if row.section.startswith("Paper"))
+    assert (cells[(paper, "CoOp (R)")], cells[(paper, "VPT (R)")]) == (["87.1", "", ""], ["92.3", "", ""])
+    lora_only = comparison_table(runs, DATASETS, GENERATORS, SEEDS, 16, 500, {"alpha": None, "beta": None})
+    assert "CoOp (R only)" not in [row.label for row in lora_only.rows]
+
+
 def test_fid_table_prefers_the_lowest(tmp_path):
     summaries = [{"dataset": d, "generator": g, "shots": 16, "seed": s, "features": "clip",
                   "mean_per_class_fid": base + s, "dataset_fid": None if (d, s) == ("beta", 0) else base / 2}

@@ -1,4 +1,4 @@
-"""Snakemake adapter: train (unless zero-shot) and test one CLIP LoRA classifier."""
+"""Snakemake adapter: train (unless zero-shot) and test one CLIP classifier (LoRA, CoOp or VPT)."""
 
 from pathlib import Path
 

@@ -11,6 +11,6 @@ runs = read_runs(snakemake.input)
 write_table(table1(runs, params.datasets, params.generators, params.trainsets, params.seeds, params.shots, params.n_synth),
             output.table1_csv, output.table1_md, output.table1_html)
 write_table(comparison_table(runs, params.datasets, params.generators, params.seeds, params.shots, params.n_synth,
-                             params.paper_names),
+                             params.paper_names, params.methods),
             output.table2_csv, output.table2_md, output.table2_html)
 log.info("tables from %d classifier runs", len(runs))

@@ -14,9 +14,10 @@ from torchvision import transforms as T
 from torchvision.transforms import v2
 
 from datadream_core.classify.trainsets import TrainSet
-from datadream_core.data.fewshot import read_fewshot
+from datadream_core.data.fewshot import read_fewshot, sample_fewshot
 from datadream_core.data.images import load_rgb
-from datadream_core.data.table import read_splits
+from datadream_core.data.sources import DatasetError
+from datadream_core.data.table import ClassRow, read_splits
 from datadream_core.io import read_csv
 
 
@@ -29,6 +30,29 @@ class Example:
 
 def split_examples(splits_csv: str | Path, split: str) -> list[Example]:
     return [Example(row.path, row.class_index, True) for row in read_splits(splits_csv, split)]
+
+
+# The few-shot protocol's validation set: min(K, 4) images per class.
+FEWSHOT_VAL_MAX = 4
+
+
+def validation_examples(splits_csv: str | Path, classes: Sequence[ClassRow], shots: int, seed: int,
+                        validation: str) -> list[Example]:
+    """The images a run selects on: the whole val split (`full`), or (`fewshot`) min(K, 4) val images per class
+    drawn with the few-shot seed the way the shots are drawn, so the set for K is nested in the set for a larger K
+    and the same in every rerun."""
+    if validation == "full":
+        return split_examples(splits_csv, "val")
+    if validation != "fewshot":
+        raise ValueError(f"unknown validation set '{validation}' (known: fewshot, full)")
+    rows = read_splits(splits_csv)
+    if not any(row.split == "val" for row in rows):
+        return []
+    try:
+        drawn = sample_fewshot(rows, classes, min(shots, FEWSHOT_VAL_MAX), seed, split="val")
+    except DatasetError as error:
+        raise DatasetError(f"{splits_csv}: few-shot validation set: {error}") from None
+    return [Example(shot.path, shot.class_index, True) for shot in drawn]
 
 
 def real_examples(fewshot_csv: str | Path, shots: int, repeats: int = 1) -> list[Example]:

@@ -100,18 +100,6 @@ def add_lora(model: nn.Module, targets: Iterable[str], rank: int, alpha: float, 
     return adapted
 
 
-def lora_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A CPU copy of the LoRA weights (the only trained weights)."""
-    return {name: value.detach().cpu().clone() for name, value in model.state_dict().items() if ".lora." in name}
-
-
-def load_lora_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    expected = set(lora_state(model))
-    if set(state) != expected:
-        raise ValueError(f"LoRA state does not match the model: {len(set(state) ^ expected)} names differ")
-    model.load_state_dict(state, strict=False)
-
-
 def truncate_context(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """Drop the padding columns after the last end-of-text token of any prompt.
 

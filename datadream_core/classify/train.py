@@ -1,7 +1,8 @@
-"""Train a CLIP LoRA classifier on one train set, select it on val (or take the last epoch), test it once.
+"""Train a CLIP classifier on one train set, select it on val (or take the last epoch), test it once.
 
 The head is the zero-shot one: cosine similarity between image features and the text features of the
-class prompts, times a frozen logit scale. Only the LoRA weights of both towers train.
+class prompts, times a frozen logit scale. Only the method's weights train (methods.py: LoRA in both
+towers, CoOp's text context or VPT's image prompts); the loop below is the same for all three.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from datadream_core.classify.data import (EvalImages, Example, make_loader, mix_within_parts, split_examples,
-                                          train_examples, train_transform)
-from datadream_core.classify.lora import add_lora, encode_text, load_lora_state, lora_state, truncate_context
+                                          train_examples, train_transform, validation_examples)
+from datadream_core.classify.lora import encode_text, truncate_context
+from datadream_core.classify.methods import (adapt_model, class_tokens, load_trainable_state, method_options,
+                                             trainable_state)
 from datadream_core.classify.trainsets import parse_trainset
 from datadream_core.config import SPEED_ONLY_KEYS, section
 from datadream_core.data.table import read_classes
@@ -35,24 +38,30 @@ PER_CLASS_HEADER = ("class_index", "name", "correct", "total", "accuracy")
 
 @dataclass(frozen=True)
 class ClassifySettings:
-    """The keys of the `classify:` config section this module uses; the schema holds their defaults."""
+    """The keys of a job's resolved classifier settings (trainsets.method_settings) that this module uses; the
+    schema holds their defaults."""
 
+    method: str
     lora_targets: Sequence[str]
     lora_rank: int
     lora_alpha: float
     lora_dropout: float
     logit_scale: float
+    optimizer: str
+    momentum: float
     learning_rate: float
     min_learning_rate: float
     weight_decay: float
     batch_size: int
     eval_batch_size: int
     epochs: int
+    min_steps: int
     warmup_epochs: float
     real_weight: float
     mix_prob: float
     augment: str
     selection: str
+    validation: str
     mixed_precision: str
     workers: int
     eval_cache_mb: float
@@ -81,7 +90,7 @@ class FitState:
     epoch: int = 0
     best_accuracy: float = -1.0
     best_epoch: int = 0
-    best_lora: dict | None = None
+    best_state: dict | None = None
     val_accuracy: list[float] = field(default_factory=list)
     train_seconds: float = 0.0
     selection_seconds: float = 0.0
@@ -179,7 +188,7 @@ def _train_epoch(model, tokens, loader, optimizer, scaler, settings: ClassifySet
 
 def _save_checkpoint(path: Path, fingerprint: str, model, optimizer, scaler, state: FitState) -> None:
     with atomic_path(path) as tmp:
-        torch.save({"fingerprint": fingerprint, "lora": lora_state(model), "optimizer": optimizer.state_dict(),
+        torch.save({"fingerprint": fingerprint, "trained": trainable_state(model), "optimizer": optimizer.state_dict(),
                     "scaler": scaler.state_dict(), "state": asdict(state)}, tmp)
 
 
@@ -190,35 +199,51 @@ def _load_checkpoint(path: Path, fingerprint: str, model, optimizer, scaler) -> 
     if saved["fingerprint"] != fingerprint:
         LOG.warning("ignoring checkpoint %s: it belongs to another configuration or input", path)
         return FitState()
-    load_lora_state(model, saved["lora"])
+    load_trainable_state(model, saved["trained"])
     optimizer.load_state_dict(saved["optimizer"])
     scaler.load_state_dict(saved["scaler"])
     LOG.info("resuming from %s after epoch %d", path, saved["state"]["epoch"])
     return FitState(**saved["state"])
 
 
+def training_epochs(settings: ClassifySettings, n_train: int) -> int:
+    """settings.epochs, or more when that gives fewer than settings.min_steps optimiser steps; a step budget is
+    rounded up to whole epochs, so that every epoch stays a checkpoint and a selection point."""
+    steps_per_epoch = math.ceil(n_train / settings.batch_size)
+    return max(settings.epochs, math.ceil(settings.min_steps / steps_per_epoch))
+
+
+def make_optimizer(parameters, settings: ClassifySettings) -> torch.optim.Optimizer:
+    if settings.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=settings.learning_rate, momentum=settings.momentum,
+                               weight_decay=settings.weight_decay)
+    raise ValueError(f"unknown optimizer '{settings.optimizer}' (known: adamw, sgd)")
+
+
 def fit(model, tokens, train: Sequence[Example], val: EvalImages, settings: ClassifySettings, real_weight: float,
         n_classes: int, train_tf, run_seed: Sequence[int], device: torch.device, checkpoint: Path,
         fingerprint: str) -> FitState:
-    """Train for settings.epochs, checkpointing every epoch; leave the selected LoRA state in the model.
+    """Train for training_epochs(), checkpointing every epoch; leave the selected trained state in the model.
 
     Every epoch reseeds all generators from (run_seed, epoch), so a resumed run repeats exactly what an
     uninterrupted one would have done from that epoch on.
     """
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], settings)
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and settings.mixed_precision == "fp16")
     state = _load_checkpoint(checkpoint, fingerprint, model, optimizer, scaler)
     steps_per_epoch = math.ceil(len(train) / settings.batch_size)
+    epochs = training_epochs(settings, len(train))
     select_on_val = settings.selection == "val" and len(val) > 0
-    for epoch in tqdm(range(state.epoch, settings.epochs), desc="epochs", initial=state.epoch, total=settings.epochs):
+    for epoch in tqdm(range(state.epoch, epochs), desc="epochs", initial=state.epoch, total=epochs):
         epoch_seed = _seed(*run_seed, epoch + 1)
         _seed_everything(epoch_seed)
         loader = make_loader(train, train_tf, settings.batch_size, settings.workers, shuffle=True,
                              generator=torch.Generator().manual_seed(epoch_seed))
         started = time.perf_counter()
         state.images_trained += _train_epoch(model, tokens, loader, optimizer, scaler, settings, real_weight, n_classes,
-                                             epoch * steps_per_epoch, settings.epochs * steps_per_epoch, device,
+                                             epoch * steps_per_epoch, epochs * steps_per_epoch, device,
                                              random.Random(epoch_seed), f"epoch {epoch + 1}")
         state.train_seconds += time.perf_counter() - started
         state.epoch = epoch + 1
@@ -229,10 +254,10 @@ def fit(model, tokens, train: Sequence[Example], val: EvalImages, settings: Clas
             state.val_accuracy.append(accuracy)
             LOG.info("epoch %d: val accuracy %.2f%%", state.epoch, accuracy)
             if accuracy > state.best_accuracy:
-                state.best_accuracy, state.best_epoch, state.best_lora = accuracy, state.epoch, lora_state(model)
+                state.best_accuracy, state.best_epoch, state.best_state = accuracy, state.epoch, trainable_state(model)
         _save_checkpoint(checkpoint, fingerprint, model, optimizer, scaler, state)
     if select_on_val:
-        load_lora_state(model, state.best_lora)
+        load_trainable_state(model, state.best_state)
     else:
         state.best_epoch = state.epoch
     return state
@@ -245,13 +270,18 @@ def run_classifier(*, dataset: str, trainset: str, shots: int, seed: int, n_synt
                    made_from: Mapping[str, str] | None = None) -> dict:
     """Train (unless zero-shot), select, evaluate on test once, write metrics.json and per_class.csv.
 
-    `clip` and `classify` are the validated `models.clip` and `classify` config sections; `seed` is the
-    few-shot seed, combined with classify.seed for every random choice. `made_from` (settings digest,
-    model identity, data identity, and the synthetic set's) is recorded in metrics.json.
+    `clip` is the validated `models.clip` config section and `classify` the job's resolved classifier settings,
+    `trainsets.method_settings(config["classify"], method, shots)`; `seed` is the few-shot seed, combined with
+    classify.seed for every random choice. `made_from` (settings digest, model identity, data identity) is
+    recorded in metrics.json.
     """
     made_from = dict(made_from or {"model_identity": f"path:{clip['name']}:{clip.get('pretrained', '')}"})
-    settings = section(ClassifySettings, classify)
     spec = parse_trainset(trainset)
+    if classify.get("method") != spec.method:
+        raise ValueError(f"train set '{trainset}' trains method '{spec.method}', but the classifier settings are for"
+                         f" '{classify.get('method')}' (resolve them with trainsets.method_settings)")
+    settings = section(ClassifySettings, classify)
+    options = method_options(classify, spec.method)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     checkpoint = Path(checkpoint) if checkpoint else Path(metrics_json).with_name("checkpoint.pt")
     classes = read_classes(classes_csv)
@@ -262,21 +292,24 @@ def run_classifier(*, dataset: str, trainset: str, shots: int, seed: int, n_synt
     loaded = load_clip(clip["name"], clip.get("pretrained", ""), device="cpu")
     model = loaded.model
     if spec.trains:
-        add_lora(model, settings.lora_targets, settings.lora_rank, settings.lora_alpha, settings.lora_dropout)
+        adapt_model(model, spec.method, settings, options)
     model.to(device)
-    tokens = truncate_context(model, loaded.tokenize([row.prompt for row in classes])).to(device)
+    tokens = truncate_context(model, class_tokens(model, loaded.tokenize, classes, spec.method, options)).to(device)
     image_format = (loaded.image_size, loaded.mean, loaded.std)
 
     train: list[Example] = []
     fitted = FitState()
     selection = "none"
+    n_val = 0
     if spec.trains:
         real_weight = settings.real_weight if spec.uses_real and spec.generator else float(spec.uses_real)
         train = train_examples(spec, fewshot_csv, shots, manifest_csv, n_synth, n_classes)
         # val is evaluated every epoch: decoded once and kept in memory when it fits classify.eval_cache_mb
-        val = EvalImages(split_examples(splits_csv, "val") if settings.selection == "val" else [], *image_format,
+        val = EvalImages(validation_examples(splits_csv, classes, shots, seed, settings.validation)
+                         if settings.selection == "val" else [], *image_format,
                          settings.eval_batch_size, settings.workers, settings.eval_cache_mb)
-        selection = settings.selection if settings.selection == "last" or len(val) else "last"
+        n_val = len(val)
+        selection = settings.selection if settings.selection == "last" or n_val else "last"
         if selection != settings.selection:
             LOG.warning("%s has no val split: selecting the last epoch instead", splits_csv)
         determining = {key: value for key, value in asdict(settings).items() if key not in SPEED_ONLY_KEYS["classify"]}
@@ -301,8 +334,10 @@ def run_classifier(*, dataset: str, trainset: str, shots: int, seed: int, n_synt
     metrics = {
         "dataset": dataset, "trainset": trainset, "shots": shots, "seed": seed, "n_synth": n_synth,
         "accuracy": counts.accuracy, "per_class_accuracy": counts.per_class(),
-        "selection": selection, "requested_selection": settings.selection, "selected_epoch": fitted.best_epoch,
-        "val_accuracy": fitted.val_accuracy,
+        "method": spec.method, "selection": selection, "requested_selection": settings.selection,
+        "validation": settings.validation if selection == "val" else None, "n_val_images": n_val,
+        "selected_epoch": fitted.best_epoch, "epochs": fitted.epoch, "val_accuracy": fitted.val_accuracy,
+        "selected_val_accuracy": fitted.best_accuracy if selection == "val" else None,
         "classify": dict(classify), "clip": dict(clip), "made_from": made_from, "device": str(device),
         "n_train_images": len(train), "n_test_images": len(test),
         "train_seconds": fitted.train_seconds, "selection_seconds": fitted.selection_seconds,

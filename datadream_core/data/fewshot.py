@@ -22,23 +22,26 @@ class Shot:
     rank: int
 
 
-def sample_fewshot(splits: Sequence[SplitRow], classes: Sequence[ClassRow], max_shots: int, seed: int) -> list[Shot]:
-    """Draw `max_shots` train images per class in a seeded order.
+def sample_fewshot(splits: Sequence[SplitRow], classes: Sequence[ClassRow], max_shots: int, seed: int,
+                   split: str = "train") -> list[Shot]:
+    """Draw `max_shots` images of `split` per class in a seeded order.
 
     Each class has its own generator seeded with (seed, class index), so adding a class or
-    changing another class's images never changes a class's shots.
+    changing another class's images never changes a class's shots. The order is a prefix of one
+    seeded permutation, so the sets for smaller counts are nested in it.
     """
     train_paths: list[list[str]] = [[] for _ in classes]
     for row in splits:
-        if row.split == "train":
+        if row.split == split:
             train_paths[row.class_index].append(row.path)
     shots = []
     for info in classes:
         paths = sorted(train_paths[info.index])
         if len(paths) < max_shots:
+            wanted = f"the largest K = {max_shots}" if split == "train" else f"the {max_shots} to draw"
             raise DatasetError(
-                f"class '{info.name}' (index {info.index}) has {len(paths)} usable train images,"
-                f" fewer than the largest K = {max_shots}"
+                f"class '{info.name}' (index {info.index}) has {len(paths)} usable {split} images,"
+                f" fewer than {wanted}"
             )
         order = np.random.default_rng([seed, info.index]).permutation(len(paths))[:max_shots]
         shots.extend(Shot(paths[position], info.index, rank) for rank, position in enumerate(order))

@@ -188,9 +188,15 @@ def table1(runs: Iterable[Run], datasets: Sequence[str], generators: Sequence[st
                       "Bold: best in its section."), runs, datasets)
 
 
+# Table 2's parameter-efficient few-shot baselines, trained on the real shots alone (train set real/<method>).
+PEFT_BASELINES = {"vpt": "VPT (R only)", "coop": "CoOp (R only)"}
+
+
 def comparison_table(runs: Iterable[Run], datasets: Sequence[str], generators: Sequence[str], seeds: Sequence[int],
-                     shots: int, n_synth: int, paper_names: Mapping[str, str | None]) -> Table:
-    """Table 2 style: real + synthetic training per generator, its gain over Real-finetune, the paper's numbers.
+                     shots: int, n_synth: int, paper_names: Mapping[str, str | None],
+                     methods: Sequence[str] = ("lora",)) -> Table:
+    """Table 2 style: the few-shot baselines of `methods` (VPT, CoOp) and Real-finetune on the real shots, real +
+    synthetic training per generator, its gain over Real-finetune, the paper's numbers.
 
     `paper_names` maps a dataset key to its CoOp benchmark name (None for other datasets).
     """
@@ -202,7 +208,9 @@ def comparison_table(runs: Iterable[Run], datasets: Sequence[str], generators: S
 
     real = per_dataset("real", 0)
     section = f"This run (R+S, {shots}-shot, {n_synth}/class)"
-    rows = [make_row(section, "Real-finetune (R only)", real, datasets, len(seeds))]
+    rows = [make_row(section, label, per_dataset(f"real/{method}", 0), datasets, len(seeds))
+            for method, label in PEFT_BASELINES.items() if method in methods]
+    rows.append(make_row(section, "Real-finetune (R only)", real, datasets, len(seeds)))
     rows += [make_row(section, generator_label(g), per_dataset(f"real+synth_{g}", n_synth), datasets, len(seeds))
              for g in generators]
     for g in generators:
