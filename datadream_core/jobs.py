@@ -49,9 +49,7 @@ def start_job(log_path: str | Path | None, threads: int = 1, outputs: Iterable[s
     """
     if offline:
         keep_offline()
-    import torch
-
-    torch.set_num_threads(max(1, int(threads)))
+    pin_threads(threads)
     marker = non_retryable_marker(log_path) if log_path else None
     previous_failure = _previous_failure(marker, attempt)
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
@@ -80,6 +78,16 @@ def start_job(log_path: str | Path | None, threads: int = 1, outputs: Iterable[s
         for path in clean_stale_temporaries(outputs):
             LOG.info("removed %s, left behind by a killed earlier run", path)
     return LOG
+
+
+def pin_threads(threads: int) -> None:
+    """Use `threads` CPU threads: torch's pool if a heavy job imported torch already, else the variables that
+    torch and numpy's BLAS read when a later import starts them (light jobs never import torch)."""
+    threads = str(max(1, int(threads)))
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[variable] = threads
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(threads))
 
 
 def start_snakemake_job(snakemake, owned: Iterable[str | Path] = ()) -> logging.Logger:

@@ -179,7 +179,7 @@ def test_07_small_classes_are_warned_about_by_name(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="datadream"):
         index = read_imagefolder(root)
     warnings = [record.getMessage() for record in caplog.records]
-    assert warnings == [f"class 'tiny' (folder 'tiny'): its 2 images give it no val and no test image (split:"
+    assert warnings == ["class 'tiny' (folder 'tiny'): its 2 images give it no val and no test image (split:"
                         " val_fraction 0.1, test_fraction 0.2, seed 0); add images or give the dataset train/"
                         " val/ test/ folders"]
     assert index.split_counts()["train"][2] == 2

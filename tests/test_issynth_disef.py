@@ -18,7 +18,8 @@ from datadream_core.synth.img2img import (Img2ImgSettings, ProvenanceLog, ShotLa
                                           img2img_images, load_img2img, runnable_strength, strength_for_shots,
                                           with_provenance)
 from datadream_core.synth.issynth import issynth_renderer, issynth_source
-from datadream_core.synth.sampler import SHARD_HEADER, ShardJob, image_generator, publish_shard, run_shard, staging_dir
+from datadream_core.synth.manifest import SHARD_HEADER
+from datadream_core.synth.sampler import ShardJob, image_generator, publish_shard, run_shard, staging_dir
 from datadream_core.synth.text2img import SamplingSettings, load_text2img
 
 STEPS = 8

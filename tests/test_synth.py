@@ -7,7 +7,8 @@ from datadream_core.dream import DreamSettings, Example, train_datadream
 from datadream_core.data.miniworld import render_world
 from datadream_core.io import read_csv, write_csv
 from datadream_core.chunks import shard_count, shard_range
-from datadream_core.synth.sampler import SHARD_HEADER, ShardJob, make_shard, merge_manifest, run_shard, staging_dir
+from datadream_core.synth.manifest import SHARD_HEADER, merge_manifest
+from datadream_core.synth.sampler import ShardJob, make_shard, run_shard, staging_dir
 from datadream_core.synth.text2img import AdapterSwitcher, SamplingSettings, load_text2img, text2img_renderer
 
 SETTINGS = SamplingSettings(steps=4, guidance_scale=2.0, batch_size=3)

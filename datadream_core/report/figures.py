@@ -170,7 +170,7 @@ def plot_scaling(series_by_dataset: Mapping[str, Sequence[Series]], x_values: Se
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
         ax.spines[["top", "right"]].set_visible(False)
-    handles, labels = {}, []
+    handles = {}
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)

@@ -21,7 +21,8 @@ from datadream_core.data.table import prompts_of, read_classes
 from datadream_core.identity import digest, file_sha256
 from datadream_core.jobs import LOG
 from datadream_core.layout import LORA_FILE, REAL_SHOT_GENERATORS
-from datadream_core.synth.sampler import SHARD_HEADER, ShardJob, make_shard, publish_shard, run_shard, staging_dir
+from datadream_core.synth.manifest import SHARD_HEADER
+from datadream_core.synth.sampler import ShardJob, make_shard, publish_shard, run_shard, staging_dir
 from datadream_core.synth.text2img import AdapterSwitcher, SamplingSettings, load_text2img, text2img_renderer
 
 

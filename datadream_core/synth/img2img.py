@@ -28,7 +28,8 @@ from PIL import Image
 from datadream_core.data.images import load_rgb
 from datadream_core.io import read_json, write_json
 from datadream_core.jobs import LOG
-from datadream_core.synth.sampler import SHARD_HEADER, image_name
+from datadream_core.synth.manifest import SHARD_HEADER
+from datadream_core.synth.sampler import image_name
 
 PLAN_TAG = 0x1DEA  # keeps the planning stream apart from the noise streams of the same (s, c, i, a)
 

@@ -17,12 +17,10 @@ import numpy as np
 import torch
 from PIL import Image, PngImagePlugin
 
-from datadream_core.io import atomic_path, publish_folder, read_csv, write_csv
+from datadream_core.io import atomic_path, publish_folder, write_csv
 from datadream_core.jobs import LOG, progress
+from datadream_core.synth.manifest import SHARD_HEADER
 
-# Every shard row says what made it: the generation settings' digest, the model's identity and the data's.
-IDENTITY_COLUMNS = ("settings_digest", "model_identity", "data_identity")
-SHARD_HEADER = ("path", "class_index", "image_index", "seed", "prompt", "generator") + IDENTITY_COLUMNS
 
 # A renderer turns prompts plus per-image generators (and image indices) into PIL images.
 Renderer = Callable[[Sequence[str], Sequence[torch.Generator], Sequence[int]], list[Image.Image]]
@@ -116,17 +114,3 @@ def make_shard(job: ShardJob, render: Renderer, out_dir: str | Path, batch_size:
     rows = run_shard(job, render, out_dir, batch_size)
     publish_shard(out_dir, SHARD_HEADER, rows)
     return rows
-
-
-def merge_manifest(shard_dirs: Sequence[str | Path], target: str | Path) -> int:
-    """Concatenate the shards' shard.csv files into one manifest ordered by class and image index.
-
-    A generator's own columns (IsSynth's source shot, DISEF's caption and filter attempts) are kept
-    after the common ones.
-    """
-    rows = [row for folder in shard_dirs for row in read_csv(Path(folder) / "shard.csv")]
-    rows.sort(key=lambda row: (int(row["class_index"]), int(row["image_index"])))
-    header = list(SHARD_HEADER)
-    header += dict.fromkeys(key for row in rows for key in row if key not in SHARD_HEADER)
-    write_csv(target, header, ([row.get(key, "") for key in header] for row in rows))
-    return len(rows)
