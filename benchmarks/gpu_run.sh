@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The GPU benchmark in one call on a lent GPU machine (no network there): install the wheels that
+# `make bench-gpu-wheels` downloaded and the call carried, then run benchmarks/gpu.py with any arguments given.
+# Where $OUT is set (the device tool's folder that comes back), the JSON and the log are written there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python=${PYTHON:-python3}
+wheels=${GPU_WHEELS:-.gpu-wheels}
+if ! "$python" -c "import diffusers, open_clip, pytorch_fid, jsonschema" 2>/dev/null; then
+    if ! ls "$wheels"/*.whl >/dev/null 2>&1; then
+        echo "diffusers, open_clip, pytorch_fid or jsonschema missing and no wheels in $wheels:" \
+             "run 'make bench-gpu-wheels' and carry $wheels" >&2
+        exit 2
+    fi
+    site=$(mktemp -d /tmp/datadream-wheels.XXXXXX)
+    "$python" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --target "$site" "$wheels"/*.whl
+    export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+"$python" -c "import torch, diffusers, transformers, peft, open_clip; print('torch', torch.__version__, '| diffusers',
+diffusers.__version__, '| transformers', transformers.__version__, '| peft', peft.__version__, '| open_clip',
+open_clip.__version__, '| device', torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')"
+results=benchmarks/results-gpu.json
+log=/dev/null
+if [ -n "${OUT:-}" ]; then
+    results=$OUT/results-gpu.json
+    log=$OUT/gpu-bench.log
+fi
+PYTHONUNBUFFERED=1 "$python" benchmarks/gpu.py --out "$results" "$@" 2>&1 | tee "$log"
