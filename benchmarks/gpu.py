@@ -137,7 +137,7 @@ def lora_precision(ctx: Context, sd: str, paths: list[str], settings, batches, p
     equal = difference <= tolerance["loss_rel"]
     return stages._row(
         f"lora train step, {precision} ({ctx.tag})", result, "s/step", equal,
-        f"{'yes' if equal else 'NO'} (loss rel {difference:.1e}, {steps} steps)",
+        f"{'yes' if equal else 'NO'} (loss rel {difference:.1e})",
         {"precision": precision, "batch": settings.batch_size, "rank": settings.rank, "resolution": resolution,
          "text_encoder_lora": True, "steps_timed": steps, "image_size": ctx.work.lora_image_size,
          "frozen_weights": "bf16" if half else "fp32", "lora_weights": "fp32",
@@ -268,6 +268,9 @@ def main(argv=None) -> int:
         return 2
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
+    info = machine(device)
+    print(f"{info['device_name']}: torch {info['torch']}, diffusers {info.get('diffusers')}, transformers "
+          f"{info.get('transformers')}, peft {info.get('peft')}, open_clip {info.get('open_clip')}", file=sys.stderr)
     work = TINY if args.tiny else GPU
     functions = stage_functions(args.compile_backend)
     root = args.workdir or Path(tempfile.mkdtemp(prefix="datadream-gpu-bench-"))

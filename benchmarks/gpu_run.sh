@@ -6,19 +6,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
 wheels=${GPU_WHEELS:-.gpu-wheels}
-if ! "$python" -c "import diffusers, open_clip, pytorch_fid, jsonschema" 2>/dev/null; then
+missing=$("$python" -c "import importlib.util as u
+print(*(m for m in ('diffusers', 'open_clip', 'pytorch_fid', 'jsonschema', 'ftfy') if u.find_spec(m) is None))")
+if [ -n "$missing" ]; then
     if ! ls "$wheels"/*.whl >/dev/null 2>&1; then
-        echo "diffusers, open_clip, pytorch_fid or jsonschema missing and no wheels in $wheels:" \
-             "run 'make bench-gpu-wheels' and carry $wheels" >&2
+        echo "missing: $missing; no wheels in $wheels: run 'make bench-gpu-wheels' and carry $wheels" >&2
         exit 2
     fi
     site=$(mktemp -d /tmp/datadream-wheels.XXXXXX)
     "$python" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --target "$site" "$wheels"/*.whl
     export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
-"$python" -c "import torch, diffusers, transformers, peft, open_clip; print('torch', torch.__version__, '| diffusers',
-diffusers.__version__, '| transformers', transformers.__version__, '| peft', peft.__version__, '| open_clip',
-open_clip.__version__, '| device', torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')"
 results=benchmarks/results-gpu.json
 log=/dev/null
 if [ -n "${OUT:-}" ]; then
