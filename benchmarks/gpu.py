@@ -20,7 +20,9 @@ import argparse
 import gc
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +30,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # benchmarks/ and datadream_core/ are not installed on a lent GPU machine
+# Before the model libraries load: the GPU machine has no network, and progress bars would bury the table.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TQDM_DISABLE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -252,12 +258,6 @@ def summary(rows: list[dict]) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    import shutil
-    import tempfile
-
     from benchmarks.harness import format_table, machine, quiet_libraries
     from datadream_core.io import write_json
 
@@ -284,7 +284,7 @@ def main(argv=None) -> int:
             if row.get("speedup_vs_released") is None and not (row.get("ablation") or row.get("ceiling")):
                 row["speedup_vs_released"] = row.get("speedup")
         table = format_table(rows, rates=True)
-        result = {"mode": "tiny" if args.tiny else "real", "complete": complete, "device_name": machine(device)["device_name"],
+        result = {"mode": "tiny" if args.tiny else "real", "complete": complete, "device_name": info["device_name"],
                   "machine": machine(device), "wall_s": time.perf_counter() - started, "budget_s": args.budget_s,
                   "compile_backend": args.compile_backend, "work": work.name, "goals": summary(rows), "stages": rows,
                   "skipped": skipped, "errors": errors, "table": table, "command": " ".join(sys.argv)}
