@@ -214,8 +214,41 @@ def machine(device: torch.device) -> dict:
     return info
 
 
-def format_table(rows: list[dict]) -> str:
-    header = ("stage", "ours median s", "reference median s", "speedup", "peak MiB ours / ref", "outputs equal")
+def quiet_libraries() -> None:
+    """Silence the warnings, logs and progress bars of the model libraries, so the table stays readable."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    logging.getLogger("datadream").setLevel(logging.WARNING)
+    for noisy in ("diffusers", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        from diffusers.utils import logging as dlogging
+
+        dlogging.set_verbosity_error()
+        dlogging.disable_progress_bar()
+        from transformers.utils import logging as tlogging
+
+        tlogging.set_verbosity_error()
+        tlogging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def _rate_unit(unit: str) -> str:
+    """'s/step' -> 'step/s'."""
+    return unit.removeprefix("s/") + "/s" if unit.startswith("s/") else f"1/{unit}"
+
+
+def format_table(rows: list[dict], rates: bool = False) -> str:
+    """Medians in seconds per unit, or with `rates` units per second (steps/s, images/s) and, where a row has
+    one, its speedup against the released code as it shipped (`speedup_vs_released`)."""
+    if rates:
+        header = ("stage", "ours", "reference", "speedup", "vs released as shipped", "peak MiB ours / ref",
+                  "outputs equal")
+    else:
+        header = ("stage", "ours median s", "reference median s", "speedup", "peak MiB ours / ref", "outputs equal")
     lines = []
     for row in rows:
         ours = row.get("ours_median_s")
@@ -224,9 +257,16 @@ def format_table(rows: list[dict]) -> str:
         memory = row.get("peak_mb") or {}
         mem = (f"{memory['ours']:.0f} / {memory['reference']:.0f}" if "reference" in memory
                else f"{memory['ours']:.0f}" if "ours" in memory else "-")
-        lines.append((row["stage"] + (f" [{row['unit']}]" if row.get("unit") else ""),
-                      "-" if ours is None else f"{ours:.4g}", "-" if ref is None else f"{ref:.4g}",
-                      "-" if speedup is None else f"{speedup:.2f}x", mem, row.get("equal_text", "-")))
+        unit = row.get("unit")
+        if rates:
+            unit = unit and _rate_unit(unit)
+            ours, ref = (None if value is None else 1.0 / value for value in (ours, ref))
+        cells = [row["stage"] + (f" [{unit}]" if unit else ""), "-" if ours is None else f"{ours:.4g}",
+                 "-" if ref is None else f"{ref:.4g}", "-" if speedup is None else f"{speedup:.2f}x"]
+        if rates:
+            released = row.get("speedup_vs_released")
+            cells.append("-" if released is None else f"{released:.2f}x")
+        lines.append((*cells, mem, row.get("equal_text", "-")))
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
 
     def fmt(cells):

@@ -47,32 +47,16 @@ def main(argv=None) -> int:
     os.environ.setdefault("TQDM_DISABLE", "1")
     sys.path.insert(0, str(REPO))
 
-    import logging
     import shutil
     import tempfile
-    import warnings
 
     import torch
 
     from benchmarks import stages
-    from benchmarks.harness import format_table, machine
+    from benchmarks.harness import format_table, machine, quiet_libraries
     from datadream_core.io import write_json
 
-    warnings.filterwarnings("ignore")
-    logging.getLogger("datadream").setLevel(logging.WARNING)
-    for noisy in ("diffusers", "transformers"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-    try:
-        from diffusers.utils import logging as dlogging
-
-        dlogging.set_verbosity_error()
-        dlogging.disable_progress_bar()
-        from transformers.utils import logging as tlogging
-
-        tlogging.set_verbosity_error()
-        tlogging.disable_progress_bar()
-    except ImportError:
-        pass
+    quiet_libraries()
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -46,6 +46,7 @@ class Work:
     gen_reps: int = 3
     gen_warmup: bool = False  # the job's first run of each path is timed too (it also samples peak memory)
     ablation_steps: int = 10  # sampler steps in the generation ablations (both sides alike)
+    gen_parts: bool = True  # the job's two parts as rows of their own: adapter switch, fused vs unfused sampling
     # classifier: class counts of the evaluation and training rows (100 ~ Caltech/Aircraft/Flowers, 1000 = ImageNet)
     eval_classes: tuple[int, ...] = (100, 1000)
     eval_images: int = 160
@@ -363,12 +364,7 @@ def _with_resolution(sd: str, resolution: int | None, root: Path) -> str:
 
 
 def stage_generation(ctx: Context) -> list[dict]:
-    """A cls-mode job end to end, then its two parts: the per-class adapter switch and the sampling."""
-    from diffusers import StableDiffusionPipeline
-
-    from datadream_core.dream import LORA_FILE
-    from datadream_core.synth.text2img import AdapterSwitcher, load_text2img, text2img_renderer
-
+    """A cls-mode job end to end, then (work.gen_parts) its two parts: the per-class adapter switch and the sampling."""
     work = ctx.work
     sd = _with_resolution(models.build_sd(ctx.root / f"sd_{ctx.tag}", work.real_size), work.gen_resolution, ctx.root)
     adapters = models.build_adapters(sd, ctx.root / f"adapters_{ctx.tag}", work.gen_classes, rank=16,
@@ -405,6 +401,22 @@ def stage_generation(ctx: Context) -> list[dict]:
                              "the base UNet's calls alone (CFG batch, every step, every class), no scheduler, "
                              "text encoder, VAE or PNG"))
 
+    if work.gen_parts:
+        rows += generation_parts(ctx, sd, adapters, prompts, settings, dtype, tolerance)
+    if work.ablations:
+        rows += generation_ablations(ctx, sd, adapters[:1], prompts[:1])
+    return rows
+
+
+def generation_parts(ctx: Context, sd: str, adapters, prompts, settings, dtype: torch.dtype, tolerance: dict) -> list[dict]:
+    """The cls job's two parts apart: the per-class adapter switch and the sampling with the adapter in place."""
+    from diffusers import StableDiffusionPipeline
+
+    from datadream_core.dream import LORA_FILE
+    from datadream_core.synth.text2img import AdapterSwitcher, load_text2img, text2img_renderer
+
+    work = ctx.work
+    rows = []
     # Part 1: switching to the next class's adapter.
     switcher = AdapterSwitcher(load_text2img(sd, None, settings, ctx.device))
     turns = {"ours": iter(range(10**9)), "reference": iter(range(10**9))}  # every call moves to the next class
@@ -451,9 +463,6 @@ def stage_generation(ctx: Context) -> list[dict]:
     rows.append(_row(f"generation: sampling fused vs unfused LoRA ({ctx.tag})", result, "s/image", equal,
                      f"{'yes' if equal else 'NO'} (px max|d| {max_diff}/255, mean {mean_diff:.3f})",
                      {"images": n_images, "batch": n_images, "steps": work.gen_steps}, tolerance=tolerance))
-    del switcher, unfused
-    if work.ablations:
-        rows += generation_ablations(ctx, sd, adapters[:1], prompts[:1])
     return rows
 
 
@@ -482,6 +491,15 @@ def _unet_floor(sd: str, settings, ctx: Context, classes: int, images: int):
     return floor
 
 
+def use_channels_last(pipe) -> None:
+    pipe.unet.to(memory_format=torch.channels_last)
+    pipe.vae.to(memory_format=torch.channels_last)
+
+
+def compile_unet(pipe, backend: str = "inductor") -> None:
+    pipe.unet = torch.compile(pipe.unet, backend=backend)
+
+
 def generation_ablations(ctx: Context, sd: str, adapters, prompts) -> list[dict]:
     """Levers on our generation path, each against the same path without it (one class, `gen_batch` images)."""
     from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
@@ -489,10 +507,6 @@ def generation_ablations(ctx: Context, sd: str, adapters, prompts) -> list[dict]
     work = ctx.work
     n_images = work.gen_batch
     rows = []
-
-    def channels_last(pipe):
-        pipe.unet.to(memory_format=torch.channels_last)
-        pipe.vae.to(memory_format=torch.channels_last)
 
     def classic(pipe):
         pipe.unet.set_attn_processor(AttnProcessor())
@@ -502,14 +516,11 @@ def generation_ablations(ctx: Context, sd: str, adapters, prompts) -> list[dict]
         pipe.unet.set_attn_processor(AttnProcessor2_0())
         pipe.vae.set_attn_processor(AttnProcessor2_0())
 
-    def compiled(pipe):
-        pipe.unet = torch.compile(pipe.unet)
-
     levers = [("batch %d vs 1" % work.gen_batch, {}, {"batch": 1}),
-              ("channels_last vs contiguous", {"prepare": channels_last}, {}),
+              ("channels_last vs contiguous", {"prepare": use_channels_last}, {}),
               ("SDPA (AttnProcessor2_0) vs classic AttnProcessor", {"prepare": sdpa}, {"prepare": classic})]
     if work.compile:
-        levers.append(("torch.compile(unet) vs eager", {"prepare": compiled}, {}))
+        levers.append(("torch.compile(unet) vs eager", {"prepare": compile_unet}, {}))
     for label, on, off in levers:
         dirs_on, dirs_off = _fresh(ctx.dir("abl_on")), _fresh(ctx.dir("abl_off"))
 

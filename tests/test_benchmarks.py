@@ -1,5 +1,7 @@
 """The benchmark harness and the reference (released-code) paths it times: small and fast checks."""
 
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -7,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not an installed package
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # benchmarks/ is not an installed package
 
-from benchmarks import models, reference, stages
+from benchmarks import gpu, models, reference, stages
 from benchmarks.harness import Measured, PeakMemory, compare, format_table
 
 CPU = torch.device("cpu")
@@ -120,3 +123,31 @@ def test_reference_evaluation_predicts_what_ours_predicts(tiny_clip, tmp_path):
     labels = torch.tensor([e.label for e in examples])
     assert counts.correct == torch.bincount(labels[predictions == labels], minlength=12).tolist()
     assert truncate_context(loaded.model, full).shape[1] < full.shape[1]
+
+
+def test_gpu_benchmark_arguments():
+    args = gpu.parse_args(["--tiny", "--stages", "lora, generation", "--out", "x.json"])
+    assert args.stages == ["lora", "generation"] and args.out == Path("x.json")
+    assert args.compile_backend == "eager"  # --tiny traces the UNet without inductor's C++ compile on a CPU
+    defaults = gpu.parse_args([])
+    assert defaults.stages == ["lora", "generation", "classifier_train", "classifier_eval", "generation_levers"]
+    assert defaults.compile_backend == "inductor" and defaults.out == REPO / "benchmarks" / "results-gpu.json"
+    with pytest.raises(SystemExit):
+        gpu.parse_args(["--stages", "lora,fid"])
+
+
+def test_gpu_benchmark_runs_a_tiny_stage_end_to_end(tmp_path):
+    out = tmp_path / "results.json"
+    done = subprocess.run([sys.executable, "benchmarks/gpu.py", "--tiny", "--device", "cpu", "--stages", "lora",
+                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["complete"] and result["mode"] == "tiny" and not result["errors"] and not result["skipped"]
+    assert result["device_name"].startswith("CPU") and result["goals"]["generation_images_per_s"] is None
+    rows = result["stages"]
+    assert [row["stage"] for row in rows] == ["lora train step, fp32 (tiny)", "lora train step, tf32 (tiny)",
+                                              "lora train step, bf16 (tiny)"]
+    assert all(row["outputs_equal"] and len(row["ours_s"]) == len(row["reference_s"]) == 2 for row in rows)
+    assert rows[0]["speedup_vs_released"] == pytest.approx(rows[0]["speedup"])
+    assert set(result["goals"]["speedup_vs_released"]) == {row["stage"] for row in rows}
+    assert "[step/s]" in done.stdout and "vs released as shipped" in done.stdout
