@@ -102,16 +102,30 @@ def classes_per_job(dataset, stage):
 
 
 def chunks_of(stage):
-    """Class chunk -> the datasets that use it, for a per-class stage (dream or synth)."""
-    chunks = {}
-    for dataset in DATASETS:
-        for chunk in class_chunks(CLASS_COUNT[dataset], classes_per_job(dataset, stage)):
-            chunks.setdefault(chunk, []).append(dataset)
-    return chunks
+    """(dataset, class chunk) of a per-class stage (dream or synth): one rule each, whose outputs name the
+    dataset literally, so that Snakemake's output index looks at few rules for each file it plans."""
+    return [(dataset, chunk) for dataset in DATASETS
+            for chunk in class_chunks(CLASS_COUNT[dataset], classes_per_job(dataset, stage))]
 
 
-def chunk_rule_name(stage_rule, chunk):
-    return f"{stage_rule}_{chunk.replace('-', '_')}"
+class DatasetWildcards:
+    """The wildcards of a rule written for one dataset, with that dataset as if it were a wildcard."""
+
+    def __init__(self, wildcards, dataset):
+        self._wildcards = wildcards
+        self.dataset = dataset
+
+    def __getattr__(self, name):
+        return getattr(self._wildcards, name)
+
+
+def for_dataset(function, dataset):
+    """`function` of wildcards, for a rule whose paths name `dataset` instead of a {dataset} wildcard."""
+    return lambda wildcards: function(DatasetWildcards(wildcards, dataset))
+
+
+def chunk_rule_name(stage_rule, dataset, chunk):
+    return f"{stage_rule}_{chunk.replace('-', '_')}_{dataset}"
 
 
 def n_shards(dataset):

@@ -52,26 +52,24 @@ rule train_lora_dset:
         "../workflow_scripts/train_lora.py"
 
 
-for _chunk, _datasets in sorted(chunks_of("dream").items()):
+for _dataset, _chunk in chunks_of("dream"):
 
     rule:
         name:
-            chunk_rule_name("train_lora_cls", _chunk)
+            chunk_rule_name("train_lora_cls", _dataset, _chunk)
         input:
-            classes=layout.classes_csv("{dataset}"),
-            fewshot=layout.fewshot_csv("{dataset}", "{seed}"),
+            classes=layout.classes_csv(_dataset),
+            fewshot=layout.fewshot_csv(_dataset, "{seed}"),
             model=sd_model_input,
         output:
-            [path for index in chunk_classes(_chunk) for path in layout.adapter_files("{dataset}", "cls", "{shots}", "{seed}", index)],
-        wildcard_constraints:
-            dataset="|".join(_datasets),
+            [path for index in chunk_classes(_chunk) for path in layout.adapter_files(_dataset, "cls", "{shots}", "{seed}", index)],
         log:
-            f"logs/train_lora/{{dataset}}/cls/k{{shots}}_seed{{seed}}/{_chunk}.log",
+            f"logs/train_lora/{_dataset}/cls/k{{shots}}_seed{{seed}}/{_chunk}.log",
         params:
             classes=OutputNeutral({"classes": list(chunk_classes(_chunk))}),  # which classes, not how: see output
-            settings=lambda wildcards: dream_params(wildcards)[0],
-            neutral=lambda wildcards: dream_params(wildcards)[1],
-            made_from=adapter_made_from(dream_params),
+            settings=for_dataset(lambda wildcards: dream_params(wildcards)[0], _dataset),
+            neutral=for_dataset(lambda wildcards: dream_params(wildcards)[1], _dataset),
+            made_from=for_dataset(adapter_made_from(dream_params), _dataset),
             sd_location=SD_LOCATION,
         threads: config["threads"]["lora"]
         priority: 2

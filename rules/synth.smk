@@ -102,30 +102,28 @@ rule caption_shots:
         "../workflow_scripts/caption_shots.py"
 
 
-for _chunk, _datasets in sorted(chunks_of("synth").items()):
+for _dataset, _chunk in chunks_of("synth"):
 
     rule:
         name:
-            chunk_rule_name("generate", _chunk)
+            chunk_rule_name("generate", _dataset, _chunk)
         input:
-            classes=layout.classes_csv("{dataset}"),
-            loras=generation_adapters(_chunk),
+            classes=layout.classes_csv(_dataset),
+            loras=for_dataset(generation_adapters(_chunk), _dataset),
             model=sd_model_input,
-            fewshot=generation_fewshot,
-            captions=generation_captions,
+            fewshot=for_dataset(generation_fewshot, _dataset),
+            captions=for_dataset(generation_captions, _dataset),
             filter_model=generation_filter_model,
         output:
-            [directory(layout.shard_dir("{dataset}", "{generator}", "{shots}", "{seed}", index, "{shard}"))
+            [directory(layout.shard_dir(_dataset, "{generator}", "{shots}", "{seed}", index, "{shard}"))
              for index in chunk_classes(_chunk)],
-        wildcard_constraints:
-            dataset="|".join(_datasets),
         log:
-            f"logs/generate/{{dataset}}/{{generator}}/k{{shots}}_seed{{seed}}/{_chunk}_shard{{shard}}.log",
+            f"logs/generate/{_dataset}/{{generator}}/k{{shots}}_seed{{seed}}/{_chunk}_shard{{shard}}.log",
         params:
             classes=OutputNeutral({"classes": list(chunk_classes(_chunk))}),  # which classes, not how: see output
-            settings=lambda wildcards: generation_params(wildcards)[0],
-            neutral=lambda wildcards: generation_params(wildcards)[1],
-            made_from=generation_made_from,
+            settings=for_dataset(lambda wildcards: generation_params(wildcards)[0], _dataset),
+            neutral=for_dataset(lambda wildcards: generation_params(wildcards)[1], _dataset),
+            made_from=for_dataset(generation_made_from, _dataset),
             filter_clip=filter_clip,
             sd_location=SD_LOCATION,
             filter_clip_location=FILTER_CLIP_LOCATION,

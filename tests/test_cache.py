@@ -36,8 +36,8 @@ TARGET_RULES = {"all", "fewshot", "loras", "synth", "classifiers", "fid", "table
 
 
 def rule_family(name: str) -> str:
-    """Chunk rules (train_lora_cls_c0000_c0002, generate_c0000_c0002) by their family name."""
-    return re.sub(r"_c\d{4}_c\d{4}$", "", name)
+    """Chunk rules (train_lora_cls_c0000_c0002_miniworld, generate_c0000_c0002_miniworld) by their family."""
+    return re.sub(r"_c\d{4}_c\d{4}_\w+$", "", name)
 
 
 def planned_jobs(workdir: Path, config: dict, *args: str) -> list[tuple[str, dict]]:
