@@ -161,3 +161,13 @@ def clip_identity(name: str, pretrained: str, cache: DigestCache | None = None) 
 
 def settings_digest(settings: Mapping[str, Any]) -> str:
     return digest(dict(settings))
+
+
+def with_data_identity(made_from: Mapping[str, str], identity_json: str | os.PathLike) -> dict:
+    """A job's provenance with the data identity its index_dataset recorded.
+
+    Jobs read it from the index rather than listing the dataset again: on a cluster every job re-plans its
+    own part of the workflow, and listing ImageNet's 1.3 million files per job would cost minutes each.
+    """
+    with open(identity_json, encoding="utf-8") as handle:
+        return {**made_from, "data_identity": json.load(handle)["data_identity"]}

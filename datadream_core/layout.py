@@ -37,6 +37,11 @@ def splits_csv(dataset) -> str:
     return f"{dataset_dir(dataset)}/splits.csv"
 
 
+def data_identity_json(dataset) -> str:
+    """The content identity of the data indexed (written once by index_dataset, read for provenance)."""
+    return f"{dataset_dir(dataset)}/identity.json"
+
+
 def problems_csv(dataset) -> str:
     return f"{dataset_dir(dataset)}/problems.csv"
 

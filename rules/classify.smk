@@ -15,6 +15,7 @@ def evaluation_inputs(wildcards):
     return {
         "classes": layout.classes_csv(wildcards.dataset),
         "splits": layout.splits_csv(wildcards.dataset),
+        "identity": layout.data_identity_json(wildcards.dataset),
         "clip_model": clip_model_input(wildcards),
     }
 
@@ -44,18 +45,22 @@ def zeroshot_params(wildcards):
 
 def classifier_made_from(settings_of):
     def made_from(wildcards):
-        return {"settings_digest": digest(settings_of(wildcards)[0]), "model_identity": CLIP_IDENTITY,
-                "data_identity": data_identity(wildcards.dataset)}
+        return {"settings_digest": digest(settings_of(wildcards)[0]), "model_identity": CLIP_IDENTITY}
 
     return made_from
 
 
 def classifier_targets(dataset):
-    """metrics.json of every configured method, train set, shots and seed; synthetic sets use synth.n_synth images."""
+    """metrics.json and per_class.csv of every configured method, train set, shots and seed (synthetic sets use
+    synth.n_synth images), and of the one zero-shot evaluation."""
     paths = []
     for name in classifier_trainsets(config["classify"], GENERATORS):
         n_synth = config["synth"]["n_synth"] if parse_trainset(name).generator else 0
-        paths += [layout.clf_metrics(dataset, name, shots, seed, n_synth) for shots in SHOTS for seed in SEEDS]
+        paths += [path for shots in SHOTS for seed in SEEDS
+                  for path in (layout.clf_metrics(dataset, name, shots, seed, n_synth),
+                               layout.clf_per_class(dataset, name, shots, seed, n_synth))]
+    if "zeroshot" in config["classify"]["trainsets"]:
+        paths += [f"{layout.zeroshot_dir(dataset)}/metrics.json", f"{layout.zeroshot_dir(dataset)}/per_class.csv"]
     return paths
 
 

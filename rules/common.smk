@@ -139,14 +139,27 @@ def world_input(wildcards):
     return []
 
 
+def run_shots(dataset):
+    """Every K the dataset has adapters and synthetic images for: the tables' and the scaling figure's."""
+    scaling = config["scaling"]
+    in_scaling = scaling.get("datasets") is None or dataset in scaling["datasets"]
+    return sorted(set(SHOTS) | (set(scaling["shots"]) if in_scaling else set()))
+
+
+# The targets name every file a job writes, not only the ones the tables read: Snakemake skips a job whose
+# output went missing when nothing it plans needs that output, so a deleted file is remade only if asked for.
 def dataset_files(dataset):
-    return [layout.classes_csv(dataset), layout.splits_csv(dataset)] + [layout.fewshot_csv(dataset, seed) for seed in SEEDS]
+    files = [layout.classes_csv(dataset), layout.splits_csv(dataset), layout.problems_csv(dataset),
+             layout.data_identity_json(dataset)] + [layout.fewshot_csv(dataset, seed) for seed in SEEDS]
+    if config["datasets"][dataset]["source"] == "miniworld":
+        files += [layout.world_manifest(dataset), layout.world_images(dataset)]
+    return files
 
 
 def lora_targets(dataset):
     modes = config["dream"]["modes"]
     targets = []
-    for shots in SHOTS:
+    for shots in run_shots(dataset):
         for seed in SEEDS:
             if "dset" in modes:
                 targets += layout.adapter_files(dataset, "dset", shots, seed)
@@ -157,5 +170,13 @@ def lora_targets(dataset):
 
 
 def synth_targets(dataset):
-    return sorted({layout.synth_manifest(dataset, generator, shots, seed) for generator in GENERATORS
-                   for shots in SHOTS for seed in SEEDS})
+    """Every generator's manifests and shard folders, and disef's captions."""
+    runs = {(generator, layout.synth_shots(generator, shots), seed) for generator in GENERATORS
+            for shots in run_shots(dataset) for seed in SEEDS}
+    targets = []
+    for generator, shots, seed in sorted(runs):
+        targets.append(layout.synth_manifest(dataset, generator, shots, seed))
+        targets += shard_dirs(dataset, generator, shots, seed)
+        if generator == "disef":
+            targets.append(layout.captions_csv(dataset, shots, seed))
+    return targets

@@ -31,6 +31,7 @@ rule index_dataset:
         classes=layout.classes_csv("{dataset}"),
         splits=layout.splits_csv("{dataset}"),
         problems=layout.problems_csv("{dataset}"),
+        identity=layout.data_identity_json("{dataset}"),
     log:
         "logs/index_dataset/{dataset}.log",
     params:

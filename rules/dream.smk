@@ -18,11 +18,10 @@ def dset_params(wildcards):
 
 
 def adapter_made_from(settings_of):
-    """Provenance recorded in every adapter's train.json."""
+    """Provenance recorded in every adapter's train.json (the job adds the data identity of its index)."""
 
     def made_from(wildcards):
-        return {"settings_digest": digest(settings_of(wildcards)[0]), "model_identity": SD_IDENTITY,
-                "data_identity": data_identity(wildcards.dataset)}
+        return {"settings_digest": digest(settings_of(wildcards)[0]), "model_identity": SD_IDENTITY}
 
     return made_from
 
@@ -31,6 +30,7 @@ rule train_lora_dset:
     input:
         classes=layout.classes_csv("{dataset}"),
         fewshot=layout.fewshot_csv("{dataset}", "{seed}"),
+        identity=layout.data_identity_json("{dataset}"),
         model=sd_model_input,
     output:
         layout.adapter_files("{dataset}", "dset", "{shots}", "{seed}"),
@@ -60,6 +60,7 @@ for _dataset, _chunk in chunks_of("dream"):
         input:
             classes=layout.classes_csv(_dataset),
             fewshot=layout.fewshot_csv(_dataset, "{seed}"),
+            identity=layout.data_identity_json(_dataset),
             model=sd_model_input,
         output:
             [path for index in chunk_classes(_chunk) for path in layout.adapter_files(_dataset, "cls", "{shots}", "{seed}", index)],

@@ -27,10 +27,11 @@ def fid_model_input(wildcards):
 
 
 def fid_targets(dataset):
-    """Per-class FID tables (and their summaries) of every generator, shots and seed of `dataset`."""
-    return [path for generator in GENERATORS for shots in SHOTS for seed in SEEDS
-            for path in (layout.fid_per_class(dataset, generator, shots, seed),
-                         layout.fid_summary(dataset, generator, shots, seed))]
+    """Per-class FID tables (and their summaries) of every generator, shots and seed of `dataset`, and the real
+    images' features they compare with."""
+    return [fid_real_path(dataset)] + [path for generator in GENERATORS for shots in SHOTS for seed in SEEDS
+                                       for path in (layout.fid_per_class(dataset, generator, shots, seed),
+                                                    layout.fid_summary(dataset, generator, shots, seed))]
 
 
 rule fid_real_features:

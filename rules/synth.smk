@@ -21,8 +21,7 @@ def generation_params(wildcards):
 
 
 def generation_made_from(wildcards):
-    return {"settings_digest": digest(generation_params(wildcards)[0]), "model_identity": SD_IDENTITY,
-            "data_identity": data_identity(wildcards.dataset)}
+    return {"settings_digest": digest(generation_params(wildcards)[0]), "model_identity": SD_IDENTITY}
 
 
 def captioner_input(wildcards):
@@ -75,9 +74,8 @@ def filter_clip(wildcards):
 
 
 def shard_dirs(dataset, generator, shots, seed):
-    chunks = class_chunks(CLASS_COUNT[dataset], classes_per_job(dataset, "synth"))
     return [layout.shard_dir(dataset, generator, shots, seed, index, shard)
-            for chunk in chunks for index in chunk_classes(chunk) for shard in range(n_shards(dataset))]
+            for index in range(CLASS_COUNT[dataset]) for shard in range(n_shards(dataset))]
 
 
 rule caption_shots:
@@ -109,6 +107,7 @@ for _dataset, _chunk in chunks_of("synth"):
             chunk_rule_name("generate", _dataset, _chunk)
         input:
             classes=layout.classes_csv(_dataset),
+            identity=layout.data_identity_json(_dataset),
             loras=for_dataset(generation_adapters(_chunk), _dataset),
             model=sd_model_input,
             fewshot=for_dataset(generation_fewshot, _dataset),

@@ -559,34 +559,43 @@ def test_an_empty_val_split_falls_back_to_the_last_epoch(world, tmp_path):
 @pytest.mark.parametrize("rule", ["train_classifier", "evaluate_zeroshot"])
 def test_workflow_script_runs_the_classifier(world, tmp_path, monkeypatch, rule):
     from datadream_core import jobs
+    from datadream_core.config import SPEED_ONLY_KEYS, OutputNeutral, split_settings
+    from datadream_core.io import write_json
 
-    monkeypatch.setattr(jobs, "start_job", lambda log, threads: logging.getLogger("datadream"))
+    monkeypatch.setattr(jobs, "start_snakemake_job", lambda snakemake, owned=(): logging.getLogger("datadream"))
     config = validate_config({"datasets": {"world": {"source": "miniworld"}}, "classify": {**FAST, "epochs": 1},
                               "models": {"clip": {"name": os.environ["TINY_CLIP"], "pretrained": ""}}})
+    identity = tmp_path / "identity.json"
+    write_json(identity, {"data_identity": "world:test"})
 
     class Files(SimpleNamespace):
         def get(self, key, default=None):
             return getattr(self, key, default)
 
+    def job_params(trainset, shots, seed, n_synth):
+        tracked, neutral = split_settings(method_settings(config["classify"], "lora", shots), SPEED_ONLY_KEYS["classify"])
+        return SimpleNamespace(trainset=trainset, shots=shots, seed=seed, n_synth=n_synth, settings=tracked,
+                               neutral=neutral, made_from={"settings_digest": "d", "model_identity": "tiny"},
+                               clip_location=OutputNeutral(config["models"]["clip"]))
+
     # What each rule hands the script: the zero-shot evaluation has no few-shot set, seed or manifest.
     if rule == "train_classifier":
         out = tmp_path / "results/world/clf/synth_sd/k8_seed0/n2"
-        inputs = Files(classes=str(world / "classes.csv"), splits=str(world / "splits.csv"),
+        inputs = Files(classes=str(world / "classes.csv"), splits=str(world / "splits.csv"), identity=str(identity),
                        fewshot=str(world / "fewshot.csv"), manifest=str(world / "manifest.csv"))
-        params = SimpleNamespace(trainset="synth_sd", shots=SHOTS, seed=0, n_synth=2,
-                                 classify=method_settings(config["classify"], "lora", SHOTS), clip=config["models"]["clip"])
+        params = job_params("synth_sd", SHOTS, 0, 2)
         wildcards = SimpleNamespace(dataset="world", seed="0")
     else:
         out = tmp_path / "results/world/clf/zeroshot"
-        inputs = Files(classes=str(world / "classes.csv"), splits=str(world / "splits.csv"))
-        params = SimpleNamespace(trainset="zeroshot", shots=0, seed=0, n_synth=0,
-                                 classify=method_settings(config["classify"], "lora", 0), clip=config["models"]["clip"])
+        inputs = Files(classes=str(world / "classes.csv"), splits=str(world / "splits.csv"), identity=str(identity))
+        params = job_params("zeroshot", 0, 0, 0)
         wildcards = SimpleNamespace(dataset="world")
     snakemake = SimpleNamespace(
         input=inputs, output=SimpleNamespace(metrics=str(out / "metrics.json"), per_class=str(out / "per_class.csv")),
         params=params, wildcards=wildcards, log=[str(tmp_path / "log")], threads=1)  # settings come only from params
     runpy.run_path(str(REPO / "workflow_scripts" / "classify.py"), init_globals={"snakemake": snakemake})
     metrics = read_json(out / "metrics.json")
+    assert metrics["made_from"] == {"settings_digest": "d", "model_identity": "tiny", "data_identity": "world:test"}
     if rule == "train_classifier":
         assert (metrics["trainset"], metrics["n_synth"], metrics["n_train_images"]) == ("synth_sd", 2, 2 * N_CLASSES)
     else:

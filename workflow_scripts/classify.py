@@ -4,6 +4,7 @@ from pathlib import Path
 
 from datadream_core.classify.train import run_classifier
 from datadream_core.config import job_settings
+from datadream_core.identity import with_data_identity
 from datadream_core.jobs import start_snakemake_job
 
 checkpoint = Path(snakemake.output.metrics).with_name("checkpoint.pt")
@@ -24,5 +25,5 @@ run_classifier(
     metrics_json=snakemake.output.metrics,
     per_class_csv=snakemake.output.per_class,
     checkpoint=checkpoint,
-    made_from=params.made_from,
+    made_from=with_data_identity(params.made_from, snakemake.input.identity),
 )

@@ -6,6 +6,7 @@ import torch
 
 from datadream_core.chunks import shard_range
 from datadream_core.config import job_settings
+from datadream_core.identity import with_data_identity
 from datadream_core.jobs import start_snakemake_job
 from datadream_core.synth.disef import attempt_summary
 from datadream_core.synth.generate import ShardRequest, generate_shards
@@ -19,13 +20,14 @@ if wildcards.generator == "datadream_dset":
     adapters = dict.fromkeys(classes, str(Path(inputs.loras[0]).parent))
 else:
     adapters = {index: str(Path(path).parent) for index, path in zip(classes, inputs.loras)}
+made_from = with_data_identity(params.made_from, inputs.identity)
 filter_clip = {**params.filter_clip_location.values, **params.filter_clip} if params.filter_clip else None
 request = ShardRequest(
     generator=wildcards.generator, seed=int(wildcards.seed), shots=int(wildcards.shots), start=start, stop=stop,
     shard_dirs=dict(zip(classes, snakemake.output)), classes_csv=inputs.classes, settings=settings,
-    settings_digest=params.made_from["settings_digest"], sd_path=params.sd_location.values["path"],
+    settings_digest=made_from["settings_digest"], sd_path=params.sd_location.values["path"],
     sd_revision=params.sd_location.values["revision"],
-    sd_identity=params.made_from["model_identity"], data_identity=params.made_from["data_identity"],
+    sd_identity=made_from["model_identity"], data_identity=made_from["data_identity"],
     adapters=adapters, fewshot_csv=next(iter(inputs.fewshot), None), captions_csv=next(iter(inputs.captions), None),
     filter_clip=filter_clip)
 header, rows = generate_shards(request, torch.device("cuda" if torch.cuda.is_available() else "cpu"))

@@ -6,6 +6,7 @@ from datadream_core.config import job_settings, section
 from datadream_core.data.fewshot import read_fewshot
 from datadream_core.data.table import read_classes
 from datadream_core.dream import DreamSettings, Example, train_datadream
+from datadream_core.identity import with_data_identity
 from datadream_core.jobs import start_snakemake_job
 
 # The outputs come in threes per adapter (weights, train.json, losses.csv); the weights name its folder.
@@ -16,6 +17,7 @@ settings = section(DreamSettings, job_settings(params.settings, params.neutral))
 classes = read_classes(snakemake.input.classes)
 shots = read_fewshot(snakemake.input.fewshot, int(snakemake.wildcards.shots))
 seed = int(snakemake.wildcards.seed)
+made_from = with_data_identity(params.made_from, snakemake.input.identity)
 chunk = params.classes.values["classes"]
 scopes = [0] if chunk is None else [index + 1 for index in chunk]
 
@@ -23,6 +25,6 @@ for out_dir, scope in zip(out_dirs, scopes):
     selected = shots if scope == 0 else [shot for shot in shots if shot.class_index == scope - 1]
     examples = [Example(shot.path, classes[shot.class_index].prompt) for shot in selected]
     summary = train_datadream(params.sd_location.values["path"], examples, out_dir, settings, seed=seed, scope=scope,
-                              sd_revision=params.sd_location.values["revision"], made_from=params.made_from)
+                              sd_revision=params.sd_location.values["revision"], made_from=made_from)
     log.info("%s: %d images, %d steps in %.1f s, final loss %.4f", out_dir, len(examples), summary["steps"],
              summary["wall_seconds"], summary["final_loss"])

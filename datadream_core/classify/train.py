@@ -193,7 +193,7 @@ def _save_checkpoint(path: Path, fingerprint: str, model, optimizer, scaler, sta
 
 
 def _load_checkpoint(path: Path, fingerprint: str, model, optimizer, scaler) -> FitState:
-    saved = load_checkpoint(path, ("fingerprint", "lora", "optimizer", "scaler", "state"))
+    saved = load_checkpoint(path, ("fingerprint", "trained", "optimizer", "scaler", "state"))
     if saved is None:
         return FitState()
     if saved["fingerprint"] != fingerprint:
@@ -275,7 +275,7 @@ def run_classifier(*, dataset: str, trainset: str, shots: int, seed: int, n_synt
     classify.seed for every random choice. `made_from` (settings digest, model identity, data identity) is
     recorded in metrics.json.
     """
-    made_from = dict(made_from or {"model_identity": f"path:{clip['name']}:{clip.get('pretrained', '')}"})
+    made_from = dict(made_from or {"model_identity": f"path:{clip.get('name')}:{clip.get('pretrained', '')}"})
     spec = parse_trainset(trainset)
     if classify.get("method") != spec.method:
         raise ValueError(f"train set '{trainset}' trains method '{spec.method}', but the classifier settings are for"
