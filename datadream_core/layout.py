@@ -14,7 +14,8 @@ REAL_SHOT_GENERATORS = frozenset({"issynth", "disef"})
 ADAPTER_MODE = {"datadream_dset": "dset", "datadream_cls": "cls"}
 DREAM_MODES = ("dset", "cls")
 LORA_FILE = "pytorch_lora_weights.safetensors"
-ADAPTER_FILES = (LORA_FILE, "train.json", "losses.csv")
+# An adapter's declared files: the weights and train.json (its provenance); losses.csv beside them is for people.
+ADAPTER_FILES = (LORA_FILE, "train.json")
 
 
 def class_folder(class_index: int) -> str:
@@ -70,7 +71,7 @@ def adapter_dir(dataset, mode, shots, seed, class_index: int | None = None) -> s
 
 
 def adapter_files(dataset, mode, shots, seed, class_index: int | None = None) -> list[str]:
-    """The files one adapter training writes: the weights, train.json (provenance) and losses.csv."""
+    """The files of one adapter that later jobs and people rely on: the weights and train.json (provenance)."""
     folder = adapter_dir(dataset, mode, shots, seed, class_index)
     return [f"{folder}/{name}" for name in ADAPTER_FILES]
 

@@ -35,7 +35,6 @@ wildcard_constraints:
     seed=r"\d+",
     shots=r"\d+",
     mode="dset|cls",
-    shard=r"\d{3}",
     generator="|".join(layout.GENERATORS),
 
 

@@ -37,7 +37,7 @@ rule train_lora_dset:
     log:
         "logs/train_lora/{dataset}/dset/k{shots}_seed{seed}.log",
     params:
-        classes=OutputNeutral({"classes": None}),
+        chunk=OutputNeutral({"classes": None}),
         settings=lambda wildcards: dset_params(wildcards)[0],
         neutral=lambda wildcards: dset_params(wildcards)[1],
         made_from=adapter_made_from(dset_params),
@@ -67,7 +67,7 @@ for _dataset, _chunk in chunks_of("dream"):
         log:
             f"logs/train_lora/{_dataset}/cls/k{{shots}}_seed{{seed}}/{_chunk}.log",
         params:
-            classes=OutputNeutral({"classes": list(chunk_classes(_chunk))}),  # which classes, not how: see output
+            chunk=OutputNeutral({"classes": list(chunk_classes(_chunk))}),  # named by the outputs
             settings=for_dataset(lambda wildcards: dream_params(wildcards)[0], _dataset),
             neutral=for_dataset(lambda wildcards: dream_params(wildcards)[1], _dataset),
             made_from=for_dataset(adapter_made_from(dream_params), _dataset),

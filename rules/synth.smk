@@ -1,4 +1,5 @@
-# Generation: one job per (generator, dataset, shots, seed, class chunk, shard), merged into a manifest.
+# Generation: one job per (generator, dataset, shots, seed, class chunk, shard), merged into a manifest; one rule
+# per (dataset, class chunk, shard).
 # Images land in .../c{class}/shard{j}/ whatever the chunking; each class's shard folder is a declared output.
 # issynth and disef start from the K real shots (so they live under k{shots}); disef also needs the shots'
 # captions (computed once per K and seed) and a CLIP for its filter.
@@ -101,39 +102,41 @@ rule caption_shots:
 
 
 for _dataset, _chunk in chunks_of("synth"):
+    # one rule per shard too: output paths that end in a constant keep Snakemake's output index selective
+    for _shard in range(n_shards(_dataset)):
 
-    rule:
-        name:
-            chunk_rule_name("generate", _dataset, _chunk)
-        input:
-            classes=layout.classes_csv(_dataset),
-            identity=layout.data_identity_json(_dataset),
-            loras=for_dataset(generation_adapters(_chunk), _dataset),
-            model=sd_model_input,
-            fewshot=for_dataset(generation_fewshot, _dataset),
-            captions=for_dataset(generation_captions, _dataset),
-            filter_model=generation_filter_model,
-        output:
-            [directory(layout.shard_dir(_dataset, "{generator}", "{shots}", "{seed}", index, "{shard}"))
-             for index in chunk_classes(_chunk)],
-        log:
-            f"logs/generate/{_dataset}/{{generator}}/k{{shots}}_seed{{seed}}/{_chunk}_shard{{shard}}.log",
-        params:
-            classes=OutputNeutral({"classes": list(chunk_classes(_chunk))}),  # which classes, not how: see output
-            settings=for_dataset(lambda wildcards: generation_params(wildcards)[0], _dataset),
-            neutral=for_dataset(lambda wildcards: generation_params(wildcards)[1], _dataset),
-            made_from=for_dataset(generation_made_from, _dataset),
-            filter_clip=filter_clip,
-            sd_location=SD_LOCATION,
-            filter_clip_location=FILTER_CLIP_LOCATION,
-        threads: config["threads"]["synth"]
-        priority: 1
-        resources:
-            mem_mb=lambda wildcards, attempt: 16000 * attempt,
-            runtime=lambda wildcards, attempt: 240 * attempt,
-            gpu=1,
-        script:
-            "../workflow_scripts/generate.py"
+        rule:
+            name:
+                chunk_rule_name("generate", _dataset, f"{_chunk}_s{_shard:03d}")
+            input:
+                classes=layout.classes_csv(_dataset),
+                identity=layout.data_identity_json(_dataset),
+                loras=for_dataset(generation_adapters(_chunk), _dataset),
+                model=sd_model_input,
+                fewshot=for_dataset(generation_fewshot, _dataset),
+                captions=for_dataset(generation_captions, _dataset),
+                filter_model=generation_filter_model,
+            output:
+                [directory(layout.shard_dir(_dataset, "{generator}", "{shots}", "{seed}", index, _shard))
+                 for index in chunk_classes(_chunk)],
+            log:
+                f"logs/generate/{_dataset}/{{generator}}/k{{shots}}_seed{{seed}}/{_chunk}_shard{_shard:03d}.log",
+            params:
+                chunk=OutputNeutral({"classes": list(chunk_classes(_chunk)), "shard": _shard}),  # named by the outputs
+                settings=for_dataset(lambda wildcards: generation_params(wildcards)[0], _dataset),
+                neutral=for_dataset(lambda wildcards: generation_params(wildcards)[1], _dataset),
+                made_from=for_dataset(generation_made_from, _dataset),
+                filter_clip=filter_clip,
+                sd_location=SD_LOCATION,
+                filter_clip_location=FILTER_CLIP_LOCATION,
+            threads: config["threads"]["synth"]
+            priority: 1
+            resources:
+                mem_mb=lambda wildcards, attempt: 16000 * attempt,
+                runtime=lambda wildcards, attempt: 240 * attempt,
+                gpu=1,
+            script:
+                "../workflow_scripts/generate.py"
 
 
 rule merge_manifest:

@@ -14,8 +14,8 @@ from datadream_core.synth.generate import ShardRequest, generate_shards
 log = start_snakemake_job(snakemake)
 wildcards, params, inputs = snakemake.wildcards, snakemake.params, snakemake.input
 settings = job_settings(params.settings, params.neutral)
-classes = params.classes.values["classes"]
-start, stop = shard_range(settings["n_images"], settings["shard_size"], int(wildcards.shard))
+classes, shard = params.chunk.values["classes"], params.chunk.values["shard"]
+start, stop = shard_range(settings["n_images"], settings["shard_size"], shard)
 if wildcards.generator == "datadream_dset":
     adapters = dict.fromkeys(classes, str(Path(inputs.loras[0]).parent))
 else:
@@ -34,4 +34,4 @@ header, rows = generate_shards(request, torch.device("cuda" if torch.cuda.is_ava
 if wildcards.generator == "disef":
     for line in attempt_summary([dict(zip(header, row)) for row in rows], settings["disef_max_attempts"]):
         log.info(line)
-log.info("%s classes %s shard %s: %d images ready", wildcards.generator, classes, wildcards.shard, len(rows))
+log.info("%s classes %s shard %d: %d images ready", wildcards.generator, classes, shard, len(rows))

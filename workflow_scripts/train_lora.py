@@ -8,9 +8,10 @@ from datadream_core.data.table import read_classes
 from datadream_core.dream import DreamSettings, Example, train_datadream
 from datadream_core.identity import with_data_identity
 from datadream_core.jobs import start_snakemake_job
+from datadream_core.layout import ADAPTER_FILES
 
-# The outputs come in threes per adapter (weights, train.json, losses.csv); the weights name its folder.
-out_dirs = [Path(path).parent for path in snakemake.output[::3]]
+# The outputs come in pairs per adapter (weights, train.json); the weights name its folder.
+out_dirs = [Path(path).parent for path in snakemake.output[::len(ADAPTER_FILES)]]
 log = start_snakemake_job(snakemake, owned=out_dirs)
 params = snakemake.params
 settings = section(DreamSettings, job_settings(params.settings, params.neutral))
@@ -18,7 +19,7 @@ classes = read_classes(snakemake.input.classes)
 shots = read_fewshot(snakemake.input.fewshot, int(snakemake.wildcards.shots))
 seed = int(snakemake.wildcards.seed)
 made_from = with_data_identity(params.made_from, snakemake.input.identity)
-chunk = params.classes.values["classes"]
+chunk = params.chunk.values["classes"]
 scopes = [0] if chunk is None else [index + 1 for index in chunk]
 
 for out_dir, scope in zip(out_dirs, scopes):
