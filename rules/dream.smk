@@ -108,7 +108,7 @@ if "loft" in GENERATORS:
             priority: 2
             resources:
                 mem_mb=lambda wildcards, attempt: 24000 * attempt,
-                runtime=lambda wildcards, attempt: 720 * attempt,
+                runtime=lambda wildcards, attempt: 1440 * attempt,  # 25 classes x 16 shots x 600 steps: ~14 h (README)
                 gpu=1,
             script:
                 "../workflow_scripts/train_lora.py"

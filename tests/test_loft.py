@@ -19,7 +19,10 @@ from datadream_core.data.fewshot import Shot
 from datadream_core.data.miniworld import render_world
 from datadream_core.dream import (FINISHED_DIR, LORA_FILE, UNET_LORA_TARGETS, DreamSettings, adapted_modules, add_lora,
                                   adapter_jobs, train_adapters)
+from datadream_core.layout import GENERATORS
 from datadream_core.models.sd import load_sd_parts
+from datadream_core.report import GENERATOR_LABELS
+from datadream_core.report.figures import generator_color
 from datadream_core.synth.loft import AdapterMixer, loft_renderer, pair_of, pair_schedule
 from datadream_core.synth.sampler import ShardJob, batches, make_shard
 from datadream_core.synth.text2img import SamplingSettings, load_text2img, text2img_renderer
@@ -245,3 +248,8 @@ def test_loft_images_do_not_depend_on_shards_or_batches(tiny_sd, image_adapters,
     assert np.abs(whole["000000.png"].astype(int) - whole["000003.png"]).mean() > 1.0
     with pytest.raises(ValueError, match="use the adapter pairs"):
         render([PROMPTS[1]] * 2, [torch.Generator(), torch.Generator()], [0, 1])
+
+
+def test_every_generator_has_its_own_label_and_colour():
+    assert GENERATOR_LABELS["loft"] == "LoFT" and set(GENERATOR_LABELS) == set(GENERATORS)
+    assert len({generator_color(generator) for generator in GENERATORS}) == len(GENERATORS) == 6
