@@ -21,7 +21,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Mapping, Sequence, Union
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -44,7 +44,7 @@ FINISHED_DIR = ".finished"
 CROPS = ("random", "center")
 # What separates the randomness of adapters trained with one seed: 0 (dset), class + 1 (cls),
 # (class + 1, rank + 1) for the per-image adapter of the class's shot `rank`.
-Scope = Union[int, tuple[int, ...]]
+Scope = int | tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -370,7 +370,8 @@ def adapter_jobs(out_dirs: Sequence[str | Path], shots: Sequence[Shot], prompts:
             groups = [(index + 1, of_class[index]) for index in chunk]
     if len(groups) != len(out_dirs):
         raise ValueError(f"{len(out_dirs)} adapter folders (first {out_dirs[0]}) but the few-shot list gives"
-                         f" {len(groups)} adapters for classes {list(chunk or [])}: a class has other shots than expected")
+                         f" {len(groups)} adapters for classes {list(chunk or [])}:"
+                         " a class has other shots than expected")
     return [AdapterJob(Path(out_dir), [Example(shot.path, prompts[shot.class_index]) for shot in group], scope)
             for out_dir, (scope, group) in zip(out_dirs, groups)]
 

@@ -63,7 +63,8 @@ def _unet_attention_projections(unet) -> set[str]:
 def test_per_image_adapter_sits_on_the_unet_attention_only_at_rank_2(tiny_sd):
     parts = load_sd_parts(tiny_sd)
     expected = _unet_attention_projections(parts.unet)
-    widths = sum(module.in_features + module.out_features for name, module in parts.unet.named_modules() if name in expected)
+    widths = sum(module.in_features + module.out_features
+                 for name, module in parts.unet.named_modules() if name in expected)
     params = add_lora(parts, loft_settings())
     assert len(expected) == 56  # 7 transformer blocks (2 down, 4 up, 1 mid) x 2 attentions x 4 projections
     assert adapted_modules(parts.unet) == expected
@@ -94,7 +95,8 @@ def test_one_adapter_per_shot_in_rank_order(tiny_sd, shots, tmp_path):
     out_dirs = [tmp_path / f"c{c}" / f"shot{r}" for c in (0, 1) for r in range(3)]
     jobs = adapter_jobs(out_dirs, shots, PROMPTS, [0, 1], per_image=True)
     assert [(job.scope, len(job.examples)) for job in jobs] == [((c + 1, r + 1), 1) for c in (0, 1) for r in range(3)]
-    assert [job.examples[0].path for job in jobs] == [shot.path for shot in sorted(shots, key=lambda s: (s.class_index, s.rank))]
+    in_order = sorted(shots, key=lambda shot: (shot.class_index, shot.rank))
+    assert [job.examples[0].path for job in jobs] == [shot.path for shot in in_order]
     summaries = train_adapters(tiny_sd, jobs[:2], loft_settings(epochs=4, warmup_steps=1), seed=0)
     assert [summary["steps"] for summary in summaries] == [4, 4]
     saved = [load_file(out_dir / LORA_FILE) for out_dir in out_dirs[:2]]

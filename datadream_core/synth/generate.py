@@ -1,8 +1,8 @@
 """One generation job: shard j of every class in a chunk, for one generator, K and seed.
 
 `sd`, DataDream and LoFT render text-to-image with the class prompt (DataDream with the class's adapter fused
-in, LoFT with a pair of the class's per-image adapters merged in per batch); `issynth` and `disef` render img2img from the class's K real shots (disef also from their captions,
-keeping images that a CLIP filter classifies right). Each class's shard is made in its staging folder and
+in, LoFT with a pair of the class's per-image adapters merged in per batch); `issynth` and `disef` render
+img2img from the class's K real shots (disef also from their captions, keeping images that a CLIP filter classifies right). Each class's shard is made in its staging folder and
 published whole (synth.sampler); its images carry an identity digest of everything that makes them, so a
 resumed shard keeps only images made with the same settings, model, adapter, prompt and shots.
 """
@@ -68,7 +68,9 @@ def _made_from(request: ShardRequest, model_identity: str) -> tuple[str, str, st
 def _text2img_shards(request: ShardRequest, switcher: AdapterSwitcher, sampling: SamplingSettings):
     classes = read_classes(request.classes_csv)
     render = text2img_renderer(switcher.pipe, sampling)
-    mixer = AdapterMixer(switcher.pipe, request.settings["loft_interpolation_weight"]) if request.generator == "loft" else None
+    mixer = None
+    if request.generator == "loft":
+        mixer = AdapterMixer(switcher.pipe, request.settings["loft_interpolation_weight"])
     rows = []
     for class_index, out_dir in sorted(request.shard_dirs.items()):
         adapters = list(request.adapters.get(class_index, ()))

@@ -41,7 +41,10 @@ def pair_of(schedule: Sequence[Pair], image_index: int) -> Pair:
     return schedule[image_index % len(schedule)]
 
 
-def load_lora_factors(lora_dir: str | Path, device: torch.device) -> dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]]:
+Factors = dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]]  # (model, module) -> (down, up)
+
+
+def load_lora_factors(lora_dir: str | Path, device: torch.device) -> Factors:
     """(model, module) -> (down, up) of an adapter file in diffusers' format; its delta is up @ down.
 
     Our files carry no alphas, which diffusers reads as alpha = rank (scale 1); so do we.
@@ -51,7 +54,8 @@ def load_lora_factors(lora_dir: str | Path, device: torch.device) -> dict[tuple[
     for key, value in load_file(path).items():
         match = _LORA_KEY.fullmatch(key)
         if match is None:
-            raise ValueError(f"{path}: '{key}' is not a LoRA weight in diffusers' format (model.module.lora.down|up.weight)")
+            raise ValueError(f"{path}: '{key}' is not a LoRA weight in diffusers' format"
+                             " (model.module.lora.down|up.weight)")
         model, module, side = match.groups()
         factors.setdefault((model, module), {})[side] = value.to(device, torch.float32)
     incomplete = sorted(".".join(key) for key, sides in factors.items() if len(sides) != 2)
@@ -67,7 +71,7 @@ class AdapterMixer:
         self.pipe = pipe
         self.weight = weight
         self.base = BaseWeights(pipe)
-        self.adapters: list[dict] = []
+        self.adapters: list[Factors] = []
         self.current: Pair | None = None
 
     def load(self, adapter_dirs: Sequence[str]) -> None:
