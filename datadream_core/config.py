@@ -180,6 +180,20 @@ def synth_count(config: Mapping[str, Any]) -> int:
     return max([config["synth"]["n_synth"]] + list(config["scaling"]["n_synth"]))
 
 
+def dream_mode_settings(dream: Mapping[str, Any], mode: str) -> dict:
+    """The dream settings of one adapter kind: mode dset (dset_epochs, when set, replaces epochs), cls, or image
+    (LoFT's per-image adapters: dream.loft's keys replace dream's own)."""
+    settings = dict(dream)
+    dset_epochs = settings.pop("dset_epochs")
+    loft = settings.pop("loft")
+    if mode == "dset" and dset_epochs is not None:
+        settings["epochs"] = dset_epochs
+    if mode == "image":
+        # One image trains at batch 1 whatever batch_size says; diffusers reads a file without alphas as alpha = rank.
+        settings.update(loft, batch_size=1, alpha=loft["rank"])
+    return settings
+
+
 # Keys proven not to change any output, only how fast a job runs (resume is exact whatever the checkpoint
 # interval; image i depends on (seed, class, i) alone whatever the batch or chunk; the val cache and loader
 # workers return the same pixels). Jobs get them as `OutputNeutral`, which Snakemake's params trigger ignores.

@@ -2,10 +2,11 @@
 
 LoRA sits on the attention projections of the text encoder (q, k, v, out_proj) and of every UNet
 attention, self and cross (to_q, to_k, to_v, to_out.0); everything else is frozen. The loss is the
-plain denoising MSE against the noise or the velocity, whichever the scheduler predicts.
+plain denoising MSE against the noise or the velocity, whichever the scheduler predicts. LoFT's
+per-image adapters are the same training with other settings (one image, rank 2, UNet only, centre crop).
 
-Each few-shot image is resized once and encoded once by the VAE; random crops are taken in latent
-space (offsets on the VAE's pixel grid) and a fresh latent sample is drawn from the cached
+Each few-shot image is resized once and encoded once by the VAE; random (or centre) crops are taken in
+latent space (offsets on the VAE's pixel grid) and a fresh latent sample is drawn from the cached
 distribution at every step, so no step re-runs the VAE. All randomness of step s comes from a
 generator seeded with (seed, scope, s): a run resumed from a checkpoint continues exactly.
 """
@@ -26,17 +27,24 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from datadream_core.data.fewshot import Shot
 from datadream_core.data.images import load_rgb
 from datadream_core.config import SPEED_ONLY_KEYS
 from datadream_core.identity import digest
-from datadream_core.io import FILE_MODE, atomic_path, load_checkpoint, write_csv, write_json
+from datadream_core.io import FILE_MODE, atomic_path, load_checkpoint, read_json, write_csv, write_json
 from datadream_core.jobs import LOG, progress
-from datadream_core.layout import LORA_FILE
+from datadream_core.layout import ADAPTER_FILES, LORA_FILE
 from datadream_core.models.sd import HALF_DTYPES, SDParts, encode_prompts, load_sd_parts
 
 UNET_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 TEXT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 CHECKPOINT_FILE = "checkpoint.pt"
+# A finished adapter's files, hard-linked here until its whole chunk is done (see train_adapters).
+FINISHED_DIR = ".finished"
+CROPS = ("random", "center")
+# What separates the randomness of adapters trained with one seed: 0 (dset), class + 1 (cls),
+# (class + 1, rank + 1) for the per-image adapter of the class's shot `rank`.
+Scope = int | tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,7 @@ class DreamSettings:
     mixed_precision: str = "no"
     gradient_checkpointing: bool = False
     checkpoint_every: int = 500
+    crop: str = "random"
 
 
 @dataclass(frozen=True)
@@ -69,14 +78,18 @@ class Example:
 
 
 def checkpoint_identity(made_from: Mapping[str, str], examples: Sequence[Example], settings: DreamSettings, seed: int,
-                        scope: int) -> str:
+                        scope: Scope) -> str:
     """Everything that determines the adapter; a checkpoint is resumed only if it was made from the same."""
     determining = {key: value for key, value in asdict(settings).items() if key not in SPEED_ONLY_KEYS["dream"]}
     return digest(dict(made_from), [[example.path, example.prompt] for example in examples], determining, seed, scope)
 
 
-def step_generator(seed: int, scope: int, step: int) -> torch.Generator:
-    entropy = np.random.SeedSequence([seed, scope, step]).generate_state(2)
+def _entropy(seed: int, scope: Scope, *more: int) -> list[int]:
+    return [seed, *(scope if isinstance(scope, tuple) else (scope,)), *more]
+
+
+def step_generator(seed: int, scope: Scope, step: int) -> torch.Generator:
+    entropy = np.random.SeedSequence(_entropy(seed, scope, step)).generate_state(2)
     return torch.Generator().manual_seed(int(entropy[0]) << 32 | int(entropy[1]))
 
 
@@ -134,11 +147,14 @@ def encode_images(parts: SDParts, paths: Sequence[str], resolution: int, device:
     return encoded
 
 
-def sample_crop(latent: LatentImage, size: int, generator: torch.Generator) -> torch.Tensor:
-    """A random size x size latent crop, sampled from the cached distribution."""
+def sample_crop(latent: LatentImage, size: int, generator: torch.Generator, crop: str = "random") -> torch.Tensor:
+    """A size x size latent crop (random or centred, `crop`), sampled from the cached distribution."""
     _, height, width = latent.mean.shape
-    top = int(torch.randint(0, height - size + 1, (1,), generator=generator))
-    left = int(torch.randint(0, width - size + 1, (1,), generator=generator))
+    if crop == "random":
+        top = int(torch.randint(0, height - size + 1, (1,), generator=generator))
+        left = int(torch.randint(0, width - size + 1, (1,), generator=generator))
+    else:  # rounded as torchvision's CenterCrop does
+        top, left = int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
     mean = latent.mean[:, top:top + size, left:left + size]
     std = latent.std[:, top:top + size, left:left + size]
     return mean + std * torch.randn(mean.shape, generator=generator)
@@ -224,13 +240,16 @@ def _load_checkpoint(path: Path, identity: str, params, optimizer, lr_schedule, 
     return state["step"], state["losses"]
 
 
+def _made_from(sd_path: str, made_from: Mapping[str, str] | None) -> dict:
+    return dict(made_from or {"model_identity": f"path:{sd_path}"})
+
+
 def train_datadream(sd_path: str, examples: Sequence[Example], out_dir: str | Path, settings: DreamSettings,
-                    seed: int, scope: int = 0, device: str | None = None, sd_revision: str | None = None,
+                    seed: int, scope: Scope = 0, device: str | None = None, sd_revision: str | None = None,
                     made_from: Mapping[str, str] | None = None) -> dict:
     """Fine-tune LoRA adapters on `examples`; write the adapter, losses.csv and train.json to `out_dir`.
 
-    `scope` separates the randomness of adapters trained with the same seed: 0 for the
-    dataset-wide adapter (mode dset), class index + 1 in mode cls. Reruns resume from `out_dir/checkpoint.pt`.
+    `scope` separates the randomness of adapters trained with the same seed (see `Scope`). Reruns resume from `out_dir/checkpoint.pt`.
     `made_from` (settings digest, model identity, data identity) is recorded in train.json; without it
     the model is known by its path.
     """
@@ -243,7 +262,7 @@ def train_datadream(sd_path: str, examples: Sequence[Example], out_dir: str | Pa
     if settings.mixed_precision != "no" and half is None:
         LOG.info("mixed_precision=%s ignored on %s: training in fp32", settings.mixed_precision, device)
     started = time.perf_counter()
-    made_from = dict(made_from or {"model_identity": f"path:{sd_path}"})
+    made_from = _made_from(sd_path, made_from)
     identity = checkpoint_identity(made_from, examples, settings, seed, scope)
 
     parts = load_sd_parts(sd_path, device=device, dtype=half or torch.float32, revision=sd_revision)
@@ -253,7 +272,7 @@ def train_datadream(sd_path: str, examples: Sequence[Example], out_dir: str | Pa
     latent_size = resolution // parts.vae_scale
     latents = encode_images(parts, [example.path for example in examples], resolution, device)
 
-    torch.manual_seed(int(np.random.SeedSequence([seed, scope]).generate_state(1)[0]))  # LoRA init
+    torch.manual_seed(int(np.random.SeedSequence(_entropy(seed, scope)).generate_state(1)[0]))  # LoRA init
     params = add_lora(parts, settings)
     if settings.gradient_checkpointing:
         parts.unet.enable_gradient_checkpointing()
@@ -282,10 +301,11 @@ def train_datadream(sd_path: str, examples: Sequence[Example], out_dir: str | Pa
     bar = progress(total_steps, f"LoRA {out_dir.name}", initial=step, unit="step")
     while step < total_steps:
         epoch, position = divmod(step, steps_per_epoch)
-        order = np.random.default_rng([seed, scope, epoch]).permutation(len(examples))
+        order = np.random.default_rng(_entropy(seed, scope, epoch)).permutation(len(examples))
         batch = order[position * settings.batch_size:(position + 1) * settings.batch_size]
         generator = step_generator(seed, scope, step)
-        batch_latents = torch.stack([sample_crop(latents[i], latent_size, generator) for i in batch]).to(device)
+        batch_latents = torch.stack([sample_crop(latents[i], latent_size, generator, settings.crop)
+                                     for i in batch]).to(device)
         with torch.autocast(device.type, dtype=half, enabled=half is not None):
             if fixed_embeds is None:
                 unique, inverse = np.unique(prompt_of[batch], return_inverse=True)
@@ -324,3 +344,80 @@ def train_datadream(sd_path: str, examples: Sequence[Example], out_dir: str | Pa
     write_json(out_dir / "train.json", summary)
     checkpoint.unlink(missing_ok=True)
     return summary
+
+
+@dataclass(frozen=True)
+class AdapterJob:
+    """One adapter of a chunk: its folder, its images and its randomness scope."""
+
+    out_dir: Path
+    examples: Sequence[Example]
+    scope: Scope
+
+
+def adapter_jobs(out_dirs: Sequence[str | Path], shots: Sequence[Shot], prompts: Sequence[str],
+                 chunk: Sequence[int] | None, per_image: bool = False) -> list[AdapterJob]:
+    """The adapters of one training job, in the order of `out_dirs`: the dataset-wide one (`chunk` None), one
+    per class of `chunk`, or (`per_image`) one per shot of those classes, class by class in rank order."""
+    if chunk is None:
+        groups = [(0, list(shots))]
+    else:
+        of_class = {index: [shot for shot in shots if shot.class_index == index] for index in chunk}
+        if per_image:
+            groups = [((index + 1, shot.rank + 1), [shot]) for index in chunk
+                      for shot in sorted(of_class[index], key=lambda shot: shot.rank)]
+        else:
+            groups = [(index + 1, of_class[index]) for index in chunk]
+    if len(groups) != len(out_dirs):
+        raise ValueError(f"{len(out_dirs)} adapter folders (first {out_dirs[0]}) but the few-shot list gives"
+                         f" {len(groups)} adapters for classes {list(chunk or [])}:"
+                         " a class has other shots than expected")
+    return [AdapterJob(Path(out_dir), [Example(shot.path, prompts[shot.class_index]) for shot in group], scope)
+            for out_dir, (scope, group) in zip(out_dirs, groups)]
+
+
+def _keep_finished(out_dir: Path) -> None:
+    finished = out_dir / FINISHED_DIR
+    shutil.rmtree(finished, ignore_errors=True)
+    finished.mkdir()
+    for name in ADAPTER_FILES:
+        os.link(out_dir / name, finished / name)
+
+
+def _restore_finished(out_dir: Path, identity: str) -> dict | None:
+    """The summary of this adapter if a killed run of its chunk finished it (its files are linked back)."""
+    finished = out_dir / FINISHED_DIR
+    if not all((finished / name).is_file() for name in ADAPTER_FILES):
+        return None
+    summary = read_json(finished / "train.json")
+    if summary.get("identity") != identity:
+        return None
+    for name in ADAPTER_FILES:
+        (out_dir / name).unlink(missing_ok=True)
+        os.link(finished / name, out_dir / name)
+    return summary
+
+
+def train_adapters(sd_path: str, jobs: Sequence[AdapterJob], settings: DreamSettings, seed: int,
+                   sd_revision: str | None = None, made_from: Mapping[str, str] | None = None) -> list[dict]:
+    """Train a chunk's adapters one after another (`train_datadream` each); return their summaries.
+
+    Snakemake removes a killed job's declared outputs before rerunning it, so each finished adapter's files
+    are also hard-linked into a hidden folder beside them until the whole chunk is done: a rerun links them
+    back instead of training them again, and resumes the adapter it was killed in from its checkpoint.
+    """
+    summaries = []
+    for job in jobs:
+        out_dir = Path(job.out_dir)
+        identity = checkpoint_identity(_made_from(sd_path, made_from), job.examples, settings, seed, job.scope)
+        summary = _restore_finished(out_dir, identity)
+        if summary is None:
+            summary = train_datadream(sd_path, job.examples, out_dir, settings, seed=seed, scope=job.scope,
+                                      sd_revision=sd_revision, made_from=made_from)
+            _keep_finished(out_dir)
+        else:
+            LOG.info("%s: finished by an earlier run of this chunk, kept", out_dir)
+        summaries.append(summary)
+    for job in jobs:
+        shutil.rmtree(Path(job.out_dir) / FINISHED_DIR, ignore_errors=True)
+    return summaries

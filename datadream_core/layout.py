@@ -6,7 +6,7 @@ may be Snakemake wildcard patterns ("{dataset}") as well as values; class indice
 
 from __future__ import annotations
 
-GENERATORS = ("sd", "datadream_dset", "datadream_cls", "issynth", "disef")
+GENERATORS = ("sd", "datadream_dset", "datadream_cls", "issynth", "disef", "loft")
 # The unadapted model sees no real image, so its samples do not depend on K: one set per seed, under k0.
 SHOT_FREE_GENERATORS = frozenset({"sd"})
 # img2img generators start from the K real shots (disef also from their captions).
@@ -73,6 +73,19 @@ def adapter_dir(dataset, mode, shots, seed, class_index: int | None = None) -> s
 def adapter_files(dataset, mode, shots, seed, class_index: int | None = None) -> list[str]:
     """The files of one adapter that later jobs and people rely on: the weights and train.json (provenance)."""
     folder = adapter_dir(dataset, mode, shots, seed, class_index)
+    return [f"{folder}/{name}" for name in ADAPTER_FILES]
+
+
+def image_adapter_dir(dataset, seed, class_index: int, rank: int) -> str:
+    """LoFT's adapter of one real image: shot `rank` of class `class_index` in the seed's few-shot list.
+
+    It has no K: the K-shot set is the first K shots of one nested list, so every K reads the same adapters.
+    """
+    return f"{dataset_dir(dataset)}/dream/image/seed{seed}/{class_folder(class_index)}/shot{int(rank):02d}"
+
+
+def image_adapter_files(dataset, seed, class_index: int, rank: int) -> list[str]:
+    folder = image_adapter_dir(dataset, seed, class_index, rank)
     return [f"{folder}/{name}" for name in ADAPTER_FILES]
 
 

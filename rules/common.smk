@@ -8,8 +8,8 @@ from pathlib import Path
 
 from datadream_core import layout
 from datadream_core.chunks import chunk_classes, class_chunks, shard_count
-from datadream_core.config import (SPEED_ONLY_KEYS, DatasetSpec, OutputNeutral, dataset_section, fewshot_size,
-                                   split_settings, synth_count)
+from datadream_core.config import (SPEED_ONLY_KEYS, DatasetSpec, OutputNeutral, dataset_section, dream_mode_settings,
+                                   fewshot_size, split_settings, synth_count)
 from datadream_core.data.build import class_count
 from datadream_core.identity import DigestCache, clip_identity, digest, listing_digest, model_identity
 
@@ -165,6 +165,9 @@ def lora_targets(dataset):
             if "cls" in modes:
                 for index in range(CLASS_COUNT[dataset]):
                     targets += layout.adapter_files(dataset, "cls", shots, seed, index)
+    if "loft" in GENERATORS:
+        targets += [path for seed in SEEDS for index in range(CLASS_COUNT[dataset]) for rank in range(FEWSHOT_SIZE)
+                    for path in layout.image_adapter_files(dataset, seed, index, rank)]
     return targets
 
 

@@ -1,20 +1,21 @@
 # DataDream: one LoRA per dataset (mode dset) or one per class (mode cls). Per-class adapters are trained in
 # class chunks (dream.classes_per_job) to save job start-up; each chunk is a rule that declares every one of
-# its classes' adapter files, so deleting one replans its chunk and what reads it.
+# its classes' adapter files, so deleting one replans its chunk and what reads it. LoFT (generator loft) trains
+# one small adapter per real shot, in the same class chunks: each chunk declares every shot's adapter files.
 
 
 def dream_params(wildcards, mode="cls"):
-    """The dataset's dream settings for one mode: dset_epochs, when set, is the dataset-wide adapter's epochs."""
+    """The dataset's dream settings for one mode (see datadream_core.config.dream_mode_settings)."""
     tracked, neutral = stage_settings(wildcards.dataset, "dream")
-    tracked = dict(tracked)
-    dset_epochs = tracked.pop("dset_epochs")
-    if mode == "dset" and dset_epochs is not None:
-        tracked["epochs"] = dset_epochs
-    return tracked, neutral
+    return dream_mode_settings(tracked, mode), neutral
 
 
 def dset_params(wildcards):
     return dream_params(wildcards, "dset")
+
+
+def image_params(wildcards):
+    return dream_params(wildcards, "image")
 
 
 def adapter_made_from(settings_of):
@@ -80,3 +81,36 @@ for _dataset, _chunk in chunks_of("dream"):
             gpu=1,
         script:
             "../workflow_scripts/train_lora.py"
+
+
+if "loft" in GENERATORS:
+    for _dataset, _chunk in chunks_of("dream"):
+
+        rule:
+            name:
+                chunk_rule_name("train_lora_image", _dataset, _chunk)
+            input:
+                classes=layout.classes_csv(_dataset),
+                fewshot=layout.fewshot_csv(_dataset, "{seed}"),
+                identity=layout.data_identity_json(_dataset),
+                model=sd_model_input,
+            output:
+                [path for index in chunk_classes(_chunk) for rank in range(FEWSHOT_SIZE)
+                 for path in layout.image_adapter_files(_dataset, "{seed}", index, rank)],
+            log:
+                f"logs/train_lora/{_dataset}/image/seed{{seed}}/{_chunk}.log",
+            params:
+                # which adapters, not how: see output
+                chunk=OutputNeutral({"classes": list(chunk_classes(_chunk)), "shots_per_class": FEWSHOT_SIZE}),
+                settings=for_dataset(lambda wildcards: image_params(wildcards)[0], _dataset),
+                neutral=for_dataset(lambda wildcards: image_params(wildcards)[1], _dataset),
+                made_from=for_dataset(adapter_made_from(image_params), _dataset),
+                sd_location=SD_LOCATION,
+            threads: config["threads"]["lora"]
+            priority: 2
+            resources:
+                mem_mb=lambda wildcards, attempt: 24000 * attempt,
+                runtime=lambda wildcards, attempt: 1440 * attempt,  # 25 classes x 16 shots x 600 steps: ~14 h (README)
+                gpu=1,
+            script:
+                "../workflow_scripts/train_lora.py"

@@ -1,5 +1,5 @@
 # Generation: one job per (generator, dataset, shots, seed, class chunk, shard), merged into a manifest; one rule
-# per (dataset, class chunk, shard).
+# per (dataset, class chunk, shard). loft reads each class's first K per-image adapters (rules/dream.smk).
 # Images land in .../c{class}/shard{j}/ whatever the chunking; each class's shard folder is a declared output.
 # issynth and disef start from the K real shots (so they live under k{shots}); disef also needs the shots'
 # captions (computed once per K and seed) and a CLIP for its filter.
@@ -12,6 +12,7 @@ GENERATOR_KEYS = {
     "datadream_cls": SAMPLING_KEYS,
     "issynth": SAMPLING_KEYS + ("issynth_strength",),
     "disef": SAMPLING_KEYS + ("disef_strength", "disef_steps", "disef_guidance_scale", "disef_max_attempts"),
+    "loft": SAMPLING_KEYS + ("loft_interpolation_weight",),
 }
 CAPTION_KEYS = ("caption_max_tokens", "caption_batch_size")
 
@@ -30,7 +31,8 @@ def captioner_input(wildcards):
 
 
 def generation_adapters(chunk):
-    """The adapter weights a DataDream generation chunk needs (none for the other generators)."""
+    """The adapter weights a DataDream or LoFT generation chunk needs (none for the other generators), in class
+    order; LoFT's are each class's K per-image adapters in rank order."""
 
     def adapters(wildcards):
         if wildcards.generator == "datadream_dset":
@@ -38,6 +40,9 @@ def generation_adapters(chunk):
         if wildcards.generator == "datadream_cls":
             return [layout.adapter_files(wildcards.dataset, "cls", wildcards.shots, wildcards.seed, index)[0]
                     for index in chunk_classes(chunk)]
+        if wildcards.generator == "loft":
+            return [layout.image_adapter_files(wildcards.dataset, wildcards.seed, index, rank)[0]
+                    for index in chunk_classes(chunk) for rank in range(int(wildcards.shots))]
         return []
 
     return adapters

@@ -16,10 +16,12 @@ wildcards, params, inputs = snakemake.wildcards, snakemake.params, snakemake.inp
 settings = job_settings(params.settings, params.neutral)
 classes, shard = params.chunk.values["classes"], params.chunk.values["shard"]
 start, stop = shard_range(settings["n_images"], settings["shard_size"], shard)
+adapter_dirs = [str(Path(path).parent) for path in inputs.loras]
 if wildcards.generator == "datadream_dset":
-    adapters = dict.fromkeys(classes, str(Path(inputs.loras[0]).parent))
-else:
-    adapters = {index: str(Path(path).parent) for index, path in zip(classes, inputs.loras)}
+    adapters = dict.fromkeys(classes, adapter_dirs)
+else:  # in class order: one adapter per class (datadream_cls) or K per class (loft)
+    per_class = len(adapter_dirs) // len(classes)
+    adapters = {index: adapter_dirs[i * per_class:(i + 1) * per_class] for i, index in enumerate(classes)}
 made_from = with_data_identity(params.made_from, inputs.identity)
 filter_clip = {**params.filter_clip_location.values, **params.filter_clip} if params.filter_clip else None
 request = ShardRequest(

@@ -6,6 +6,7 @@ GENERATOR_LABELS = {
     "datadream_cls": "DataDream_cls",
     "issynth": "IsSynth",
     "disef": "DISEF",
+    "loft": "LoFT",
 }
 
 

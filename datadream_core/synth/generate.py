@@ -1,8 +1,8 @@
 """One generation job: shard j of every class in a chunk, for one generator, K and seed.
 
-`sd` and DataDream render text-to-image with the class prompt (DataDream with the class's adapter fused
-in); `issynth` and `disef` render img2img from the class's K real shots (disef also from their captions,
-keeping images that a CLIP filter classifies right). Each class's shard is made in its staging folder and
+`sd`, DataDream and LoFT render text-to-image with the class prompt (DataDream with the class's adapter fused
+in, LoFT with a pair of the class's per-image adapters merged in per batch); `issynth` and `disef` render
+img2img from the class's K real shots (disef also from their captions, keeping images that a CLIP filter classifies right). Each class's shard is made in its staging folder and
 published whole (synth.sampler); its images carry an identity digest of everything that makes them, so a
 resumed shard keeps only images made with the same settings, model, adapter, prompt and shots.
 """
@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Mapping
+from functools import partial
+from typing import Mapping, Sequence
 
 import torch
 
@@ -21,6 +22,7 @@ from datadream_core.data.table import prompts_of, read_classes
 from datadream_core.identity import digest, file_sha256
 from datadream_core.jobs import LOG
 from datadream_core.layout import LORA_FILE, REAL_SHOT_GENERATORS
+from datadream_core.synth.loft import AdapterMixer, loft_renderer, pair_of, pair_schedule
 from datadream_core.synth.manifest import SHARD_HEADER
 from datadream_core.synth.sampler import ShardJob, make_shard, publish_shard, run_shard, staging_dir
 from datadream_core.synth.text2img import AdapterSwitcher, SamplingSettings, load_text2img, text2img_renderer
@@ -43,7 +45,8 @@ class ShardRequest:
     sd_revision: str | None
     sd_identity: str
     data_identity: str
-    adapters: Mapping[int, str] = field(default_factory=dict)  # class index -> LoRA folder (DataDream)
+    # class index -> LoRA folders: DataDream's one adapter, or LoFT's per-image adapters in rank order
+    adapters: Mapping[int, Sequence[str]] = field(default_factory=dict)
     fewshot_csv: str | None = None  # issynth, disef
     captions_csv: str | None = None  # disef
     filter_clip: Mapping | None = None  # disef: {"name", "pretrained", "identity"} of the filtering CLIP
@@ -65,17 +68,28 @@ def _made_from(request: ShardRequest, model_identity: str) -> tuple[str, str, st
 def _text2img_shards(request: ShardRequest, switcher: AdapterSwitcher, sampling: SamplingSettings):
     classes = read_classes(request.classes_csv)
     render = text2img_renderer(switcher.pipe, sampling)
+    mixer = None
+    if request.generator == "loft":
+        mixer = AdapterMixer(switcher.pipe, request.settings["loft_interpolation_weight"])
     rows = []
     for class_index, out_dir in sorted(request.shard_dirs.items()):
-        adapter = request.adapters.get(class_index)
-        if request.generator != "sd" and adapter is None:
+        adapters = list(request.adapters.get(class_index, ()))
+        if request.generator != "sd" and not adapters:
             raise ValueError(f"{request.generator}: no adapter for class {class_index}")
-        switcher.use(adapter)
-        model = request.sd_identity + (f"+lora:{file_sha256(Path(adapter) / LORA_FILE)[:16]}" if adapter else "")
+        group_of = None
+        if mixer is None:
+            switcher.use(adapters[0] if adapters else None)
+            class_render = render
+        else:
+            mixer.load(adapters)
+            schedule = pair_schedule(len(adapters), request.seed, class_index)
+            class_render, group_of = loft_renderer(render, mixer, schedule), partial(pair_of, schedule)
+        digests = "+".join(file_sha256(Path(adapter) / LORA_FILE)[:16] for adapter in adapters)
+        model = request.sd_identity + (f"+lora:{digests}" if adapters else "")
         prompt = classes[class_index].prompt
         job = ShardJob(request.generator, class_index, prompt, request.seed, request.start, request.stop,
                        digest(request.settings_digest, model, prompt), _made_from(request, model))
-        rows += make_shard(job, render, out_dir, sampling.batch_size)
+        rows += make_shard(job, class_render, out_dir, sampling.batch_size, group_of)
     return SHARD_HEADER, rows
 
 

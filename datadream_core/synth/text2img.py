@@ -1,4 +1,5 @@
-"""Text-to-image generators: `sd` (the unadapted model) and DataDream (`datadream_dset`, `datadream_cls`).
+"""Text-to-image generators: `sd` (the unadapted model), DataDream (`datadream_dset`, `datadream_cls`) and
+LoFT (`loft`, synth.loft).
 
 The pipeline is loaded once per job; a DataDream adapter is fused into the weights so sampling
 costs the same as the base model.
@@ -46,39 +47,55 @@ def load_text2img(sd_path: str, lora_dir: str | None, settings: SamplingSettings
     return pipe
 
 
-class AdapterSwitcher:
-    """One pipeline per job; each class's adapter fused in turn, over the exact base weights.
+class BaseWeights:
+    """Copies of the base weights of the modules that adapters change, to write them back exactly.
 
-    Unfusing subtracts the delta again and leaves rounding residue that would make a class's
-    images depend on which classes shared its job, so the base weights are restored from a copy.
-    Only the weights a LoRA touches are copied (the attention projections, a fraction of the model).
+    Unfusing subtracts the delta again and leaves rounding residue that would make a class's images
+    depend on which classes shared its job, so the base weights are restored from a copy. Only the
+    weights a LoRA touches are copied (the attention projections, a fraction of the model).
     """
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+        self.weights: dict[tuple[str, str], torch.Tensor] = {}
+
+    def module(self, model_name: str, module_name: str) -> torch.nn.Module:
+        module = getattr(self.pipe, model_name).get_submodule(module_name)
+        return module.get_base_layer() if hasattr(module, "get_base_layer") else module
+
+    def remember(self, model_name: str, module_name: str) -> None:
+        if (model_name, module_name) not in self.weights:
+            self.weights[(model_name, module_name)] = self.module(model_name, module_name).weight.detach().clone()
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for key, weight in self.weights.items():
+                self.module(*key).weight.copy_(weight)
+
+
+class AdapterSwitcher:
+    """One pipeline per job; each class's adapter fused in turn, over the exact base weights (BaseWeights)."""
 
     MODELS = ("unet", "text_encoder")
 
     def __init__(self, pipe):
         self.pipe = pipe
         self.current: str | None = None
-        self._base_weights: dict[tuple[str, str], torch.Tensor] = {}
+        self._base = BaseWeights(pipe)
 
     def _remember_base_weights(self) -> None:
         from peft.tuners.tuners_utils import BaseTunerLayer
 
         for model_name in self.MODELS:
             for module_name, module in getattr(self.pipe, model_name).named_modules():
-                if isinstance(module, BaseTunerLayer) and (model_name, module_name) not in self._base_weights:
-                    self._base_weights[(model_name, module_name)] = module.get_base_layer().weight.detach().clone()
-
-    def _restore_base_weights(self) -> None:
-        with torch.no_grad():
-            for (model_name, module_name), weight in self._base_weights.items():
-                getattr(self.pipe, model_name).get_submodule(module_name).weight.copy_(weight)
+                if isinstance(module, BaseTunerLayer):
+                    self._base.remember(model_name, module_name)
 
     def use(self, lora_dir: str | None) -> None:
         if lora_dir == self.current:
             return
         if self.current is not None:
-            self._restore_base_weights()
+            self._base.restore()
         if lora_dir is not None:
             self.pipe.load_lora_weights(lora_dir)
             self._remember_base_weights()
