@@ -25,7 +25,8 @@ pytestmark = pytest.mark.e2e
 
 SETUP = {"build_tiny_sd", "build_tiny_clip", "build_tiny_captioner"}
 REPORT = {"table_accuracy", "table_fid", "fid_histogram", "sample_grid", "scaling_nsynth", "scaling_shots"}
-FROM_INDEX = {"index_dataset", "sample_fewshot", "train_lora_dset", "train_lora_cls", "caption_shots", "generate",
+FROM_INDEX = {"index_dataset", "sample_fewshot", "train_lora_dset", "train_lora_cls", "train_lora_image",
+              "caption_shots", "generate",
               "merge_manifest", "train_classifier", "evaluate_zeroshot", "file_zeroshot", "fid_real_features",
               "fid_per_class"} | REPORT
 FROM_ADAPTERS = {"train_lora_dset", "train_lora_cls", "generate", "merge_manifest", "train_classifier",
@@ -83,6 +84,7 @@ KEY_TABLE = [
     ("datasets.miniworld.world.test_per_class", 5, {"render_world"} | FROM_INDEX),
     ("dream.epochs", 3, FROM_ADAPTERS),
     ("dream.rank", 8, FROM_ADAPTERS),
+    ("dream.loft.epochs", 3, {"train_lora_image"} | FROM_IMAGES),
     ("synth.steps", 3, FROM_IMAGES),
     ("synth.disef_strength", 0.5, FROM_IMAGES),
     ("classify.learning_rate", 5.0e-4, CLASSIFIERS),
