@@ -191,7 +191,7 @@ def dream_mode_settings(dream: Mapping[str, Any], mode: str) -> dict:
     if mode == "image":
         # One image trains at batch 1 whatever batch_size says; diffusers reads a file without alphas as alpha = rank.
         settings.update(loft, batch_size=1, alpha=loft["rank"])
-    return settings
+    return canonical(settings)
 
 
 # Keys proven not to change any output, only how fast a job runs (resume is exact whatever the checkpoint
@@ -215,9 +215,22 @@ class OutputNeutral:
     values: Mapping[str, Any]
 
 
+def canonical(value: Any) -> Any:
+    """`value` with every mapping's keys sorted, recursively.
+
+    Snakemake compares a job's params by their repr, and a dict's repr follows its insertion order, which
+    follows the order of keys in the config file: two configs with the same values must give the same params.
+    """
+    if isinstance(value, Mapping):
+        return {key: canonical(value[key]) for key in sorted(value, key=str)}
+    if isinstance(value, (list, tuple)):
+        return type(value)(canonical(item) for item in value)
+    return value
+
+
 def split_settings(values: Mapping[str, Any], neutral_keys) -> tuple[dict, OutputNeutral]:
-    """(the settings that determine outputs, the output-neutral rest)."""
-    tracked = {key: value for key, value in values.items() if key not in neutral_keys}
+    """(the settings that determine outputs, in canonical key order; the output-neutral rest)."""
+    tracked = canonical({key: value for key, value in values.items() if key not in neutral_keys})
     return tracked, OutputNeutral({key: value for key, value in values.items() if key in neutral_keys})
 
 

@@ -39,7 +39,7 @@ def classifier_params(wildcards):
 
 def zeroshot_params(wildcards):
     resolved = method_settings(dataset_section(config, wildcards.dataset, "classify"), "lora", 0)
-    tracked = {key: value for key, value in resolved.items() if key in ZEROSHOT_KEYS}
+    tracked = canonical({key: value for key, value in resolved.items() if key in ZEROSHOT_KEYS})
     return tracked, OutputNeutral({key: value for key, value in resolved.items() if key not in ZEROSHOT_KEYS})
 
 

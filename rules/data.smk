@@ -4,8 +4,8 @@
 def dataset_entry(wildcards):
     """The dataset's `datasets:` entry as the readers see it; where its files are is output-neutral."""
     spec = DatasetSpec.from_config(config, wildcards.dataset)
-    return {"source": spec.source, "coop_name": spec.coop_name, "domain_word": spec.domain_word,
-            "class_names": spec.class_names, "split": spec.split, "world": spec.world}
+    return canonical({"source": spec.source, "coop_name": spec.coop_name, "domain_word": spec.domain_word,
+                      "class_names": spec.class_names, "split": spec.split, "world": spec.world})
 
 
 rule render_world:
@@ -15,7 +15,7 @@ rule render_world:
     log:
         "logs/render_world/{dataset}.log",
     params:
-        world=lambda wildcards: config["datasets"][wildcards.dataset]["world"],
+        world=lambda wildcards: canonical(config["datasets"][wildcards.dataset]["world"]),
     threads: 1
     resources:
         mem_mb=2000,

@@ -13,7 +13,7 @@ def fid_params(wildcards):
     else:
         model = "pytorch-fid:pt_inception-2015-12-05"
     tracked = {key: value for key, value in fid.items() if key != "inception_weights"}
-    return {**tracked, "model_identity": model}, OutputNeutral({"inception_weights": weights, **CLIP_LOCATION.values})
+    return canonical({**tracked, "model_identity": model}), OutputNeutral({"inception_weights": weights, **CLIP_LOCATION.values})
 
 
 def fid_real_path(dataset):

@@ -19,7 +19,7 @@ CAPTION_KEYS = ("caption_max_tokens", "caption_batch_size")
 
 def generation_params(wildcards):
     tracked, neutral = stage_settings(wildcards.dataset, "synth", GENERATOR_KEYS[wildcards.generator])
-    return {**tracked, "n_images": SYNTH_COUNT}, neutral
+    return canonical({**tracked, "n_images": SYNTH_COUNT}), neutral
 
 
 def generation_made_from(wildcards):

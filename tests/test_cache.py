@@ -114,6 +114,18 @@ def test_a_changed_key_replans_exactly_its_rules(smoke_local, key, value, expect
     assert planned_rules(work, changed(config, key, value)) == expected
 
 
+def reversed_keys(value):
+    if isinstance(value, dict):
+        return {key: reversed_keys(value[key]) for key in reversed(list(value))}
+    return value
+
+
+def test_the_order_of_keys_in_the_config_plans_nothing(smoke_local):
+    """Params are compared by their text, so every dict a job gets must not depend on the config's key order."""
+    work, config = smoke_local
+    assert planned_rules(work, reversed_keys(changed(config, "dream.rank", config["dream"].get("rank", 16)))) == set()
+
+
 def test_a_generator_only_key_replans_only_that_generator(smoke_local):
     work, config = smoke_local
     jobs = planned_jobs(work, changed(config, "synth.disef_strength", 0.5))
