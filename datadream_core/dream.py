@@ -41,6 +41,8 @@ TEXT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 CHECKPOINT_FILE = "checkpoint.pt"
 # A finished adapter's files, hard-linked here until its whole chunk is done (see train_adapters).
 FINISHED_DIR = ".finished"
+LOSSES_FILE = "losses.csv"
+FINISHED_FILES = ADAPTER_FILES + (LOSSES_FILE,)
 CROPS = ("random", "center")
 # What separates the randomness of adapters trained with one seed: 0 (dset), class + 1 (cls),
 # (class + 1, rank + 1) for the per-image adapter of the class's shot `rank`.
@@ -336,7 +338,7 @@ def train_datadream(sd_path: str, examples: Sequence[Example], out_dir: str | Pa
     bar.close()
 
     save_lora(parts, settings, out_dir)
-    write_csv(out_dir / "losses.csv", ("step", "loss", "lr"), losses)
+    write_csv(out_dir / LOSSES_FILE, ("step", "loss", "lr"), losses)
     summary = {"made_from": made_from, "identity": identity, "images": len(examples),
                "prompts": prompts, "steps": total_steps, "resolution": resolution, "device": str(device),
                "wall_seconds": time.perf_counter() - started, "peak_memory_mb": _peak_memory_mb(device),
@@ -380,19 +382,19 @@ def _keep_finished(out_dir: Path) -> None:
     finished = out_dir / FINISHED_DIR
     shutil.rmtree(finished, ignore_errors=True)
     finished.mkdir()
-    for name in ADAPTER_FILES:
+    for name in FINISHED_FILES:
         os.link(out_dir / name, finished / name)
 
 
 def _restore_finished(out_dir: Path, identity: str) -> dict | None:
     """The summary of this adapter if a killed run of its chunk finished it (its files are linked back)."""
     finished = out_dir / FINISHED_DIR
-    if not all((finished / name).is_file() for name in ADAPTER_FILES):
+    if not all((finished / name).is_file() for name in FINISHED_FILES):
         return None
     summary = read_json(finished / "train.json")
     if summary.get("identity") != identity:
         return None
-    for name in ADAPTER_FILES:
+    for name in FINISHED_FILES:
         (out_dir / name).unlink(missing_ok=True)
         os.link(finished / name, out_dir / name)
     return summary

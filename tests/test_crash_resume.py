@@ -68,7 +68,8 @@ def test_killed_head_resumes_with_readme_commands_and_redoes_no_finished_job(tmp
     # per-class adapters are trained by one rule per class chunk (train_lora_cls_c0000_c0002_miniworld)
     redone = {re.sub(r"_c\d{4}_c\d{4}_\w+$", "", rule)
               for rule in re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", resumed.stderr)}
-    assert redone & {"train_lora_dset", "train_lora_cls"} and redone <= {"train_lora_dset", "train_lora_cls", "loras"}, \
+    adapter_rules = {"train_lora_dset", "train_lora_cls", "train_lora_image"}
+    assert redone & adapter_rules and redone <= adapter_rules | {"loras"}, \
         resumed.stderr[-6000:]
     after = finished_files(tmp_path / "results")
     assert {path: after.get(path) for path in finished} == finished

@@ -155,13 +155,13 @@ def test_default_config_plans_the_whole_dag_on_the_shipped_models(tmp_path):
         family = re.sub(r"_c\d{4}_c\d{4}_\w+$", "", name)  # per-class stages: one rule per dataset and class chunk
         counts[family] = counts.get(family, 0) + int(count)
     n_generators = len(config["synth"]["generators"])
-    assert n_generators == 5
+    assert n_generators == 6  # sd, DataDream dset and cls, IsSynth, DISEF, LoFT
     baselines = len(config["classify"]["methods"]) - 1  # CoOp and VPT on the real shots, beside LoRA's runs
     per_seed = (1 + baselines + 2 * n_generators
                 + len(config["scaling"]["n_synth"]) * 2 * len(config["scaling"]["generators"]))
     assert counts["train_classifier"] == 3 * per_seed  # real, synth and real+synth of each generator, scaling runs
     assert (counts["evaluate_zeroshot"], counts["file_zeroshot"]) == (1, 3)  # zero-shot once, filed per seed
-    assert counts["train_lora_dset"] == counts["train_lora_cls"] == 3
+    assert counts["train_lora_dset"] == counts["train_lora_cls"] == counts["train_lora_image"] == 3
     assert counts["fid_per_class"] == 3 * n_generators
     for rule in ("caption_shots", "sample_grid", "fid_histogram", "scaling_nsynth", "table_accuracy", "table_fid"):
         assert counts.get(rule), rule
