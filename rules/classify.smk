@@ -31,9 +31,16 @@ def classifier_inputs(wildcards):
 def classifier_params(wildcards):
     """(tracked, OutputNeutral) settings of one classifier job: its method's resolved section for the dataset
     and K, with the search point's values when the job is one point of classify.search."""
-    overrides = SEARCH_POINTS[wildcards.point] if "point" in wildcards.keys() else None
-    resolved = method_settings(dataset_section(config, wildcards.dataset, "classify"),
-                               parse_trainset(wildcards.trainset).method, int(wildcards.shots), overrides)
+    point = wildcards.point if "point" in wildcards.keys() else None
+    return resolved_classifier_settings(wildcards.dataset, parse_trainset(wildcards.trainset).method,
+                                        int(wildcards.shots), point)
+
+
+@lru_cache(maxsize=None)
+def resolved_classifier_settings(dataset, method, shots, point):
+    """Computed once per (dataset, method, K, point): four params of every classifier job read it."""
+    resolved = method_settings(dataset_section(config, dataset, "classify"), method, shots,
+                               SEARCH_POINTS[point] if point else None)
     return split_settings(resolved, SPEED_ONLY_KEYS["classify"])
 
 
