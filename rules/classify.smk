@@ -57,15 +57,17 @@ def classifier_made_from(settings_of):
     return made_from
 
 
+def classifier_runs():
+    """(train set, shots, seed, n_synth) of every configured method, train set, shots and seed; synthetic sets use
+    synth.n_synth images."""
+    return [(name, shots, seed, config["synth"]["n_synth"] if parse_trainset(name).generator else 0)
+            for name in classifier_trainsets(config["classify"], GENERATORS) for shots in SHOTS for seed in SEEDS]
+
+
 def classifier_targets(dataset):
-    """metrics.json and per_class.csv of every configured method, train set, shots and seed (synthetic sets use
-    synth.n_synth images), and of the one zero-shot evaluation."""
-    paths = []
-    for name in classifier_trainsets(config["classify"], GENERATORS):
-        n_synth = config["synth"]["n_synth"] if parse_trainset(name).generator else 0
-        paths += [path for shots in SHOTS for seed in SEEDS
-                  for path in (layout.clf_metrics(dataset, name, shots, seed, n_synth),
-                               layout.clf_per_class(dataset, name, shots, seed, n_synth))]
+    """metrics.json and per_class.csv of every classifier run, and of the one zero-shot evaluation."""
+    paths = [path for run in classifier_runs()
+             for path in (layout.clf_metrics(dataset, *run), layout.clf_per_class(dataset, *run))]
     if "zeroshot" in config["classify"]["trainsets"]:
         paths += [f"{layout.zeroshot_dir(dataset)}/metrics.json", f"{layout.zeroshot_dir(dataset)}/per_class.csv"]
     return paths

@@ -93,9 +93,15 @@ def grid_targets(dataset):
     return [layout.summary_file(f"grids/{dataset}.png")]
 
 
+def search_targets():
+    """The classify.search grid's table; nothing without a search."""
+    return [layout.summary_file(f"search_grid.{ext}") for ext in ("csv", "html")] if SEARCH_POINTS else []
+
+
 def report_inputs():
     """Every file report.html shows."""
-    return table_targets() + figure_targets() + [path for dataset in DATASETS for path in grid_targets(dataset)]
+    return (table_targets() + figure_targets() + [path for dataset in DATASETS for path in grid_targets(dataset)]
+            + search_targets())
 
 
 rule table_accuracy:
@@ -277,3 +283,29 @@ rule sample_grid:
         runtime=10,
     script:
         "../workflow_scripts/report_grid.py"
+
+
+if SEARCH_POINTS:
+
+    localrules:
+        search_grid,
+
+    # Every trained run the search tuned (zero-shot trains nothing, so it has no grid).
+    rule search_grid:
+        input:
+            [layout.clf_metrics(dataset, *run) for dataset in DATASETS for run in classifier_runs()
+             if parse_trainset(run[0]).trains],
+        output:
+            csv=layout.summary_file("search_grid.csv"),
+            html=report(
+                layout.summary_file("search_grid.html"),
+                caption="../report/search_grid.rst",
+                category="Accuracy",
+                labels={"table": "Classifier search: every grid point"},
+            ),
+        log:
+            "logs/report/search_grid.log",
+        params:
+            points=list(SEARCH_POINTS),
+        script:
+            "../workflow_scripts/report_search_grid.py"

@@ -15,8 +15,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import yaml
 
-from conftest import REPO
+from conftest import REPO, run_snakemake
 from datadream_core.classify import data as classify_data
 from datadream_core.classify import train as classify_train
 from datadream_core.classify.data import mix_within_parts, synth_examples, train_examples
@@ -743,6 +744,37 @@ def test_the_search_files_the_point_with_the_best_validation_accuracy(tmp_path):
                                                                    "selection": "last", "classify": {}}))
     with pytest.raises(ValueError, match="lr0.01_ep5/metrics.json has no validation accuracy"):
         select_search_point(metrics, per_class, tmp_path / "x.json", tmp_path / "x.csv")
+
+
+@pytest.mark.e2e
+def test_a_2x2_search_runs_and_its_grid_reaches_the_report(tmp_path):
+    """The real DAG on the smoke config's tiny models: 4 point jobs per run, the best-val point filed, the grid
+    (every point's val and test accuracy, the choice marked) in results/summary/ and in report.html."""
+    config = yaml.safe_load((REPO / "configs/smoke.yaml").read_text())
+    config["classify"].update(trainsets=["real"], methods=["lora", "coop"],
+                              search={"learning_rate": [1.0e-3, 1.0e-2], "epochs": [1, 2]})
+    targets = ["results/summary/search_grid.csv", "results/summary/search_grid.html"]
+    run_snakemake(tmp_path, config, *targets)
+    run_snakemake(tmp_path, config, *targets, "--report", "report.html")
+    points = ["lr0.001_ep1", "lr0.001_ep2", "lr0.01_ep1", "lr0.01_ep2"]
+    rows = read_csv(tmp_path / targets[0])
+    assert [(row["method"], row["trainset"], row["point"]) for row in rows] == [
+        (method, "real", point) for method in ("coop", "lora") for point in points]
+    for method, run in (("coop", "real/coop/k2_seed0/n0"), ("lora", "real/k2_seed0/n0")):
+        grid = [row for row in rows if row["method"] == method]
+        filed = json.loads((tmp_path / f"results/miniworld/clf/{run}/metrics.json").read_text())
+        chosen = [row for row in grid if row["chosen"] == "True"]
+        assert [row["point"] for row in chosen] == [filed["search_choice"]]
+        assert float(chosen[0]["val_accuracy"]) == max(float(row["val_accuracy"]) for row in grid)
+        assert float(chosen[0]["test_accuracy"]) == filed["accuracy"]
+        for row in grid:  # each point's own job trained with its settings and reports its own accuracies
+            point = json.loads((tmp_path / f"results/miniworld/clf/{run}/search/{row['point']}/metrics.json").read_text())
+            assert (point["classify"]["learning_rate"], point["classify"]["epochs"]) == (
+                float(row["learning_rate"]), int(row["epochs"]))
+            assert (point["selected_val_accuracy"], point["accuracy"]) == (
+                float(row["val_accuracy"]), float(row["test_accuracy"]))
+    report = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "search_grid.html" in report and "Classifier search: every grid point" in report
 
 
 def test_zeroshot_is_evaluated_once_per_dataset_and_filed_under_every_run(tmp_path):

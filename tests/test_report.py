@@ -11,6 +11,7 @@ from datadream_core.io import read_csv, write_csv, write_json
 from datadream_core.report.figures import (mean_per_class_fid, nsynth_series, plot_accuracy_vs_nsynth,
                                            plot_accuracy_vs_shots, plot_fid_histograms)
 from datadream_core.report.grids import manifest_samples, pick_classes, real_shots, sample_grid
+from datadream_core.report.search import write_search_grid
 from datadream_core.report.tables import comparison_table, fid_table, read_runs, table1, write_table
 
 DATASETS, GENERATORS, SEEDS = ["alpha", "beta"], ["sd", "datadream_dset"], [0, 1, 2]
@@ -132,6 +133,53 @@ def test_a_metrics_file_without_a_key_is_named(tmp_path):
     path.write_text(json.dumps({"accuracy": 1.0}))
     with pytest.raises(ValueError, match=r"metrics.json has no key 'dataset'"):
         read_runs([path])
+
+
+def _searched_run(root, trainset, seed, val, test):
+    """A run filed by select_search_point from hand-made points: {point: accuracy} for val and test."""
+    from datadream_core.classify.search import select_search_point
+
+    run = root / f"results/alpha/clf/{trainset}/k16_seed{seed}/n0"
+    metrics, per_class = {}, {}
+    for name in val:
+        learning_rate, weight_decay = (float(part[2:]) for part in name.split("_"))
+        write_json(run / f"search/{name}/metrics.json", {
+            "dataset": "alpha", "trainset": trainset, "shots": 16, "seed": seed, "n_synth": 0, "accuracy": test[name],
+            "selected_val_accuracy": val[name], "selection": "val",
+            "classify": {"learning_rate": learning_rate, "epochs": 20, "weight_decay": weight_decay}})
+        write_csv(run / f"search/{name}/per_class.csv", ("class_index", "accuracy"), [(0, test[name])])
+        metrics[name], per_class[name] = run / f"search/{name}/metrics.json", run / f"search/{name}/per_class.csv"
+    select_search_point(metrics, per_class, run / "metrics.json", run / "per_class.csv")
+    return run / "metrics.json"
+
+
+def test_search_grid_lists_every_point_and_marks_the_best_validation_one(tmp_path):
+    points = ["lr0.001_wd0.0", "lr0.001_wd0.0001", "lr0.01_wd0.0", "lr0.01_wd0.0001"]
+    coop = _searched_run(tmp_path, "real/coop", 0, dict(zip(points, [40.0, 75.0, 60.0, 50.0])),
+                         dict(zip(points, [90.0, 61.0, 70.0, 99.0])))
+    # a stale run that lacks a point shows an empty cell, never a number
+    lora = _searched_run(tmp_path, "real", 1, dict(zip(points[:3], [10.0, 20.0, 30.0])),
+                         dict(zip(points[:3], [11.0, 21.0, 31.0])))
+    out = tmp_path / "summary"
+    runs = write_search_grid([coop, lora], points, out / "search_grid.csv", out / "search_grid.html")
+    assert [(run.method, run.trainset, run.seed, run.choice) for run in runs] == [
+        ("coop", "real", 0, "lr0.001_wd0.0001"), ("lora", "real", 1, "lr0.01_wd0.0")]
+    rows = read_csv(out / "search_grid.csv")
+    assert [(row["method"], row["point"], row["learning_rate"], row["weight_decay"], row["val_accuracy"],
+             row["test_accuracy"], row["chosen"]) for row in rows[:4]] == [
+        ("coop", "lr0.001_wd0.0", "0.001", "0.0", "40.0", "90.0", "False"),
+        ("coop", "lr0.001_wd0.0001", "0.001", "0.0001", "75.0", "61.0", "True"),  # best val, not best test
+        ("coop", "lr0.01_wd0.0", "0.01", "0.0", "60.0", "70.0", "False"),
+        ("coop", "lr0.01_wd0.0001", "0.01", "0.0001", "50.0", "99.0", "False")]
+    assert len(rows) == 7 and [row["chosen"] for row in rows[4:]] == ["False", "False", "True"]
+    page = (out / "search_grid.html").read_text()
+    assert "".join(f"<th>{name}</th>" for name in points) in page
+    assert page.count(" ✓</td>") == 2 and '<td class="num best">75.0 / 61.0 ✓</td>' in page
+    assert '<td class="num best">30.0 / 31.0 ✓</td><td class="num"></td></tr>' in page
+    with pytest.raises(ValueError, match=r"real/k16_seed1/n0/search/lr0.01_wd0.0/metrics.json lacks \['search', "
+                                         r"'search_choice'\]: not a run filed by select_search_point"):
+        write_search_grid([tmp_path / "results/alpha/clf/real/k16_seed1/n0/search/lr0.01_wd0.0/metrics.json"], points,
+                          out / "x.csv", out / "x.html")
 
 
 def _assert_png(path, min_size=(200, 150)):

@@ -299,7 +299,7 @@ def to_markdown(table: Table) -> str:
                      + ([""] if made_from else []))
 
 
-_STYLE = """
+HTML_STYLE = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 1em; color: #222; }
 table { border-collapse: collapse; font-size: 14px; }
 th, td { padding: 4px 10px; border-bottom: 1px solid #e3e3e3; white-space: nowrap; }
@@ -328,7 +328,7 @@ def to_html(table: Table) -> str:
     warnings = "".join(f'<p class="warning">Warning: {html.escape(line)}</p>\n' for line in table.warnings)
     made_from = "".join(f'<p class="provenance">Made from: {html.escape(line)}</p>\n' for line in table.provenance)
     return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(table.title)}</title>'
-            f"<style>{_STYLE}</style></head><body>\n<h3>{html.escape(table.title)}</h3>\n{warnings}"
+            f"<style>{HTML_STYLE}</style></head><body>\n<h3>{html.escape(table.title)}</h3>\n{warnings}"
             f"<table><thead><tr>{head}</tr></thead><tbody>\n" + "\n".join(body) +
             f'\n</tbody></table>\n<p class="note">{html.escape(table.note)}</p>\n{made_from}</body></html>\n')
 
