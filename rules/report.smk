@@ -93,6 +93,17 @@ def grid_targets(dataset):
     return [layout.summary_file(f"grids/{dataset}.png")]
 
 
+def searched_runs():
+    """metrics.json of every trained run (the scaling figures' too): classify.search tuned each of them.
+    The scaling runs are the scaling rules' inputs less zero-shot, which trains nothing."""
+    main = [layout.clf_metrics(dataset, *run) for dataset in DATASETS for run in classifier_runs()
+            if parse_trainset(run[0]).trains]
+    scaling = (metrics_files([REPORT_SHOTS], SCALING_N_SYNTH, ["real", "synth", "real+synth"], SCALING_GENERATORS,
+                             SCALING_DATASETS)
+               + metrics_files(SCALING_SHOTS, [REPORT_N_SYNTH], ["real", "real+synth"], datasets=SCALING_DATASETS))
+    return sorted(set(main + scaling))
+
+
 def search_targets():
     """The classify.search grid's table; nothing without a search."""
     return [layout.summary_file(f"search_grid.{ext}") for ext in ("csv", "html")] if SEARCH_POINTS else []
@@ -290,11 +301,9 @@ if SEARCH_POINTS:
     localrules:
         search_grid,
 
-    # Every trained run the search tuned (zero-shot trains nothing, so it has no grid).
     rule search_grid:
         input:
-            [layout.clf_metrics(dataset, *run) for dataset in DATASETS for run in classifier_runs()
-             if parse_trainset(run[0]).trains],
+            searched_runs(),
         output:
             csv=layout.summary_file("search_grid.csv"),
             html=report(

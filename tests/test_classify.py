@@ -753,6 +753,7 @@ def test_a_2x2_search_runs_and_its_grid_reaches_the_report(tmp_path):
     config = yaml.safe_load((REPO / "configs/smoke.yaml").read_text())
     config["classify"].update(trainsets=["real"], methods=["lora", "coop"],
                               search={"learning_rate": [1.0e-3, 1.0e-2], "epochs": [1, 2]})
+    config["scaling"] = {"n_synth": [], "shots": []}  # the scaling runs would be searched (and listed) too
     targets = ["results/summary/search_grid.csv", "results/summary/search_grid.html"]
     run_snakemake(tmp_path, config, *targets)
     run_snakemake(tmp_path, config, *targets, "--report", "report.html")

@@ -278,7 +278,8 @@ def test_scaling_datasets_limits_the_scaling_runs(tmp_path):
     everywhere = classifier_runs(snakemake(tmp_path / "all", config, "-n").stdout)
     config["scaling"]["datasets"] = ["a"]
     limited = classifier_runs(snakemake(tmp_path / "a", config, "-n").stdout)
-    main = {"real/k2_seed0/n0", "zeroshot", "zeroshot/k2_seed0/n0"} | {  # zeroshot: the one evaluation
+    # zeroshot: the one evaluation and its filed copy; CoOp and VPT train on the real shots
+    main = {"real/k2_seed0/n0", "real/coop/k2_seed0/n0", "real/vpt/k2_seed0/n0", "zeroshot", "zeroshot/k2_seed0/n0"} | {
         f"{kind}_{generator}/k2_seed0/n4" for kind in ("synth", "real+synth") for generator in ("sd", "datadream_dset")}
     scaling = {f"{kind}_{generator}/k2_seed0/n2" for kind in ("synth", "real+synth") for generator in ("sd", "datadream_dset")}
     scaling |= {"real/k1_seed0/n0"} | {f"real+synth_{generator}/k1_seed0/n4" for generator in ("sd", "datadream_dset")}

@@ -65,3 +65,39 @@ def test_rerun_has_nothing_to_do(smoke_run):
     work, config = smoke_run
     result = run_snakemake(work, config, "-n")
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def _filled(table_csv, section_start, method):
+    """The cells of a report table's row, found by its section's start and its method label."""
+    rows = [row for row in read_csv(table_csv) if row["setting"].startswith(section_start) and row["method"] == method]
+    assert len(rows) == 1, (table_csv.name, section_start, method)
+    return rows[0]["miniworld"]
+
+
+def test_tables_show_loft_and_table2_our_coop_and_vpt(smoke_run):
+    """LoFT beside both DataDream modes in every table (issue 16); CoOp and VPT rows of our own runs in Table 2."""
+    work, _ = smoke_run
+    summary = work / "results/summary"
+    for method in ("LoFT", "DataDream_cls", "DataDream_dset"):
+        assert _filled(summary / "table1_accuracy.csv", "Synthetic only", method)
+        assert _filled(summary / "table1_accuracy.csv", "Real + synthetic", method)
+        assert _filled(summary / "table2_comparison.csv", "Gain over Real-finetune", method)
+        assert _filled(summary / "table_fid.csv", "Mean per-class FID", method)
+    for method, trainset in (("CoOp (R only)", "real/coop"), ("VPT (R only)", "real/vpt")):
+        metrics = json.loads((work / f"results/miniworld/clf/{trainset}/k2_seed0/n0/metrics.json").read_text())
+        assert metrics["classify"]["method"] == trainset.split("/")[1]
+        assert _filled(summary / "table2_comparison.csv", "This run", method) == f"{metrics['accuracy']:.1f}"
+
+
+def test_figures_and_grids_draw_loft_beside_both_datadream_modes(smoke_run):
+    """What each figure was made from, as Snakemake recorded it: every generator's runs, LoFT's among them."""
+    work, config = smoke_run
+    summary = run_snakemake(work, config, "--detailed-summary").stdout.splitlines()
+    header = summary[0].split("\t")
+    recorded = {row[0]: row[header.index("input-file(s)")] for row in (line.split("\t") for line in summary[1:])}
+    for figure, part in (("figures/fid_hist_miniworld.png", "fid/{}/k2_seed0/per_class.csv"),
+                         ("grids/miniworld.png", "synth/{}/k2_seed0/manifest.csv"),
+                         ("figures/scaling_nsynth.png", "clf/synth_{}/k2_seed0/n2/metrics.json")):
+        inputs = recorded[f"results/summary/{figure}"]
+        for generator in ("loft", "datadream_cls", "datadream_dset"):
+            assert f"results/miniworld/{part.format(generator)}" in inputs, (figure, generator)
