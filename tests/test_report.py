@@ -12,7 +12,7 @@ from datadream_core.report.figures import (mean_per_class_fid, nsynth_series, pl
                                            plot_accuracy_vs_shots, plot_fid_histograms)
 from datadream_core.report.grids import manifest_samples, pick_classes, real_shots, sample_grid
 from datadream_core.report.search import write_search_grid
-from datadream_core.report.tables import comparison_table, fid_table, read_runs, table1, write_table
+from datadream_core.report.tables import Run, comparison_table, fid_table, provenance, read_runs, table1, write_table
 
 DATASETS, GENERATORS, SEEDS = ["alpha", "beta"], ["sd", "datadream_dset"], [0, 1, 2]
 ALL_KINDS = ["zeroshot", "real", "synth", "real+synth"]
@@ -112,6 +112,22 @@ def test_comparison_table_shows_our_coop_and_vpt_beside_the_papers(tmp_path, run
     assert (cells[(paper, "CoOp (R)")], cells[(paper, "VPT (R)")]) == (["87.1", "", ""], ["92.3", "", ""])
     lora_only = comparison_table(runs, DATASETS, GENERATORS, SEEDS, 16, 500, {"alpha": None, "beta": None})
     assert "CoOp (R only)" not in [row.label for row in lora_only.rows]
+
+
+def test_provenance_compares_each_method_with_itself():
+    """CoOp and VPT resolve their own settings: their digests differ from LoRA's without any cell being stale."""
+    def run(trainset, settings):
+        return Run("alpha", trainset, 16, 0, 0, 50.0, {"settings_digest": settings, "model_identity": "m",
+                                                        "data_identity": "d"})
+
+    runs = [run("real", "lora1"), run("synth_sd", "lora1"), run("real/coop", "coop1"), run("real/vpt", "vpt1"),
+            run("zeroshot", "zs")]
+    lines, warnings = provenance(runs, ["alpha"])
+    assert warnings == [] and lines[0].startswith("alpha: trained classifier settings lora1; trained CLIP m;")
+    assert "trained coop classifier settings coop1" in lines[0] and lines[0].endswith("zero-shot data d")
+    _, warnings = provenance(runs + [run("real/coop", "coop2")], ["alpha"])
+    assert warnings == ["alpha: trained coop cells come from 2 different classifier settings (coop1, coop2); rerun "
+                        "the workflow to remake the stale ones"]
 
 
 def test_fid_table_prefers_the_lowest(tmp_path):

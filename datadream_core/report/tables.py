@@ -16,6 +16,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from datadream_core.classify.trainsets import DEFAULT_METHOD, parse_trainset
 from datadream_core.io import read_json, write_csv, write_text
 from datadream_core.report import generator_label
 from datadream_core.report.paper import PAPER_ACCURACY, PAPER_N_SYNTH, PAPER_SHOTS
@@ -115,17 +116,21 @@ PROVENANCE_KEYS = (("settings_digest", "classifier settings"), ("model_identity"
 def provenance(runs: Iterable[Run], datasets: Sequence[str]) -> tuple[list[str], list[str]]:
     """(a line per dataset naming what its cells were made from, a warning per dataset whose cells disagree).
 
-    Trained classifiers share one classify section per dataset; zero-shot CLIP uses only its evaluation keys,
-    so it is compared with itself. A warning means some cells are stale results of other settings, another
-    model or other data: rerunning the workflow remakes them.
+    Trained classifiers of one method share its resolved classify section per dataset (CoOp and VPT have their
+    own, so each method is compared with itself); zero-shot CLIP uses only its evaluation keys, so it too is
+    compared with itself. A warning means some cells are stale results of other settings, another model or
+    other data: rerunning the workflow remakes them.
     """
     groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
     for run in runs:
-        groups[(run.dataset, "zero-shot" if run.trainset == "zeroshot" else "trained")].append(run)
+        method = parse_trainset(run.trainset).method
+        kind = "zero-shot" if run.trainset == "zeroshot" else "trained" if method == DEFAULT_METHOD else f"trained {method}"
+        groups[(run.dataset, kind)].append(run)
+    kinds = sorted({kind for _, kind in groups}, key=lambda kind: (kind == "zero-shot", kind))
     lines, warnings = [], []
     for dataset in datasets:
         parts = []
-        for kind in ("trained", "zero-shot"):
+        for kind in kinds:
             group = groups.get((dataset, kind), [])
             for key, label in PROVENANCE_KEYS:
                 values = sorted({run.made_from.get(key, "unrecorded") for run in group})
