@@ -3,6 +3,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,15 @@ def tiny_clip(tmp_path_factory):
     return str(build_tiny_clip(tmp_path_factory.mktemp("models") / "tiny_clip", seed=0))
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under `pytest -n N --dist loadgroup` (make test) a module's tests share one worker, so that its module
+    fixtures are made once."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
 def run_snakemake(workdir: Path, config: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Drive the real workflow through Snakemake's CLI in `workdir` with `config`."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -42,9 +52,22 @@ def run_snakemake(workdir: Path, config: dict, *args: str, check: bool = True) -
 
 @pytest.fixture(scope="session")
 def smoke_local(tmp_path_factory):
-    """configs/smoke.yaml run locally through the whole DAG, report included (shared by several tests)."""
-    work = tmp_path_factory.mktemp("smoke_local")
+    """configs/smoke.yaml run locally through the whole DAG, report included (shared by several tests).
+
+    Made once per test session: under pytest-xdist the first worker that needs it makes it in the folder all
+    workers share, while the others wait on the lock; tests only read it or dry-run on it."""
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the session's folder above each worker's own
+    work = shared / "smoke_local"
     config = yaml.safe_load((REPO / "configs/smoke.yaml").read_text())
-    run_snakemake(work, config)
-    run_snakemake(work, config, "--report", "report.html")
+    with FileLock(str(shared / "smoke_local.lock")):
+        finished = shared / "smoke_local.finished"
+        if not finished.exists():
+            shutil.rmtree(work, ignore_errors=True)
+            run_snakemake(work, config)
+            run_snakemake(work, config, "--report", "report.html")
+            finished.touch()
     return work, config

@@ -146,3 +146,12 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
                 time.sleep(0.2)
             else:
                 os.kill(pid, signal.SIGKILL)
+        self._park_config()
+
+    def _park_config(self) -> None:
+        """Leave a config whose clients fail at once: Snakemake's SLURM plugin runs `scontrol show config` every
+        time Snakemake starts, which waits 9 s for a controller that is gone under the running config."""
+        conf = CONF_DIR / "slurm.conf"
+        if conf.exists() and MARKER in conf.read_text():
+            conf.write_text(f"{MARKER}\n# parked: the test cluster is stopped\nClusterName=datadreamtest\n"
+                            f"SlurmctldHost={self.host}\nMessageTimeout=1\n")

@@ -54,13 +54,16 @@ def _slurm_run(work: Path, config: dict) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
-def test_smoke_config_on_slurm_equals_the_local_run(cluster, smoke_local, tmp_path_factory, capsys):
-    local, config = smoke_local
+def test_smoke_config_on_slurm_equals_the_local_run(cluster, request, tmp_path_factory, capsys):
+    config = yaml.safe_load((REPO / "configs/smoke.yaml").read_text())
     work = tmp_path_factory.mktemp("slurm_run") / "work"
     # Every stage, with fewer jobs: no scaling runs, the text-to-image generators only. All of these
     # outputs exist in the local run too.
     synth = {**config["synth"], "generators": ["sd", "datadream_dset", "datadream_cls"]}
     result = _slurm_run(work, {**config, "synth": synth, "scaling": {"n_synth": [], "shots": []}})
+    # asked for only now: under pytest-xdist another worker makes the local run while SLURM runs this one
+    local, local_config = request.getfixturevalue("smoke_local")
+    assert local_config == config
     jobs = cluster.jobs()
     with capsys.disabled():
         print(f"\nSLURM saw {len(jobs)} jobs (id | rule/wildcards | final state):")
