@@ -746,6 +746,34 @@ def test_the_search_files_the_point_with_the_best_validation_accuracy(tmp_path):
         select_search_point(metrics, per_class, tmp_path / "x.json", tmp_path / "x.csv")
 
 
+def test_searched_runs_that_chose_other_points_share_the_grid_settings_digest(tmp_path):
+    from datadream_core.classify.search import select_search_point
+    from datadream_core.report.tables import Run, provenance
+
+    def searched_run(name: str, val: dict[str, float]) -> dict:
+        metrics, per_class = {}, {}
+        for point, accuracy in val.items():
+            folder = tmp_path / name / point
+            write_csv(folder / "per_class.csv", ("class_index", "accuracy"), [(0, accuracy)])
+            (folder / "metrics.json").write_text(json.dumps({
+                "accuracy": accuracy, "selected_val_accuracy": accuracy, "selection": "val",
+                "classify": {"learning_rate": 0.001, "epochs": 5, "weight_decay": 0.0},
+                "made_from": {"settings_digest": f"digest-of-{point}", "model_identity": "m", "data_identity": "d"}}))
+            metrics[point], per_class[point] = folder / "metrics.json", folder / "per_class.csv"
+        return select_search_point(metrics, per_class, tmp_path / name / "metrics.json", tmp_path / name / "per_class.csv")
+
+    first = searched_run("seed0", {"a": 10.0, "b": 20.0})
+    second = searched_run("seed1", {"a": 30.0, "b": 20.0})
+    assert (first["search_choice"], second["search_choice"]) == ("b", "a")
+    assert first["made_from"]["settings_digest"] == second["made_from"]["settings_digest"] not in ("digest-of-a",
+                                                                                                     "digest-of-b")
+    runs = [Run("w", "real", 2, seed, 0, filed["accuracy"], filed["made_from"])
+            for seed, filed in enumerate((first, second))]
+    assert provenance(runs, ["w"])[1] == []  # no "stale cells" warning
+    other_grid = searched_run("seed2", {"a": 30.0, "c": 20.0})
+    assert provenance(runs + [Run("w", "real", 2, 2, 0, 30.0, other_grid["made_from"])], ["w"])[1]
+
+
 @pytest.mark.e2e
 def test_a_2x2_search_runs_and_its_grid_reaches_the_report(tmp_path):
     """The real DAG on the smoke config's tiny models: 4 point jobs per run, the best-val point filed, the grid
