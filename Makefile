@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CORES ?= 2
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: run test bench bench-quick bench-gpu bench-gpu-wheels clean-results
+.PHONY: run test test-fast bench bench-quick bench-gpu bench-gpu-wheels clean-results
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,15 @@ run: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --configfile config.yaml --report report.html
 	@echo "Report written to report.html"
 
+# Tests run on TEST_WORKERS processes (pytest-xdist): a test module stays on one worker, and the smoke run that
+# several modules read is made once (tests/conftest.py).
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
+
+# The inner loop: every test that does not drive Snakemake (tests marked e2e are left out).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not e2e"
 
 clean-results:
 	rm -rf results logs .snakemake report.html

@@ -2,6 +2,9 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # the workers share the cores: one torch thread each (the workflow jobs they start pin their own)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import shutil
 import subprocess

@@ -386,6 +386,7 @@ def test_15_non_retryable_errors_exit_with_their_code_and_later_attempts_stop_at
     assert again.returncode == NON_RETRYABLE_EXIT_CODE and (tmp_path / "body_runs").read_text() == "ran\nran\n"
 
 
+@pytest.mark.e2e
 def test_15_snakemake_retries_of_a_non_retryable_failure_do_not_rerun_the_job(tmp_path):
     (tmp_path / "job.py").write_text(textwrap.dedent("""
         from datadream_core.data.sources import DatasetError

@@ -557,6 +557,7 @@ def test_an_empty_val_split_falls_back_to_the_last_epoch(world, tmp_path):
     assert metrics["val_accuracy"] == []
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("rule", ["train_classifier", "evaluate_zeroshot"])
 def test_workflow_script_runs_the_classifier(world, tmp_path, monkeypatch, rule):
     from datadream_core import jobs
@@ -664,6 +665,7 @@ rule all:
 """
 
 
+@pytest.mark.e2e
 def test_rule_plans_every_trainset_kind_and_reads_the_generator_manifest(tmp_path):
     (tmp_path / "Snakefile").write_text(RULES_SNAKEFILE.format(rules=REPO / "rules"), encoding="utf-8")
     config = {"seeds": [0], "shots": [2], "datasets": {"world": {"source": "miniworld"}},
@@ -695,6 +697,7 @@ def _planned_outputs(tmp_path, config: dict) -> tuple[dict, str]:
     return counts, planned.stdout
 
 
+@pytest.mark.e2e
 def test_rule_plans_one_job_per_method_with_the_method_in_the_path(tmp_path):
     config = {"seeds": [0, 1], "shots": [2], "datasets": {"world": {"source": "miniworld"}},
               "classify": {"methods": ["lora", "coop", "vpt"], "trainsets": ["real"]}}
@@ -704,6 +707,7 @@ def test_rule_plans_one_job_per_method_with_the_method_in_the_path(tmp_path):
         assert f"results/world/clf/{method_dir}/n0/metrics.json" in text
 
 
+@pytest.mark.e2e
 def test_a_2x2_search_plans_4_point_jobs_per_run_and_one_choice(tmp_path):
     config = {"seeds": [0], "shots": [2], "datasets": {"world": {"source": "miniworld"}},
               "classify": {"methods": ["lora", "coop"], "trainsets": ["real"], "selection": "val",
@@ -806,6 +810,7 @@ def test_a_2x2_search_runs_and_its_grid_reaches_the_report(tmp_path):
     assert "search_grid.html" in report and "Classifier search: every grid point" in report
 
 
+@pytest.mark.e2e
 def test_zeroshot_is_evaluated_once_per_dataset_and_filed_under_every_run(tmp_path):
     (tmp_path / "Snakefile").write_text(RULES_SNAKEFILE.format(rules=REPO / "rules"), encoding="utf-8")
     config = {"seeds": [0, 1, 2], "shots": [1, 4], "datasets": {"world": {"source": "miniworld"}},

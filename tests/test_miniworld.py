@@ -104,6 +104,7 @@ def quick_build(tmp_path_factory):
     return out, json.loads((out / "build.json").read_text())
 
 
+@pytest.mark.e2e
 def test_quick_build_writes_loadable_models(quick_build):
     out, report = quick_build
     assert report["seed"] == 0 and report["budget"]["sd"]["steps"] == QUICK_BUDGET.sd.steps
@@ -146,6 +147,7 @@ def test_shipped_models_load_and_are_small():
     assert load_clip(str(SHIPPED / "clip")).image_size == 32
 
 
+@pytest.mark.e2e
 def test_default_config_plans_the_whole_dag_on_the_shipped_models(tmp_path):
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     assert config["models"]["sd"]["path"] == "assets/miniworld_models/sd" and len(config["seeds"]) == 3

@@ -15,6 +15,8 @@ import yaml
 from conftest import run_snakemake
 from datadream_core.io import read_csv
 
+pytestmark = pytest.mark.e2e
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -131,6 +131,7 @@ def test_a_job_fails_fast_on_a_missing_model_naming_snakemake_models(tmp_path, h
         assert f"'{name}' is not in the local model cache (jobs run offline)" in line and "snakemake models" in line
 
 
+@pytest.mark.e2e
 def test_models_dry_run_lists_every_model_of_the_paper_config(tmp_path):
     planned = snakemake(tmp_path, paper_config(tmp_path / "coop"), "-n", "models").stdout
     entries = models_in_config(load_config(REPO / "configs/paper.yaml"))
@@ -141,6 +142,7 @@ def test_models_dry_run_lists_every_model_of_the_paper_config(tmp_path):
     assert re.search(r"^fetch_models\s+1$", planned, re.MULTILINE)
 
 
+@pytest.mark.e2e
 def test_models_pins_local_models_without_the_network(tmp_path, tiny_sd, tiny_clip):
     config = {**MINIMAL, "models": {"sd": {"path": tiny_sd}, "clip": {"name": tiny_clip, "pretrained": ""}},
               "synth": {"generators": ["sd"]}, "fid": {"features": "clip"}}
@@ -271,6 +273,7 @@ def classifier_runs(planned: str) -> dict[str, set[str]]:
     return runs
 
 
+@pytest.mark.e2e
 def test_scaling_datasets_limits_the_scaling_runs(tmp_path):
     config = yaml.safe_load((REPO / "configs/smoke.yaml").read_text())
     config["datasets"] = {"a": config["datasets"]["miniworld"], "b": config["datasets"]["miniworld"]}
@@ -292,6 +295,7 @@ def test_scaling_datasets_must_be_configured_datasets():
         validate_config({**MINIMAL, "scaling": {"datasets": ["nope"]}})
 
 
+@pytest.mark.e2e
 def test_the_paper_config_plans_with_scaling_runs_on_aircraft_only(tmp_path):
     begin = time.monotonic()
     planned = snakemake(tmp_path, paper_config(tmp_path / "coop"), "-n", "--quiet", "rules").stdout

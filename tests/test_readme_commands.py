@@ -86,6 +86,7 @@ def check_runs(argv: tuple[str, ...], places: list[str], cwd: Path) -> None:
                     f"{done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("argv", list(SHOWN), ids=[", ".join(places) for places in SHOWN.values()])
 def test_shown_command_runs(argv, checkout):
     check_runs(argv, SHOWN[argv], checkout)
@@ -111,6 +112,7 @@ def test_extraction_follows_fences_continuations_and_comments():
                                                  Shown(("make", "test"), "c.yaml:2")]
 
 
+@pytest.mark.e2e
 def test_a_target_after_configfile_fails_naming_the_line(checkout):
     # the mistake of issue 21: --configfile takes several files, so the target is read as a config file
     with pytest.raises(pytest.fail.Exception, match=r"README.md:99: `snakemake --configfile configs/smoke.yaml "

@@ -2,10 +2,13 @@
 
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from conftest import run_snakemake
 from datadream_core.io import read_csv
+
+pytestmark = pytest.mark.e2e
 
 
 def _folder_dataset(root: Path) -> Path:
