@@ -28,6 +28,7 @@ from datadream_core.io import atomic_folder, read_json, write_json
 from datadream_core.jobs import LOG
 from datadream_core.models.pretrain import (CLIPSettings, SDSettings, VAESettings, clip_zero_shot, encode_latents,
                                             reconstruction_psnr, scaling_factor, train_clip, train_sd, train_vae)
+from datadream_core.seeding import seeded_rng
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def _check_images(domain: str, count: int, seed: int) -> tuple[np.ndarray, np.nd
     images, labels = [], []
     for class_index, cls in enumerate(WORLD_CLASSES):
         for i in range(count):
-            rng = np.random.default_rng([seed, 99, class_index, i, len(domain)])
+            rng = seeded_rng(seed, 99, class_index, i, len(domain))
             images.append(np.asarray(render_image(cls, domain, 32, rng)))
             labels.append(class_index)
     return np.stack(images), np.array(labels)

@@ -23,24 +23,20 @@ import torch
 import torch.nn.functional as F
 
 from datadream_core.jobs import LOG, progress
+from datadream_core.seeding import seed_from, seeded_generator, seeded_rng
 
 STAGE_VAE, STAGE_SD, STAGE_CLIP = 1, 2, 3
 
 
-def _generator(seed: int, stage: int, step: int) -> torch.Generator:
-    state = np.random.SeedSequence([seed, stage, step]).generate_state(2)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-
-
 def _manual_seed(seed: int, stage: int) -> None:
-    torch.manual_seed(int(np.random.SeedSequence([seed, stage, 10**6]).generate_state(1)[0]))
+    torch.manual_seed(seed_from(seed, stage, 10**6))
 
 
 def _batch(seed: int, stage: int, step: int, count: int, batch_size: int) -> np.ndarray:
     """The indices of step `step`: epochs are seeded permutations, walked batch by batch."""
     per_epoch = max(1, count // batch_size)
     epoch, position = divmod(step, per_epoch)
-    order = np.random.default_rng([seed, stage, epoch]).permutation(count)
+    order = seeded_rng(seed, stage, epoch).permutation(count)
     return order[position * batch_size:(position + 1) * batch_size]
 
 
@@ -59,9 +55,6 @@ def to_pixels(images: np.ndarray) -> torch.Tensor:
     """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [-1, 1], as the VAE sees images."""
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
-
-def _mean(values: Sequence[float]) -> float:
-    return float(np.mean(values)) if len(values) else float("nan")
 
 
 # --------------------------------------------------------------------------------------------- VAE
@@ -98,7 +91,7 @@ def train_vae(images: np.ndarray, settings: VAESettings, seed: int) -> tuple[tor
     losses = []
     bar = progress(settings.steps, "VAE", unit="step")
     for step in range(settings.steps):
-        generator = _generator(seed, STAGE_VAE, step)
+        generator = seeded_generator(seed, STAGE_VAE, step)
         pixels = to_pixels(images[_batch(seed, STAGE_VAE, step, len(images), settings.batch_size)])
         posterior = vae.encode(pixels).latent_dist
         latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
@@ -139,7 +132,7 @@ def reconstruction_psnr(vae, images: np.ndarray, batch_size: int = 256) -> float
 
 def scaling_factor(means: torch.Tensor, stds: torch.Tensor, seed: int, count: int = 4096) -> float:
     """1 / std of latent samples over a shuffled subset, as SD scales its latents to unit variance."""
-    generator = _generator(seed, STAGE_VAE, -1 % 2**31)
+    generator = seeded_generator(seed, STAGE_VAE, -1 % 2**31)
     pick = torch.randperm(len(means), generator=generator)[:count]
     samples = means[pick] + stds[pick] * torch.randn(means[pick].shape, generator=generator)
     return float(1.0 / samples.std())
@@ -211,7 +204,7 @@ def train_sd(vae, tokenizer, images: np.ndarray, captions: Sequence[str], settin
     losses = []
     bar = progress(settings.steps, "SD UNet + text encoder", unit="step")
     for step in range(settings.steps):
-        generator = _generator(seed, STAGE_SD, step)
+        generator = seeded_generator(seed, STAGE_SD, step)
         batch = torch.from_numpy(_batch(seed, STAGE_SD, step, len(means), settings.batch_size))
         x0 = means[batch] + stds[batch] * torch.randn(means[batch].shape, generator=generator)
         if settings.hflip:
@@ -286,7 +279,7 @@ def train_clip(source, settings: CLIPSettings, seed: int):
     from datadream_core.models.tiny import TINY_CLIP, tiny_clip_model
 
     _manual_seed(seed, STAGE_CLIP)
-    model = tiny_clip_model(int(np.random.SeedSequence([seed, STAGE_CLIP]).generate_state(1)[0]))
+    model = tiny_clip_model(seed_from(seed, STAGE_CLIP))
     model.train()
     tokens = open_clip.tokenize(source.captions, context_length=TINY_CLIP["text_cfg"]["context_length"])
     pixels = clip_pixels(source.images, open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD)
@@ -295,7 +288,7 @@ def train_clip(source, settings: CLIPSettings, seed: int):
     losses = []
     bar = progress(settings.steps, "CLIP", unit="step")
     for step in range(settings.steps):
-        generator = _generator(seed, STAGE_CLIP, step)
+        generator = seeded_generator(seed, STAGE_CLIP, step)
         batch = _batch(seed, STAGE_CLIP, step, len(tokens), settings.batch_size)
         images = _augment(pixels[torch.from_numpy(batch)], settings.pad, settings.hflip, generator)
         image_features = F.normalize(model.encode_image(images), dim=-1)

@@ -55,17 +55,17 @@ class ShardRequest:
 def generate_shards(request: ShardRequest, device: torch.device) -> tuple[tuple[str, ...], list[tuple]]:
     """Make and publish every class's shard; return the header and rows of all of them."""
     sampling = section(SamplingSettings, request.settings)
-    switcher = AdapterSwitcher(load_text2img(request.sd_path, None, sampling, device, revision=request.sd_revision))
+    switcher = AdapterSwitcher(load_text2img(request.sd_path, sampling, device, revision=request.sd_revision))
     if request.generator in REAL_SHOT_GENERATORS:
         return _img2img_shards(request, switcher.pipe, sampling, device)
-    return _text2img_shards(request, switcher, sampling)
+    return text2img_shards(request, switcher, sampling)
 
 
 def _made_from(request: ShardRequest, model_identity: str) -> tuple[str, str, str]:
     return request.settings_digest, model_identity, request.data_identity
 
 
-def _text2img_shards(request: ShardRequest, switcher: AdapterSwitcher, sampling: SamplingSettings):
+def text2img_shards(request: ShardRequest, switcher: AdapterSwitcher, sampling: SamplingSettings):
     classes = read_classes(request.classes_csv)
     render = text2img_renderer(switcher.pipe, sampling)
     mixer = None
