@@ -93,9 +93,46 @@ def grid_targets(dataset):
     return [layout.summary_file(f"grids/{dataset}.png")]
 
 
+COMPUTE_TABLE = {"csv": layout.summary_file("compute.csv"), "html": layout.summary_file("compute.html")}
+
+
 def report_inputs():
     """Every file report.html shows."""
-    return table_targets() + figure_targets() + [path for dataset in DATASETS for path in grid_targets(dataset)]
+    return (table_targets() + figure_targets() + [path for dataset in DATASETS for path in grid_targets(dataset)]
+            + list(COMPUTE_TABLE.values()))
+
+
+def compute_table_inputs(wildcards):
+    """Everything `all` builds besides the compute table: every model job of the run is upstream of one of
+    them, so the table is made after the last and remade when any of them reruns."""
+    built = [path for dataset in DATASETS for path in dataset_targets(dataset)] + report_inputs()
+    return [path for path in built if path not in COMPUTE_TABLE.values()]
+
+
+# Sums the benchmark files of the model rules (results/benchmarks/); see datadream_core/report/compute.py.
+rule compute_table:
+    input:
+        compute_table_inputs,
+    output:
+        csv=COMPUTE_TABLE["csv"],
+        html=report(
+            COMPUTE_TABLE["html"],
+            caption="../report/compute.rst",
+            category="Compute",
+            labels={"table": "wall time and memory per rule, dataset and stage"},
+        ),
+    log:
+        "logs/report/compute_table.log",
+    params:
+        benchmarks=layout.BENCHMARKS_DIR,
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        JOB_ENV
+    script:
+        "../workflow_scripts/report_compute.py"
 
 
 rule table_accuracy:
@@ -134,6 +171,8 @@ rule table_accuracy:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        JOB_ENV
     script:
         "../workflow_scripts/report_accuracy_tables.py"
 
@@ -164,6 +203,8 @@ rule table_fid:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        JOB_ENV
     script:
         "../workflow_scripts/report_fid_table.py"
 
@@ -191,6 +232,8 @@ rule fid_histogram:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        JOB_ENV
     script:
         "../workflow_scripts/report_fid_histogram.py"
 
@@ -220,6 +263,8 @@ rule scaling_nsynth:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        JOB_ENV
     script:
         "../workflow_scripts/report_scaling.py"
 
@@ -249,6 +294,8 @@ rule scaling_shots:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        JOB_ENV
     script:
         "../workflow_scripts/report_scaling.py"
 
@@ -275,5 +322,7 @@ rule sample_grid:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        JOB_ENV
     script:
         "../workflow_scripts/report_grid.py"

@@ -1,0 +1,73 @@
+"""The compute table: Snakemake benchmark files of the model rules, summed per rule, dataset and stage."""
+
+import csv
+
+import pytest
+import yaml
+from conftest import REPO, run_snakemake
+
+from datadream_core.report.compute import STAGE_OF_RULE, compute_rows, job_costs, write_compute_table
+
+HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+
+
+def _benchmark(path, seconds, rss):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(HEADER + f"{seconds}\t0:00:01\t{rss}\t1\t1\t1\t0\t0\t50\t1\n")
+
+
+def test_rows_sum_wall_time_and_keep_the_largest_job_memory(tmp_path):
+    root = tmp_path / "benchmarks"
+    _benchmark(root / "train_classifier/world/real_k2_seed0_n0.tsv", 2.5, 300)
+    _benchmark(root / "train_classifier/world/synth_sd_k2_seed0_n4.tsv", 4.0, 500)
+    _benchmark(root / "train_classifier/other/real_k2_seed0_n0.tsv", 1.0, 200)
+    _benchmark(root / "evaluate_zeroshot/world/zeroshot.tsv", 0.5, "NA")
+    _benchmark(root / "generate/world/sd/k0_seed0/c0000-c0002_shard000.tsv", 7.0, 900)
+    rows = write_compute_table(root, tmp_path / "compute.csv", tmp_path / "compute.html")
+    by_key = {(row["stage"], row["rule"], row["dataset"]): row for row in rows}
+    world = by_key[("classify", "train_classifier", "world")]
+    assert (world["jobs"], world["wall_s"], world["max_rss_mb"]) == (2, 6.5, 500.0)
+    classify = by_key[("classify", "all", "all")]
+    assert (classify["jobs"], classify["wall_s"], classify["max_rss_mb"]) == (4, 8.0, 500.0)
+    assert by_key[("synth", "all", "all")]["wall_s"] == 7.0 and by_key[("synth", "all", "all")]["jobs"] == 1
+    assert by_key[("dream", "all", "all")]["jobs"] == 0  # a stage with a released-code estimate shows even if empty
+    with open(tmp_path / "compute.csv", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == len(rows)
+    assert "<table" in (tmp_path / "compute.html").read_text() and "train_classifier" in (tmp_path / "compute.html").read_text()
+
+
+def test_a_benchmark_of_an_unknown_rule_is_named(tmp_path):
+    _benchmark(tmp_path / "render_world/world/x.tsv", 1.0, 10)
+    with pytest.raises(ValueError, match="render_world"):
+        job_costs(tmp_path)
+
+
+@pytest.mark.e2e
+def test_after_a_small_run_stage_totals_equal_the_benchmark_files(tmp_path):
+    config = yaml.safe_load((REPO / "configs/smoke.yaml").read_text())
+    config["dream"]["modes"] = ["dset"]
+    config["synth"]["generators"] = ["datadream_dset"]
+    config["classify"]["trainsets"] = ["real", "synth"]
+    config["scaling"] = {"n_synth": [], "shots": []}
+    run_snakemake(tmp_path, config, "compute_table")
+    files = sorted((tmp_path / "results/benchmarks").rglob("*.tsv"))
+    rules = {path.relative_to(tmp_path / "results/benchmarks").parts[0] for path in files}
+    assert rules == {"train_lora_dset", "generate", "train_classifier", "evaluate_zeroshot", "fid_real_features",
+                     "fid_per_class"}
+    assert rules <= set(STAGE_OF_RULE)
+    wall = {}
+    for path in files:
+        with open(path, newline="") as handle:
+            seconds = float(next(csv.DictReader(handle, delimiter="\t"))["s"])
+        stage = STAGE_OF_RULE[path.relative_to(tmp_path / "results/benchmarks").parts[0]]
+        wall[stage] = wall.get(stage, 0.0) + seconds
+    with open(tmp_path / "results/summary/compute.csv", newline="") as handle:
+        totals = {row["stage"]: row for row in csv.DictReader(handle) if row["rule"] == "all"}
+    assert set(wall) <= set(totals)
+    for stage, seconds in wall.items():
+        assert float(totals[stage]["wall_s"]) == pytest.approx(seconds, abs=1e-6), stage
+    assert sum(int(row["jobs"]) for row in totals.values()) == len(files)
+    assert {row["stage"] for row in compute_rows(job_costs(tmp_path / "results/benchmarks"))} == set(totals)
+    # the benchmark files are no job's input: a finished run plans nothing
+    planned = run_snakemake(tmp_path, config, "compute_table", "-n")
+    assert "Nothing to be done" in planned.stdout + planned.stderr
