@@ -6,6 +6,7 @@ import pytest
 import yaml
 from conftest import REPO, run_snakemake
 
+from datadream_core.io import write_json
 from datadream_core.report.compute import STAGE_OF_RULE, compute_rows, job_costs, write_compute_table
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
@@ -36,6 +37,21 @@ def test_rows_sum_wall_time_and_keep_the_largest_job_memory(tmp_path):
     assert "<table" in (tmp_path / "compute.html").read_text() and "train_classifier" in (tmp_path / "compute.html").read_text()
 
 
+def test_lora_jobs_report_the_gpu_memory_their_adapters_recorded(tmp_path):
+    root = tmp_path / "results/benchmarks"
+    _benchmark(root / "train_lora_dset/world/k2_seed0.tsv", 3.0, 700)
+    _benchmark(root / "train_lora_cls/world/k2_seed0/c0000-c0001.tsv", 5.0, 800)
+    adapters = {"dset/k2_seed0/all": ("cuda:0", 4096.0), "cls/k2_seed0/c0000": ("cuda", 1000.0),
+                "cls/k2_seed0/c0001": ("cuda", 1500.0)}
+    for folder, (device, peak) in adapters.items():
+        write_json(tmp_path / "results/world/dream" / folder / "train.json", {"device": device, "peak_memory_mb": peak})
+    gpu = {(cost.rule, cost.wall_s): cost.gpu_peak_mb for cost in job_costs(root)}
+    assert gpu == {("train_lora_cls", 5.0): 1500.0, ("train_lora_dset", 3.0): 4096.0}
+    write_json(tmp_path / "results/world/dream/dset/k2_seed0/all/train.json", {"device": "cpu", "peak_memory_mb": 9.0})
+    dream = {row["rule"]: row["gpu_peak_mb"] for row in compute_rows(job_costs(root)) if row["stage"] == "dream"}
+    assert dream == {"train_lora_cls": 1500.0, "train_lora_dset": None, "all": 1500.0}  # a CPU's RSS is not GPU memory
+
+
 def test_a_benchmark_of_an_unknown_rule_is_named(tmp_path):
     _benchmark(tmp_path / "render_world/world/x.tsv", 1.0, 10)
     with pytest.raises(ValueError, match="render_world"):
@@ -52,8 +68,7 @@ def test_after_a_small_run_stage_totals_equal_the_benchmark_files(tmp_path):
     run_snakemake(tmp_path, config, "compute_table")
     files = sorted((tmp_path / "results/benchmarks").rglob("*.tsv"))
     rules = {path.relative_to(tmp_path / "results/benchmarks").parts[0] for path in files}
-    assert rules == {"train_lora_dset", "generate", "train_classifier", "evaluate_zeroshot", "fid_real_features",
-                     "fid_per_class"}
+    assert rules == {"train_lora_dset", "generate", "train_classifier", "fid_real_features", "fid_per_class"}
     assert rules <= set(STAGE_OF_RULE)
     wall = {}
     for path in files:

@@ -70,7 +70,7 @@ def read_benchmark(path: Path) -> tuple[float, float | None]:
     return float(rows[0]["s"]), _number(rows[0].get("max_rss", ""))
 
 
-def lora_gpu_peak_mb(rule: str, dataset: str, job: str) -> float | None:
+def lora_gpu_peak_mb(workdir: Path, rule: str, dataset: str, job: str) -> float | None:
     """The largest peak GPU memory recorded by the adapters of a LoRA job (None when trained on a CPU)."""
     run, _, chunk = job.partition("/")
     if rule == "train_lora_dset":
@@ -83,7 +83,7 @@ def lora_gpu_peak_mb(rule: str, dataset: str, job: str) -> float | None:
                    for shot in sorted(Path(image_adapter_dir(dataset, seed, index, 0)).parent.glob("shot*"))]
     peaks = []
     for folder in folders:
-        summary = read_json(Path(folder) / "train.json")
+        summary = read_json(workdir / folder / "train.json")
         if str(summary.get("device", "")).startswith("cuda"):
             peaks.append(float(summary["peak_memory_mb"]))
     return max(peaks) if peaks else None
@@ -96,14 +96,15 @@ def _run(job: str) -> tuple[str, str]:
 
 
 def job_costs(root: str | Path = BENCHMARKS_DIR) -> list[JobCost]:
-    """Every benchmark file under `root`, as results/benchmarks/{rule}/{dataset}/{job}.tsv."""
+    """Every benchmark file under `root`, the workflow's results/benchmarks/{rule}/{dataset}/{job}.tsv."""
+    workdir = Path(root).parents[len(Path(BENCHMARKS_DIR).parts) - 1]
     costs = []
     for path in sorted(Path(root).rglob("*.tsv")):
         rule, dataset, *job = path.relative_to(root).with_suffix("").parts
         if rule not in STAGE_OF_RULE:
             raise ValueError(f"{path}: benchmark of unknown rule '{rule}' (known: {', '.join(STAGE_OF_RULE)})")
         wall, rss = read_benchmark(path)
-        gpu = lora_gpu_peak_mb(rule, dataset, "/".join(job)) if rule.startswith("train_lora_") else None
+        gpu = lora_gpu_peak_mb(workdir, rule, dataset, "/".join(job)) if rule.startswith("train_lora_") else None
         costs.append(JobCost(rule, dataset, wall, rss, gpu))
     return costs
 
