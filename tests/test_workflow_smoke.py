@@ -47,10 +47,10 @@ def test_every_stage_produced_its_outputs(smoke_run):
 def test_report_holds_every_table_and_figure(smoke_run):
     work, _ = smoke_run
     html = (work / "report.html").read_text(encoding="utf-8")
-    for category in ("Accuracy", "FID", "Scaling", "Samples"):
+    for category in ("Accuracy", "FID", "Scaling", "Samples", "Compute"):
         assert re.search(rf'"{category}"', html), category
     for name in ("table1_accuracy.html", "table2_comparison.html", "table_fid.html", "fid_hist_miniworld.png",
-                 "scaling_nsynth.png", "scaling_shots.png", "miniworld.png"):
+                 "scaling_nsynth.png", "scaling_shots.png", "miniworld.png", "compute.html"):
         assert name in html, name
 
 
