@@ -80,9 +80,9 @@ def lora_gpu_peak_mb(workdir: Path, rule: str, dataset: str, job: str) -> float 
     else:  # train_lora_image, job seed{s}/{chunk}: every shot's adapter of the chunk's classes
         seed = run.removeprefix("seed")
         folders = [shot for index in chunk_classes(chunk)
-                   for shot in sorted(Path(image_adapter_dir(dataset, seed, index, 0)).parent.glob("shot*"))]
+                   for shot in sorted((workdir / image_adapter_dir(dataset, seed, index, 0)).parent.glob("shot*"))]
     peaks = []
-    for folder in folders:
+    for folder in folders:  # relative to `workdir`; found shot folders are already below it
         summary = read_json(workdir / folder / "train.json")
         if str(summary.get("device", "")).startswith("cuda"):
             peaks.append(float(summary["peak_memory_mb"]))
