@@ -70,6 +70,9 @@ def test_benchmark_rows_time_the_products_functions_not_copies():
     from datadream_core.synth import generate
 
     assert stages.lora_step is dream.lora_step and not hasattr(stages, "ours_lora_step")
+    # the workflow's DataDream and LoFT adapters (train_adapters -> train_datadream) step through the same function
+    assert "lora_step" in dream.train_datadream.__code__.co_names
+    assert "train_datadream" in dream.train_adapters.__code__.co_names
     assert gpu.stages.lora_step is dream.lora_step
     assert "stages.lora_step(" in inspect.getsource(gpu.lora_precision)
     assert "text2img_shards(" in inspect.getsource(stages.ours_generate)

@@ -166,3 +166,17 @@ def test_manifest_keeps_a_generators_own_columns(tmp_path):
     assert list(rows[0]) == common + ["caption", "attempts"]
     assert [row["model_identity"] for row in rows] == ["local:model", "local:model"]
     assert [(row["path"], row["caption"], row["attempts"]) for row in rows] == [("a.png", "a wug", "1"), ("b.png", "a dax", "3")]
+
+
+def test_chunk_adapters_give_each_class_its_adapter_folders():
+    from datadream_core.synth.generate import chunk_adapters
+
+    dset = ["r/dream/dset/k2_seed0/all/pytorch_lora_weights.safetensors"]
+    assert chunk_adapters("datadream_dset", [3, 4], dset) == {3: ["r/dream/dset/k2_seed0/all"]} | {
+        4: ["r/dream/dset/k2_seed0/all"]}
+    cls = [f"r/dream/cls/k2_seed0/c{index:04d}/w.safetensors" for index in (3, 4)]
+    assert chunk_adapters("datadream_cls", [3, 4], cls) == {3: ["r/dream/cls/k2_seed0/c0003"],
+                                                            4: ["r/dream/cls/k2_seed0/c0004"]}
+    loft = [f"r/image/c{index:04d}/shot{rank:02d}/w.safetensors" for index in (3, 4) for rank in range(2)]
+    assert chunk_adapters("loft", [3, 4], loft) == {3: ["r/image/c0003/shot00", "r/image/c0003/shot01"],
+                                                    4: ["r/image/c0004/shot00", "r/image/c0004/shot01"]}
