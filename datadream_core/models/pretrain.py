@@ -79,6 +79,20 @@ def _update(loss: torch.Tensor, optimizer, schedule, parameters, max_grad_norm: 
     schedule.step()
 
 
+def _record(bar, losses: list, row: tuple, **shown: str) -> None:
+    """Keep one step's losses and show `shown` on the progress bar."""
+    losses.append(row)
+    bar.update(1)
+    bar.set_postfix(**shown, refresh=False)
+
+
+def _frozen(*modules: torch.nn.Module) -> None:
+    """Trained modules in inference mode, without gradients."""
+    for module in modules:
+        module.eval()
+        module.requires_grad_(False)
+
+
 def train_vae(images: np.ndarray, settings: VAESettings, seed: int) -> tuple[torch.nn.Module, list[tuple]]:
     """Train the tiny AutoencoderKL on uint8 images; returns the model (eval mode) and (step, loss, mse) rows."""
     from datadream_core.models.tiny import tiny_vae
@@ -99,12 +113,9 @@ def train_vae(images: np.ndarray, settings: VAESettings, seed: int) -> tuple[tor
         mse = F.mse_loss(reconstruction, pixels)
         loss = mse + settings.l1_weight * F.l1_loss(reconstruction, pixels) + settings.kl_weight * posterior.kl().mean()
         _update(loss, optimizer, schedule, vae.parameters(), settings.max_grad_norm)
-        losses.append((step, loss.item(), mse.item()))
-        bar.update(1)
-        bar.set_postfix(mse=f"{mse.item():.4f}", refresh=False)
+        _record(bar, losses, (step, loss.item(), mse.item()), mse=f"{mse.item():.4f}")
     bar.close()
-    vae.eval()
-    vae.requires_grad_(False)
+    _frozen(vae)
     return vae, losses
 
 
@@ -222,15 +233,11 @@ def train_sd(vae, tokenizer, images: np.ndarray, captions: Sequence[str], settin
         _update(loss, optimizer, schedule, params, settings.max_grad_norm)
         if ema:
             ema.update(modules)
-        losses.append((step, loss.item()))
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+        _record(bar, losses, (step, loss.item()), loss=f"{loss.item():.4f}")
     bar.close()
     if ema:
         unet, text_encoder = ema.shadow
-    for module in (unet, text_encoder):
-        module.eval()
-        module.requires_grad_(False)
+    _frozen(unet, text_encoder)
     return unet, text_encoder, scheduler, losses
 
 
@@ -298,12 +305,9 @@ def train_clip(source, settings: CLIPSettings, seed: int):
         _update(loss, optimizer, schedule, model.parameters(), settings.max_grad_norm)
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
-        losses.append((step, loss.item()))
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        _record(bar, losses, (step, loss.item()), loss=f"{loss.item():.3f}")
     bar.close()
-    model.eval()
-    model.requires_grad_(False)
+    _frozen(model)
     return model, losses
 
 
