@@ -17,8 +17,8 @@ except ConfigError as error:
     raise ValueError(f"invalid config: {error}") from None
 validate(config, schema=str(SCHEMA_FILE))
 use_model_cache(config["models"]["cache_dir"])
-# Jobs import this checkout's datadream_core, also in the conda environment (envs/, which holds only the
-# dependencies) and whatever copy the Python running a job has installed.
+# Jobs import this checkout's datadream_core, whether they run in the conda environment (envs/, which holds
+# only the dependencies) or in a Python that has another copy of it installed.
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
 
 
