@@ -131,7 +131,8 @@ for _dataset, _chunk in chunks_of("synth"):
             log:
                 f"logs/generate/{_dataset}/{{generator}}/k{{shots}}_seed{{seed}}/{_chunk}_shard{_shard:03d}.log",
             benchmark:
-                layout.benchmark_file("generate", _dataset, f"{{generator}}/k{{shots}}_seed{{seed}}/{_chunk}_shard{_shard:03d}")
+                layout.benchmark_file(
+                    "generate", _dataset, f"{{generator}}/k{{shots}}_seed{{seed}}/{_chunk}_shard{_shard:03d}")
             params:
                 chunk=OutputNeutral({"classes": list(chunk_classes(_chunk)), "shard": _shard}),  # named by the outputs
                 settings=for_dataset(lambda wildcards: generation_params(wildcards)[0], _dataset),

@@ -32,7 +32,8 @@ def test_rows_sum_wall_time_and_keep_the_largest_job_memory(tmp_path):
     assert by_key[("dream", "all", "all")]["jobs"] == 0  # a stage with a released-code estimate shows even if empty
     with open(tmp_path / "compute.csv", newline="") as handle:
         assert len(list(csv.DictReader(handle))) == len(rows)
-    assert "<table" in (tmp_path / "compute.html").read_text() and "train_classifier" in (tmp_path / "compute.html").read_text()
+    html = (tmp_path / "compute.html").read_text()
+    assert "<table" in html and "train_classifier" in html
 
 
 def test_lora_jobs_report_the_gpu_memory_their_adapters_recorded(tmp_path):

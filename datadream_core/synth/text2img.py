@@ -35,8 +35,8 @@ def fuse_loaded_adapter(pipe) -> None:
 
 def load_text2img(sd_path: str, settings: SamplingSettings, device: torch.device, revision: str | None = None):
     """The base pipeline; adapters are fused into it by an AdapterSwitcher."""
-    return load_sd_pipeline(sd_path, device=device, dtype=pipeline_dtype(settings, device), scheduler=settings.scheduler,
-                            revision=revision)
+    return load_sd_pipeline(sd_path, device=device, dtype=pipeline_dtype(settings, device),
+                            scheduler=settings.scheduler, revision=revision)
 
 
 class BaseWeights:
