@@ -1,5 +1,7 @@
 # DataDream pipeline: few-shot real images -> adapted Stable Diffusion -> synthetic data -> CLIP classifiers.
 # The config comes from profiles/default (config.yaml) unless --configfile names another one.
+import os
+
 from snakemake.utils import min_version, validate
 
 min_version("9.19")
@@ -15,6 +17,9 @@ except ConfigError as error:
     raise ValueError(f"invalid config: {error}") from None
 validate(config, schema=str(SCHEMA_FILE))
 use_model_cache(config["models"]["cache_dir"])
+# Jobs import this checkout's datadream_core, whether they run in the conda environment (envs/, which holds
+# only the dependencies) or in a Python that has another copy of it installed.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
 
 
 report: "report/workflow.rst"
@@ -53,6 +58,7 @@ localrules:
     sample_grid,
     scaling_nsynth,
     scaling_shots,
+    compute_table,
 
 
 # Included files cannot set the default target, so `all` lives here.

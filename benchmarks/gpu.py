@@ -95,7 +95,7 @@ def lora_precision(ctx: Context, sd: str, paths: list[str], settings, batches, p
                    released_s: float | None) -> dict:
     """Both paths in `precision`, every call from the same LoRA initialisation with a fresh optimizer, so their
     losses can be compared. `released_s`: the released loop's time per step in fp32 (None: this is fp32)."""
-    from datadream_core.dream import add_lora, encode_images, step_generator
+    from datadream_core.dream import LoraTraining, add_lora, encode_images, step_generator
     from datadream_core.models.sd import load_sd_parts
 
     half = torch.bfloat16 if precision == "bf16" else None
@@ -122,9 +122,11 @@ def lora_precision(ctx: Context, sd: str, paths: list[str], settings, batches, p
             started = time.perf_counter()
             latents = encode_images(parts, paths, resolution, ctx.device)
             cache_s = time.perf_counter() - started
-            losses = [stages.ours_lora_step(parts, latents, batch, prompt_of, prompts, resolution // parts.vae_scale,
-                                            step_generator(ctx.seed, 1, step), ctx.device, params, optimizer,
-                                            settings.max_grad_norm, half=half)
+            training = LoraTraining(parts=parts, params=params, latents=latents,
+                                    latent_size=resolution // parts.vae_scale, prompts=prompts, prompt_of=prompt_of,
+                                    optimizer=optimizer, max_grad_norm=settings.max_grad_norm, device=ctx.device,
+                                    half=half)
+            losses = [stages.lora_step(training, batch, step_generator(ctx.seed, 1, step))
                       for step, batch in enumerate(batches)]
             # the steps, plus the one-time latent cache charged per step over one paper cls adapter
             return Measured(time.perf_counter() - started - cache_s * (1 - steps / stages.PAPER_CLS_STEPS), losses)
@@ -167,7 +169,7 @@ def generation_levers(ctx: Context, compile_backend: str) -> list[dict]:
     n_images = work.gen_batch
 
     def sampler(prepare=None):
-        switcher = AdapterSwitcher(load_text2img(sd, None, settings, ctx.device))
+        switcher = AdapterSwitcher(load_text2img(sd, settings, ctx.device))
         switcher.use(adapters[0])
         if prepare:
             prepare(switcher.pipe)

@@ -1,4 +1,4 @@
-"""The released DataDream code's behaviour on each stage (shared/reference/datadream-released-code.md), on the
+"""The released DataDream code's behaviour on each stage (ExplainableML/DataDream, commit a71515f), on the
 same models and building blocks as our path, so a timing difference is the behaviour and nothing else.
 
 - LoRA training (`DataDream/datadream.py`, section 2): every step decodes each image of the batch from disk,

@@ -20,6 +20,7 @@ import torch
 
 from benchmarks import models, reference
 from benchmarks.harness import Comparison, Measured, compare, time_once
+from datadream_core.dream import LoraTraining, lora_step  # the LoRA rows time the product's own step
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -144,27 +145,6 @@ def _lora_tensors(folder: Path) -> dict[str, torch.Tensor]:
 PAPER_CLS_STEPS = 400  # one cls adapter in the paper: 200 epochs x ceil(16 shots / batch 8)
 
 
-def ours_lora_step(parts, latents, batch, prompt_of, prompts, latent_size: int, generator, device, params, optimizer,
-                   max_grad_norm: float, half: torch.dtype | None = None) -> float:
-    """The body of datadream_core.dream.train_datadream's loop: latent crops from the cache, the text encoder on
-    the batch's distinct prompts only, then the same loss and update as the reference (forward under autocast to
-    `half` when given, as train_datadream does with mixed_precision on a GPU)."""
-    from datadream_core.dream import denoising_loss, sample_crop
-    from datadream_core.models.sd import encode_prompts
-
-    batch_latents = torch.stack([sample_crop(latents[i], latent_size, generator) for i in batch]).to(device)
-    with torch.autocast(device.type, dtype=half, enabled=half is not None):
-        unique, inverse = np.unique(prompt_of[batch], return_inverse=True)
-        embeds = encode_prompts(parts.tokenizer, parts.text_encoder, [prompts[i] for i in unique], device)
-        embeds = embeds[torch.as_tensor(inverse, device=device)]
-        loss = denoising_loss(parts, batch_latents.to(parts.unet.dtype), embeds, generator)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-    optimizer.step()
-    return loss.detach().item()
-
-
 def lora_precision_ablation(ctx: Context, sd: str, paths: Sequence[str], settings, batches, reps: int,
                             half: torch.dtype = torch.bfloat16) -> dict:
     """train_datadream's mixed_precision lever: frozen weights in `half`, LoRA weights in fp32, forward under
@@ -184,10 +164,12 @@ def lora_precision_ablation(ctx: Context, sd: str, paths: Sequence[str], setting
         latents = encode_images(parts, paths, resolution, ctx.device)
         optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-2)
 
+        training = LoraTraining(parts=parts, params=params, latents=latents, latent_size=resolution // parts.vae_scale,
+                                prompts=prompts, prompt_of=prompt_of, optimizer=optimizer,
+                                max_grad_norm=settings.max_grad_norm, device=ctx.device, half=dtype)
+
         def run():
-            return [ours_lora_step(parts, latents, batch, prompt_of, prompts, resolution // parts.vae_scale,
-                                   step_generator(ctx.seed, 1, step), ctx.device, params, optimizer,
-                                   settings.max_grad_norm, half=dtype) for step, batch in enumerate(batches)]
+            return [lora_step(training, batch, step_generator(ctx.seed, 1, step)) for step, batch in enumerate(batches)]
 
         return run
 
@@ -257,10 +239,12 @@ def stage_lora(ctx: Context) -> list[dict]:
         started = time.perf_counter()
         latents = encode_images(parts, paths, resolution, ctx.device)
         cache_s.append(time.perf_counter() - started)
+        training = LoraTraining(parts=parts, params=params, latents=latents, latent_size=latent_size, prompts=prompts,
+                                prompt_of=prompt_of, optimizer=optimizers["ours"], max_grad_norm=settings.max_grad_norm,
+                                device=ctx.device)
         loop_started = time.perf_counter()
         for step, batch in enumerate(batches):
-            ours_lora_step(parts, latents, batch, prompt_of, prompts, latent_size, step_generator(ctx.seed, 1, step),
-                           ctx.device, params, optimizers["ours"], settings.max_grad_norm)
+            lora_step(training, batch, step_generator(ctx.seed, 1, step))
         if ctx.device.type == "cuda":
             torch.cuda.synchronize(ctx.device)
         # the steps, plus the cache charged per step over one paper cls adapter (400 steps)
@@ -313,23 +297,26 @@ def _gen_settings(ctx: Context, batch: int | None = None, steps: int | None = No
 
 def ours_generate(sd: str, adapters, prompts, n_images: int, settings, device, out_dir: Path, seed: int = 0,
                   prepare=None) -> list[Path]:
-    """synth.generate's text2img path: one pipeline per job, each class's adapter fused."""
-    from datadream_core.identity import digest
-    from datadream_core.synth.sampler import ShardJob, image_name, make_shard
-    from datadream_core.synth.text2img import AdapterSwitcher, load_text2img, text2img_renderer
+    """A DataDream cls generation job (an `sd` job when no class has an adapter) through the product's own
+    text2img_shards: one pipeline (`prepare`d, for the ablations), each class's adapter fused in turn."""
+    from datadream_core.data.table import CLASSES_HEADER
+    from datadream_core.io import write_csv
+    from datadream_core.synth.generate import ShardRequest, text2img_shards
+    from datadream_core.synth.sampler import image_name
+    from datadream_core.synth.text2img import AdapterSwitcher, load_text2img
 
-    switcher = AdapterSwitcher(load_text2img(sd, None, settings, device))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    classes_csv = out_dir / "classes.csv"
+    write_csv(classes_csv, CLASSES_HEADER, [(i, f"class{i}", f"class{i}", prompt) for i, prompt in enumerate(prompts)])
+    shard_dirs = {class_index: str(out_dir / f"c{class_index:04d}") for class_index in range(len(prompts))}
+    generator = "sd" if all(adapter is None for adapter in adapters) else "datadream_cls"
+    request = ShardRequest(generator, seed, 0, 0, n_images, shard_dirs, str(classes_csv), {}, "benchmark", sd, None,
+                           "benchmark", "benchmark", adapters={c: [a] for c, a in enumerate(adapters) if a is not None})
+    switcher = AdapterSwitcher(load_text2img(sd, settings, device))
     if prepare:
         prepare(switcher.pipe)
-    render = text2img_renderer(switcher.pipe, settings)
-    written = []
-    for class_index, (adapter, prompt) in enumerate(zip(adapters, prompts)):
-        switcher.use(adapter)
-        job = ShardJob("datadream_cls", class_index, prompt, seed, 0, n_images, digest(sd, adapter))
-        folder = out_dir / f"c{class_index:04d}"
-        make_shard(job, render, folder, settings.batch_size)
-        written += [folder / image_name(i) for i in range(n_images)]
-    return written
+    text2img_shards(request, switcher, settings)
+    return [Path(folder) / image_name(i) for folder in shard_dirs.values() for i in range(n_images)]
 
 
 def _image_diff(a_paths, b_paths) -> tuple[float, float]:
@@ -418,7 +405,7 @@ def generation_parts(ctx: Context, sd: str, adapters, prompts, settings, dtype: 
     work = ctx.work
     rows = []
     # Part 1: switching to the next class's adapter.
-    switcher = AdapterSwitcher(load_text2img(sd, None, settings, ctx.device))
+    switcher = AdapterSwitcher(load_text2img(sd, settings, ctx.device))
     turns = {"ours": iter(range(10**9)), "reference": iter(range(10**9))}  # every call moves to the next class
 
     def switch_ours():
@@ -471,7 +458,7 @@ def _unet_floor(sd: str, settings, ctx: Context, classes: int, images: int):
     classifier-free-guidance batch (twice the images of each sampler batch)."""
     from datadream_core.synth.text2img import load_text2img
 
-    pipe = load_text2img(sd, None, settings, ctx.device)
+    pipe = load_text2img(sd, settings, ctx.device)
     unet, length = pipe.unet, pipe.tokenizer.model_max_length
     size, context = unet.config.sample_size, unet.config.cross_attention_dim
 

@@ -9,6 +9,10 @@ Each few-shot image is resized once and encoded once by the VAE; random (or cent
 latent space (offsets on the VAE's pixel grid) and a fresh latent sample is drawn from the cached
 distribution at every step, so no step re-runs the VAE. All randomness of step s comes from a
 generator seeded with (seed, scope, s): a run resumed from a checkpoint continues exactly.
+
+A run is `prepare_training` (model, latent cache, adapters, optimizer), `lora_step` once per step (the
+function the benchmarks time, for DataDream's and LoFT's adapters alike) and `finish_training` (adapter,
+losses.csv, train.json); `train_datadream` walks them with checkpoints.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from datadream_core.io import FILE_MODE, atomic_path, load_checkpoint, read_json
 from datadream_core.jobs import LOG, progress
 from datadream_core.layout import ADAPTER_FILES, LORA_FILE
 from datadream_core.models.sd import HALF_DTYPES, SDParts, encode_prompts, load_sd_parts
+from datadream_core.seeding import seed_from, seeded_generator, seeded_rng
 
 UNET_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 TEXT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
@@ -91,8 +96,7 @@ def _entropy(seed: int, scope: Scope, *more: int) -> list[int]:
 
 
 def step_generator(seed: int, scope: Scope, step: int) -> torch.Generator:
-    entropy = np.random.SeedSequence(_entropy(seed, scope, step)).generate_state(2)
-    return torch.Generator().manual_seed(int(entropy[0]) << 32 | int(entropy[1]))
+    return seeded_generator(*_entropy(seed, scope, step))
 
 
 def add_lora(parts: SDParts, settings: DreamSettings) -> list[torch.nn.Parameter]:
@@ -246,35 +250,45 @@ def _made_from(sd_path: str, made_from: Mapping[str, str] | None) -> dict:
     return dict(made_from or {"model_identity": f"path:{sd_path}"})
 
 
-def train_datadream(sd_path: str, examples: Sequence[Example], out_dir: str | Path, settings: DreamSettings,
-                    seed: int, scope: Scope = 0, device: str | None = None, sd_revision: str | None = None,
-                    made_from: Mapping[str, str] | None = None) -> dict:
-    """Fine-tune LoRA adapters on `examples`; write the adapter, losses.csv and train.json to `out_dir`.
+@dataclass
+class LoraTraining:
+    """What one training step reads and updates: the model with its adapters, the cached shot latents, the
+    prompts and the optimizer. `lr_schedule` is stepped by the loop around the steps, not by the step."""
 
-    `scope` separates the randomness of adapters trained with the same seed (see `Scope`). Reruns resume from `out_dir/checkpoint.pt`.
-    `made_from` (settings digest, model identity, data identity) is recorded in train.json; without it
-    the model is known by its path.
-    """
-    if not examples:
-        raise ValueError(f"no training images for the adapter in {out_dir}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    parts: SDParts
+    params: list[torch.nn.Parameter]
+    latents: list[LatentImage]
+    latent_size: int
+    prompts: list[str]
+    prompt_of: np.ndarray  # index into `prompts` of each shot
+    optimizer: torch.optim.Optimizer
+    max_grad_norm: float
+    device: torch.device
+    crop: str = "random"
+    half: torch.dtype | None = None
+    scaler: torch.amp.GradScaler | None = None
+    fixed_embeds: torch.Tensor | None = None  # the prompts' embeddings when the text encoder is frozen
+    lr_schedule: object | None = None
+
+
+def total_steps(n_examples: int, settings: DreamSettings) -> int:
+    return settings.epochs * math.ceil(n_examples / settings.batch_size)
+
+
+def prepare_training(sd_path: str, examples: Sequence[Example], settings: DreamSettings, seed: int, scope: Scope,
+                     device: torch.device, sd_revision: str | None = None) -> LoraTraining:
+    """Load the model, cache the shots' latents, attach fresh adapters (initialised from (seed, scope)) and
+    build the optimizer and learning-rate schedule."""
     half = HALF_DTYPES.get(settings.mixed_precision) if device.type == "cuda" else None
     if settings.mixed_precision != "no" and half is None:
         LOG.info("mixed_precision=%s ignored on %s: training in fp32", settings.mixed_precision, device)
-    started = time.perf_counter()
-    made_from = _made_from(sd_path, made_from)
-    identity = checkpoint_identity(made_from, examples, settings, seed, scope)
-
     parts = load_sd_parts(sd_path, device=device, dtype=half or torch.float32, revision=sd_revision)
     resolution = settings.resolution or parts.resolution
     if resolution % parts.vae_scale:
         raise ValueError(f"dream.resolution {resolution} is not a multiple of the VAE factor {parts.vae_scale}")
-    latent_size = resolution // parts.vae_scale
     latents = encode_images(parts, [example.path for example in examples], resolution, device)
 
-    torch.manual_seed(int(np.random.SeedSequence(_entropy(seed, scope)).generate_state(1)[0]))  # LoRA init
+    torch.manual_seed(seed_from(*_entropy(seed, scope)))  # LoRA init
     params = add_lora(parts, settings)
     if settings.gradient_checkpointing:
         parts.unet.enable_gradient_checkpointing()
@@ -283,69 +297,115 @@ def train_datadream(sd_path: str, examples: Sequence[Example], out_dir: str | Pa
     parts.text_encoder.train(settings.train_text_encoder)
 
     prompts = sorted({example.prompt for example in examples})
-    prompt_of = np.array([prompts.index(example.prompt) for example in examples])
     fixed_embeds = None
     if not settings.train_text_encoder:
         with torch.no_grad():
             fixed_embeds = encode_prompts(parts.tokenizer, parts.text_encoder, prompts, device)
-
-    steps_per_epoch = math.ceil(len(examples) / settings.batch_size)
-    total_steps = settings.epochs * steps_per_epoch
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, betas=(settings.adam_beta1, settings.adam_beta2),
                                   weight_decay=settings.weight_decay, eps=settings.adam_epsilon)
-    lr_schedule = _schedule(optimizer, settings, total_steps)
-    scaler = torch.amp.GradScaler("cuda") if half == torch.float16 else None
-    checkpoint = out_dir / CHECKPOINT_FILE
-    step, losses = _load_checkpoint(checkpoint, identity, params, optimizer, lr_schedule, scaler)
-    if step:
-        LOG.info("resuming %s from step %d of %d", out_dir, step, total_steps)
+    return LoraTraining(
+        parts=parts, params=params, latents=latents, latent_size=resolution // parts.vae_scale, prompts=prompts,
+        prompt_of=np.array([prompts.index(example.prompt) for example in examples]), optimizer=optimizer,
+        max_grad_norm=settings.max_grad_norm, device=device, crop=settings.crop, half=half,
+        scaler=torch.amp.GradScaler("cuda") if half == torch.float16 else None, fixed_embeds=fixed_embeds,
+        lr_schedule=_schedule(optimizer, settings, total_steps(len(examples), settings)))
 
-    bar = progress(total_steps, f"LoRA {out_dir.name}", initial=step, unit="step")
-    while step < total_steps:
-        epoch, position = divmod(step, steps_per_epoch)
-        order = np.random.default_rng(_entropy(seed, scope, epoch)).permutation(len(examples))
-        batch = order[position * settings.batch_size:(position + 1) * settings.batch_size]
-        generator = step_generator(seed, scope, step)
-        batch_latents = torch.stack([sample_crop(latents[i], latent_size, generator, settings.crop)
-                                     for i in batch]).to(device)
-        with torch.autocast(device.type, dtype=half, enabled=half is not None):
-            if fixed_embeds is None:
-                unique, inverse = np.unique(prompt_of[batch], return_inverse=True)
-                embeds = encode_prompts(parts.tokenizer, parts.text_encoder, [prompts[i] for i in unique], device)
-                embeds = embeds[torch.as_tensor(inverse, device=device)]
-            else:
-                embeds = fixed_embeds[torch.as_tensor(prompt_of[batch], device=device)]
-            loss = denoising_loss(parts, batch_latents.to(parts.unet.dtype), embeds, generator)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
+
+def step_batch(n_examples: int, batch_size: int, seed: int, scope: Scope, step: int) -> np.ndarray:
+    """The shots of step `step`: epoch by epoch, a permutation seeded with (seed, scope, epoch)."""
+    epoch, position = divmod(step, math.ceil(n_examples / batch_size))
+    order = seeded_rng(*_entropy(seed, scope, epoch)).permutation(n_examples)
+    return order[position * batch_size:(position + 1) * batch_size]
+
+
+def lora_step(training: LoraTraining, batch: np.ndarray, generator: torch.Generator) -> float:
+    """One optimisation step on the shots `batch`: latent crops from the cache, the text encoder on the batch's
+    distinct prompts only, the denoising loss, clipped gradients, one optimizer update. Returns the loss."""
+    device = training.device
+    parts = training.parts
+    batch_latents = torch.stack([sample_crop(training.latents[i], training.latent_size, generator, training.crop)
+                                 for i in batch]).to(device)
+    with torch.autocast(device.type, dtype=training.half, enabled=training.half is not None):
+        if training.fixed_embeds is None:
+            unique, inverse = np.unique(training.prompt_of[batch], return_inverse=True)
+            embeds = encode_prompts(parts.tokenizer, parts.text_encoder, [training.prompts[i] for i in unique], device)
+            embeds = embeds[torch.as_tensor(inverse, device=device)]
         else:
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
-            optimizer.step()
-        loss_value = loss.detach().item()
-        losses.append((step, loss_value, lr_schedule.get_last_lr()[0]))
+            embeds = training.fixed_embeds[torch.as_tensor(training.prompt_of[batch], device=device)]
+        loss = denoising_loss(parts, batch_latents.to(parts.unet.dtype), embeds, generator)
+    optimizer, scaler = training.optimizer, training.scaler
+    optimizer.zero_grad(set_to_none=True)
+    if scaler:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(training.params, training.max_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(training.params, training.max_grad_norm)
+        optimizer.step()
+    return loss.detach().item()
+
+
+def finish_training(training: LoraTraining, settings: DreamSettings, out_dir: Path, losses: list, summary: dict,
+                    started: float) -> dict:
+    """Write the adapter, losses.csv and train.json (`summary` plus what the run measured since `started`, a
+    perf_counter reading); drop the checkpoint."""
+    save_lora(training.parts, settings, out_dir)
+    write_csv(out_dir / LOSSES_FILE, ("step", "loss", "lr"), losses)
+    summary = {**summary, "resolution": training.latent_size * training.parts.vae_scale,
+               "device": str(training.device), "wall_seconds": time.perf_counter() - started,
+               "peak_memory_mb": _peak_memory_mb(training.device),
+               "trainable_parameters": sum(p.numel() for p in training.params), "final_loss": losses[-1][1]}
+    write_json(out_dir / "train.json", summary)
+    (out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+    return summary
+
+
+def train_datadream(sd_path: str, examples: Sequence[Example], out_dir: str | Path, settings: DreamSettings,
+                    seed: int, scope: Scope = 0, device: str | None = None, sd_revision: str | None = None,
+                    made_from: Mapping[str, str] | None = None) -> dict:
+    """Fine-tune LoRA adapters on `examples`; write the adapter, losses.csv and train.json to `out_dir`.
+
+    `scope` separates the randomness of adapters trained with the same seed (see `Scope`). Reruns resume from
+    `out_dir/checkpoint.pt`. `made_from` (settings digest, model identity, data identity) is recorded in
+    train.json; without it the model is known by its path.
+    """
+    if not examples:
+        raise ValueError(f"no training images for the adapter in {out_dir}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    made_from = _made_from(sd_path, made_from)
+    identity = checkpoint_identity(made_from, examples, settings, seed, scope)
+    training = prepare_training(sd_path, examples, settings, seed, scope,
+                                torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")), sd_revision)
+    steps = total_steps(len(examples), settings)
+    checkpoint = out_dir / CHECKPOINT_FILE
+    lr_schedule = training.lr_schedule
+    step, losses = _load_checkpoint(checkpoint, identity, training.params, training.optimizer, lr_schedule,
+                                    training.scaler)
+    if step:
+        LOG.info("resuming %s from step %d of %d", out_dir, step, steps)
+
+    bar = progress(steps, f"LoRA {out_dir.name}", initial=step, unit="step")
+    while step < steps:
+        batch = step_batch(len(examples), settings.batch_size, seed, scope, step)
+        learning_rate = lr_schedule.get_last_lr()[0]
+        loss = lora_step(training, batch, step_generator(seed, scope, step))
+        losses.append((step, loss, learning_rate))
         lr_schedule.step()
         step += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
-        if step % settings.checkpoint_every == 0 and step < total_steps:
-            _save_checkpoint(checkpoint, identity, step, params, optimizer, lr_schedule, scaler, losses)
+        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        if step % settings.checkpoint_every == 0 and step < steps:
+            _save_checkpoint(checkpoint, identity, step, training.params, training.optimizer, lr_schedule,
+                             training.scaler, losses)
     bar.close()
-
-    save_lora(parts, settings, out_dir)
-    write_csv(out_dir / LOSSES_FILE, ("step", "loss", "lr"), losses)
-    summary = {"made_from": made_from, "identity": identity, "images": len(examples),
-               "prompts": prompts, "steps": total_steps, "resolution": resolution, "device": str(device),
-               "wall_seconds": time.perf_counter() - started, "peak_memory_mb": _peak_memory_mb(device),
-               "trainable_parameters": sum(p.numel() for p in params), "final_loss": losses[-1][1]}
-    write_json(out_dir / "train.json", summary)
-    checkpoint.unlink(missing_ok=True)
-    return summary
+    return finish_training(training, settings, out_dir, losses, {
+        "made_from": made_from, "identity": identity, "images": len(examples), "prompts": training.prompts,
+        "steps": steps}, started)
 
 
 @dataclass(frozen=True)

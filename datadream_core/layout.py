@@ -149,3 +149,13 @@ SUMMARY_DIR = "results/summary"
 
 def summary_file(name: str) -> str:
     return f"{SUMMARY_DIR}/{name}"
+
+
+BENCHMARKS_DIR = "results/benchmarks"
+SHARED = "_shared"  # the "dataset" of a model job that serves every dataset
+
+
+def benchmark_file(rule, dataset, job) -> str:
+    """Snakemake's benchmark (wall time, memory) of one job of a model rule: `rule` is the rule family (the
+    same for every class chunk), `job` names the job within the rule and dataset, like its log."""
+    return f"{BENCHMARKS_DIR}/{rule}/{dataset}/{job}.tsv"

@@ -93,6 +93,8 @@ rule train_classifier:
         per_class=f"{CLASSIFIER_RUN}/per_class.csv",
     log:
         "logs/train_classifier/{dataset}/{trainset}_k{shots}_seed{seed}_n{n_synth}.log",
+    benchmark:
+        layout.benchmark_file("train_classifier", "{dataset}", "{trainset}_k{shots}_seed{seed}_n{n_synth}")
     wildcard_constraints:
         trainset=TRAINSET_PATTERN,
         n_synth=r"\d+",
@@ -102,6 +104,8 @@ rule train_classifier:
     resources:
         mem_mb=16000,
         runtime=720,
+    conda:
+        JOB_ENV
     script:
         "../workflow_scripts/classify.py"
 
@@ -114,6 +118,8 @@ rule evaluate_zeroshot:
         per_class=f"{layout.zeroshot_dir('{dataset}')}/per_class.csv",
     log:
         "logs/evaluate_zeroshot/{dataset}.log",
+    benchmark:
+        layout.benchmark_file("evaluate_zeroshot", "{dataset}", "zeroshot")
     params:
         trainset="zeroshot",
         shots=0,
@@ -127,6 +133,8 @@ rule evaluate_zeroshot:
     resources:
         mem_mb=16000,
         runtime=240,
+    conda:
+        JOB_ENV
     script:
         "../workflow_scripts/classify.py"
 
@@ -140,6 +148,8 @@ rule file_zeroshot:
         per_class=layout.clf_per_class("{dataset}", "zeroshot", "{shots}", "{seed}", 0),
     log:
         "logs/file_zeroshot/{dataset}_k{shots}_seed{seed}.log",
+    conda:
+        JOB_ENV
     script:
         "../workflow_scripts/file_zeroshot.py"
 
@@ -154,6 +164,8 @@ rule train_search_point:
         per_class=f"{CLASSIFIER_RUN}/search/{{point}}/per_class.csv",
     log:
         "logs/train_search_point/{dataset}/{trainset}_k{shots}_seed{seed}_n{n_synth}_{point}.log",
+    benchmark:
+        layout.benchmark_file("train_search_point", "{dataset}", "{trainset}_k{shots}_seed{seed}_n{n_synth}_{point}")
     wildcard_constraints:
         trainset=TRAINSET_PATTERN,
         n_synth=r"\d+",
@@ -164,6 +176,8 @@ rule train_search_point:
     resources:
         mem_mb=16000,
         runtime=720,
+    conda:
+        JOB_ENV
     script:
         "../workflow_scripts/classify.py"
 
@@ -189,5 +203,7 @@ if SEARCH_POINTS:
             n_synth=r"\d+",
         params:
             points=list(SEARCH_POINTS),
+        conda:
+            JOB_ENV
         script:
             "../workflow_scripts/select_search_point.py"

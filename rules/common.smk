@@ -25,6 +25,8 @@ CLIP_CONFIG = config["models"]["clip"]
 SD_MODEL_MARKER = f"{SD_CONFIG['path']}/model_index.json"
 CLIP_MODEL_MARKER = f"{CLIP_CONFIG['name']}/open_clip_config.json"
 CAPTIONER_MARKER = f"{config['synth']['captioner']}/config.json"
+# The conda environment of every script job (`snakemake --sdm conda`), relative to this folder.
+JOB_ENV = "../envs/datadream.yaml"
 # Keys of a section that shape the DAG (which runs exist) rather than any one job's outputs.
 # (classify's are dropped by classify.trainsets.method_settings.)
 DAG_KEYS = {"dream": {"modes", "classes_per_job"}, "synth": {"generators", "n_synth", "classes_per_job"}}

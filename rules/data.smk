@@ -20,6 +20,8 @@ rule render_world:
     resources:
         mem_mb=2000,
         runtime=30,
+    conda:
+        JOB_ENV
     script:
         "../workflow_scripts/render_world.py"
 
@@ -45,6 +47,8 @@ rule index_dataset:
     resources:
         mem_mb=4000,
         runtime=120,
+    conda:
+        JOB_ENV
     script:
         "../workflow_scripts/index_dataset.py"
 
@@ -63,5 +67,7 @@ rule sample_fewshot:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        JOB_ENV
     script:
         "../workflow_scripts/sample_fewshot.py"

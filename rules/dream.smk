@@ -37,6 +37,8 @@ rule train_lora_dset:
         layout.adapter_files("{dataset}", "dset", "{shots}", "{seed}"),
     log:
         "logs/train_lora/{dataset}/dset/k{shots}_seed{seed}.log",
+    benchmark:
+        layout.benchmark_file("train_lora_dset", "{dataset}", "k{shots}_seed{seed}")
     params:
         chunk=OutputNeutral({"classes": None}),
         settings=lambda wildcards: dset_params(wildcards)[0],
@@ -49,6 +51,8 @@ rule train_lora_dset:
         mem_mb=lambda wildcards, attempt: 24000 * attempt,
         runtime=lambda wildcards, attempt: 720 * attempt,
         gpu=1,
+    conda:
+        JOB_ENV
     script:
         "../workflow_scripts/train_lora.py"
 
@@ -67,6 +71,8 @@ for _dataset, _chunk in chunks_of("dream"):
             [path for index in chunk_classes(_chunk) for path in layout.adapter_files(_dataset, "cls", "{shots}", "{seed}", index)],
         log:
             f"logs/train_lora/{_dataset}/cls/k{{shots}}_seed{{seed}}/{_chunk}.log",
+        benchmark:
+            layout.benchmark_file("train_lora_cls", _dataset, f"k{{shots}}_seed{{seed}}/{_chunk}")
         params:
             chunk=OutputNeutral({"classes": list(chunk_classes(_chunk))}),  # named by the outputs
             settings=for_dataset(lambda wildcards: dream_params(wildcards)[0], _dataset),
@@ -79,6 +85,8 @@ for _dataset, _chunk in chunks_of("dream"):
             mem_mb=lambda wildcards, attempt: 24000 * attempt,
             runtime=lambda wildcards, attempt: 240 * attempt,
             gpu=1,
+        conda:
+            JOB_ENV
         script:
             "../workflow_scripts/train_lora.py"
 
@@ -99,6 +107,8 @@ if "loft" in GENERATORS:
                  for path in layout.image_adapter_files(_dataset, "{seed}", index, rank)],
             log:
                 f"logs/train_lora/{_dataset}/image/seed{{seed}}/{_chunk}.log",
+            benchmark:
+                layout.benchmark_file("train_lora_image", _dataset, f"seed{{seed}}/{_chunk}")
             params:
                 # which adapters, not how: see output
                 chunk=OutputNeutral({"classes": list(chunk_classes(_chunk)), "shots_per_class": FEWSHOT_SIZE}),
@@ -112,5 +122,7 @@ if "loft" in GENERATORS:
                 mem_mb=lambda wildcards, attempt: 24000 * attempt,
                 runtime=lambda wildcards, attempt: 1440 * attempt,  # 25 classes x 16 shots x 600 steps: ~14 h (README)
                 gpu=1,
+            conda:
+                JOB_ENV
             script:
                 "../workflow_scripts/train_lora.py"

@@ -42,6 +42,8 @@ rule fid_real_features:
         layout.fid_real_features("{dataset}", "{split}", "{features}"),
     log:
         "logs/fid_real_features/{dataset}_{split}_{features}.log",
+    benchmark:
+        layout.benchmark_file("fid_real_features", "{dataset}", "{split}_{features}")
     wildcard_constraints:
         split="train|val|test",
         features="inception|clip",
@@ -53,6 +55,8 @@ rule fid_real_features:
         mem_mb=8000,
         runtime=240,
         gpu=1,  # runs on CPU too; on a cluster the GPU makes feature extraction and sqrtm fast
+    conda:
+        JOB_ENV
     script:
         "../workflow_scripts/fid_real_features.py"
 
@@ -69,6 +73,8 @@ rule fid_per_class:
         summary=layout.fid_summary("{dataset}", "{generator}", "{shots}", "{seed}"),
     log:
         "logs/fid_per_class/{dataset}_{generator}_k{shots}_seed{seed}.log",
+    benchmark:
+        layout.benchmark_file("fid_per_class", "{dataset}", "{generator}_k{shots}_seed{seed}")
     params:
         settings=lambda wildcards: fid_params(wildcards)[0],
         neutral=lambda wildcards: fid_params(wildcards)[1],
@@ -78,5 +84,7 @@ rule fid_per_class:
         mem_mb=8000,
         runtime=360,
         gpu=1,
+    conda:
+        JOB_ENV
     script:
         "../workflow_scripts/fid_per_class.py"

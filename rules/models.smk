@@ -15,6 +15,8 @@ if config["models"]["sd"]["build_tiny"]:
         resources:
             mem_mb=2000,
             runtime=10,
+        conda:
+            JOB_ENV
         script:
             "../workflow_scripts/build_tiny_model.py"
 
@@ -32,6 +34,8 @@ if config["models"]["clip"]["build_tiny"]:
         resources:
             mem_mb=2000,
             runtime=10,
+        conda:
+            JOB_ENV
         script:
             "../workflow_scripts/build_tiny_model.py"
 
@@ -49,6 +53,8 @@ if config["synth"]["captioner_build_tiny"]:
         resources:
             mem_mb=2000,
             runtime=10,
+        conda:
+            JOB_ENV
         script:
             "../workflow_scripts/build_tiny_captioner.py"
 
@@ -61,12 +67,16 @@ rule build_miniworld_models:
         "results/models/miniworld/{budget}_seed{seed}/build.json",
     log:
         "logs/build_miniworld_models/{budget}_seed{seed}.log",
+    benchmark:
+        layout.benchmark_file("build_miniworld_models", layout.SHARED, "{budget}_seed{seed}")
     wildcard_constraints:
         budget="full|quick",
     threads: 1
     resources:
         mem_mb=8000,
         runtime=120,
+    conda:
+        JOB_ENV
     script:
         "../workflow_scripts/build_miniworld_models.py"
 
@@ -92,6 +102,8 @@ rule fetch_models:
     message:
         "fetch and pin the models: " + "; ".join(describe_model(entry) for entry in models_in_config(config))
     threads: 1
+    conda:
+        JOB_ENV
     script:
         "../workflow_scripts/fetch_models.py"
 

@@ -109,10 +109,46 @@ def search_targets():
     return [layout.summary_file(f"search_grid.{ext}") for ext in ("csv", "html")] if SEARCH_POINTS else []
 
 
+COMPUTE_TABLE = {"csv": layout.summary_file("compute.csv"), "html": layout.summary_file("compute.html")}
+
+
 def report_inputs():
     """Every file report.html shows."""
     return (table_targets() + figure_targets() + [path for dataset in DATASETS for path in grid_targets(dataset)]
-            + search_targets())
+            + search_targets() + list(COMPUTE_TABLE.values()))
+
+
+def compute_table_inputs(wildcards):
+    """Everything `all` builds besides the compute table: every model job of the run is upstream of one of
+    them, so the table is made after the last and remade when any of them reruns."""
+    built = [path for dataset in DATASETS for path in dataset_targets(dataset)] + report_inputs()
+    return [path for path in built if path not in COMPUTE_TABLE.values()]
+
+
+# Sums the benchmark files of the model rules (results/benchmarks/); see datadream_core/report/compute.py.
+rule compute_table:
+    input:
+        compute_table_inputs,
+    output:
+        csv=COMPUTE_TABLE["csv"],
+        html=report(
+            COMPUTE_TABLE["html"],
+            caption="../report/compute.rst",
+            category="Compute",
+            labels={"table": "wall time and memory per rule, dataset and stage"},
+        ),
+    log:
+        "logs/report/compute_table.log",
+    params:
+        benchmarks=layout.BENCHMARKS_DIR,
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        JOB_ENV
+    script:
+        "../workflow_scripts/report_compute.py"
 
 
 rule table_accuracy:
@@ -151,6 +187,8 @@ rule table_accuracy:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        JOB_ENV
     script:
         "../workflow_scripts/report_accuracy_tables.py"
 
@@ -181,6 +219,8 @@ rule table_fid:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        JOB_ENV
     script:
         "../workflow_scripts/report_fid_table.py"
 
@@ -208,6 +248,8 @@ rule fid_histogram:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        JOB_ENV
     script:
         "../workflow_scripts/report_fid_histogram.py"
 
@@ -237,6 +279,8 @@ rule scaling_nsynth:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        JOB_ENV
     script:
         "../workflow_scripts/report_scaling.py"
 
@@ -266,6 +310,8 @@ rule scaling_shots:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        JOB_ENV
     script:
         "../workflow_scripts/report_scaling.py"
 
@@ -292,6 +338,8 @@ rule sample_grid:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        JOB_ENV
     script:
         "../workflow_scripts/report_grid.py"
 
@@ -316,5 +364,7 @@ if SEARCH_POINTS:
             "logs/report/search_grid.log",
         params:
             points=list(SEARCH_POINTS),
+        conda:
+            JOB_ENV
         script:
             "../workflow_scripts/report_search_grid.py"

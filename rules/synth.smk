@@ -92,6 +92,8 @@ rule caption_shots:
         layout.captions_csv("{dataset}", "{shots}", "{seed}"),
     log:
         "logs/caption_shots/{dataset}/k{shots}_seed{seed}.log",
+    benchmark:
+        layout.benchmark_file("caption_shots", "{dataset}", "k{shots}_seed{seed}")
     params:
         shots=lambda wildcards: int(wildcards.shots),
         settings=lambda wildcards: stage_settings(wildcards.dataset, "synth", CAPTION_KEYS)[0],
@@ -102,6 +104,8 @@ rule caption_shots:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=lambda wildcards, attempt: 60 * attempt,
         gpu=1,
+    conda:
+        JOB_ENV
     script:
         "../workflow_scripts/caption_shots.py"
 
@@ -126,6 +130,9 @@ for _dataset, _chunk in chunks_of("synth"):
                  for index in chunk_classes(_chunk)],
             log:
                 f"logs/generate/{_dataset}/{{generator}}/k{{shots}}_seed{{seed}}/{_chunk}_shard{_shard:03d}.log",
+            benchmark:
+                layout.benchmark_file(
+                    "generate", _dataset, f"{{generator}}/k{{shots}}_seed{{seed}}/{_chunk}_shard{_shard:03d}")
             params:
                 chunk=OutputNeutral({"classes": list(chunk_classes(_chunk)), "shard": _shard}),  # named by the outputs
                 settings=for_dataset(lambda wildcards: generation_params(wildcards)[0], _dataset),
@@ -140,6 +147,8 @@ for _dataset, _chunk in chunks_of("synth"):
                 mem_mb=lambda wildcards, attempt: 16000 * attempt,
                 runtime=lambda wildcards, attempt: 240 * attempt,
                 gpu=1,
+            conda:
+                JOB_ENV
             script:
                 "../workflow_scripts/generate.py"
 
@@ -155,5 +164,7 @@ rule merge_manifest:
     resources:
         mem_mb=1000,
         runtime=10,
+    conda:
+        JOB_ENV
     script:
         "../workflow_scripts/merge_manifest.py"

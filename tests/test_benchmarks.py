@@ -63,8 +63,35 @@ def test_fid_reference_and_ours_agree(tmp_path):
     assert row["outputs_equal"] and row["speedup"] > 0
 
 
+def test_benchmark_rows_time_the_products_functions_not_copies():
+    import inspect
+
+    from datadream_core import dream
+    from datadream_core.synth import generate
+
+    assert stages.lora_step is dream.lora_step and not hasattr(stages, "ours_lora_step")
+    # the workflow's DataDream and LoFT adapters (train_adapters -> train_datadream) step through the same function
+    assert "lora_step" in dream.train_datadream.__code__.co_names
+    assert "train_datadream" in dream.train_adapters.__code__.co_names
+    assert gpu.stages.lora_step is dream.lora_step
+    assert "stages.lora_step(" in inspect.getsource(gpu.lora_precision)
+    assert "text2img_shards(" in inspect.getsource(stages.ours_generate)
+    assert generate.text2img_shards.__module__ == "datadream_core.synth.generate"
+
+
+def test_benchmark_generation_job_writes_the_workflows_images(tiny_sd, tmp_path):
+    from datadream_core.synth.text2img import SamplingSettings
+
+    settings = SamplingSettings(steps=2, guidance_scale=2.0, scheduler=None, batch_size=2)
+    paths = stages.ours_generate(tiny_sd, [None, None], ["a photo of a dax", "a photo of a wug"], 3, settings, CPU,
+                                 tmp_path / "gen", seed=4)
+    assert [p.relative_to(tmp_path / "gen").as_posix() for p in paths] == [
+        f"c{c:04d}/{name}" for c in (0, 1) for name in (p.name for p in paths[:3])]
+    assert all(p.is_file() for p in paths) and len(set(paths)) == 6
+
+
 def test_reference_lora_step_matches_our_step(tiny_sd, tmp_path):
-    from datadream_core.dream import DreamSettings, add_lora, encode_images, step_generator
+    from datadream_core.dream import DreamSettings, LoraTraining, add_lora, encode_images, step_generator
     from datadream_core.models.sd import load_sd_parts
 
     paths = models.write_images(tmp_path / "shots", 4, (32, 32), seed=0, fmt="jpg")  # square: no crop
@@ -79,8 +106,10 @@ def test_reference_lora_step_matches_our_step(tiny_sd, tmp_path):
         generator = step_generator(0, 1, 0)
         if path_kind == "ours":
             latents = encode_images(parts, paths, 32, CPU)
-            loss = stages.ours_lora_step(parts, latents, np.arange(4), np.zeros(4, dtype=int), ["a photo of a dax"],
-                                         16, generator, CPU, params, optimizer, 1.0)
+            training = LoraTraining(parts=parts, params=params, latents=latents, latent_size=16,
+                                    prompts=["a photo of a dax"], prompt_of=np.zeros(4, dtype=int), optimizer=optimizer,
+                                    max_grad_norm=1.0, device=CPU)
+            loss = stages.lora_step(training, np.arange(4), generator)
         else:
             loss = reference.reference_lora_step(parts, paths, ["a photo of a dax"] * 4, 32, generator, CPU, params,
                                                  optimizer, 1.0)

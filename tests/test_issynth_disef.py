@@ -51,7 +51,7 @@ def class_paths(shots):
 
 @pytest.fixture(scope="module")
 def latents(tiny_sd, class_paths):
-    pipe = load_img2img(load_text2img(tiny_sd, None, SamplingSettings(steps=STEPS), CPU))
+    pipe = load_img2img(load_text2img(tiny_sd, SamplingSettings(steps=STEPS), CPU))
     # Calibrate the random VAE's scaling factor the way SD's was chosen (unit-variance latents): with
     # 0.18215 the tiny VAE's latents have std ~0.04 and even the smallest noise level would swamp them.
     raw = ShotLatents(pipe)

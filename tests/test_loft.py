@@ -193,14 +193,14 @@ def _unet_state(pipe):
 
 
 def test_merged_pair_equals_diffusers_adapter_mixing(tiny_sd, image_adapters):
-    merged = load_text2img(tiny_sd, None, SAMPLING, CPU)
+    merged = load_text2img(tiny_sd, SAMPLING, CPU)
     base_state, base = _unet_state(merged), _sample(merged)
     mixer = AdapterMixer(merged, weight=0.5)
     mixer.load(image_adapters)
     mixer.use((0, 2))
     ours = _sample(merged)
 
-    mixed = load_text2img(tiny_sd, None, SAMPLING, CPU)
+    mixed = load_text2img(tiny_sd, SAMPLING, CPU)
     mixed.load_lora_weights(image_adapters[0], adapter_name="a")
     mixed.load_lora_weights(image_adapters[2], adapter_name="b")
     mixed.set_adapters(["a", "b"], [0.5, 0.5])
@@ -223,7 +223,7 @@ def _pixels(folder):
 
 
 def test_loft_images_do_not_depend_on_shards_or_batches(tiny_sd, image_adapters, tmp_path):
-    pipe = load_text2img(tiny_sd, None, SAMPLING, CPU)
+    pipe = load_text2img(tiny_sd, SAMPLING, CPU)
     mixer = AdapterMixer(pipe, weight=0.5)
     mixer.load(image_adapters)
     schedule = pair_schedule(3, seed=2, class_index=1)

@@ -9,7 +9,8 @@ from datadream_core.io import read_csv, write_csv
 from datadream_core.chunks import shard_count, shard_range
 from datadream_core.synth.manifest import SHARD_HEADER, merge_manifest
 from datadream_core.synth.sampler import ShardJob, make_shard, run_shard, staging_dir
-from datadream_core.synth.text2img import AdapterSwitcher, SamplingSettings, load_text2img, text2img_renderer
+from datadream_core.synth.text2img import (AdapterSwitcher, SamplingSettings, fuse_loaded_adapter, load_text2img,
+                                          text2img_renderer)
 
 SETTINGS = SamplingSettings(steps=4, guidance_scale=2.0, batch_size=3)
 CPU = torch.device("cpu")
@@ -17,7 +18,7 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def renderer(tiny_sd):
-    return text2img_renderer(load_text2img(tiny_sd, None, SETTINGS, CPU), SETTINGS)
+    return text2img_renderer(load_text2img(tiny_sd, SETTINGS, CPU), SETTINGS)
 
 
 def _pixels(path) -> np.ndarray:
@@ -102,14 +103,21 @@ def test_fused_adapter_matches_the_unfused_one(tiny_sd, tmp_path):
     examples = [Example(path, "a photo of a dax") for path, c, _ in rows if c == 1]
     train_datadream(tiny_sd, examples, tmp_path / "lora", DreamSettings(rank=4, alpha=4, batch_size=2, epochs=5,
                                                                         warmup_steps=1, learning_rate=1e-2), seed=0)
-    fused = load_text2img(tiny_sd, str(tmp_path / "lora"), SETTINGS, CPU)
-    unfused = load_text2img(tiny_sd, None, SETTINGS, CPU)
+    fused = _fused(tiny_sd, str(tmp_path / "lora"))
+    unfused = load_text2img(tiny_sd, SETTINGS, CPU)
     unfused.load_lora_weights(str(tmp_path / "lora"))
-    base = load_text2img(tiny_sd, None, SETTINGS, CPU)
+    base = load_text2img(tiny_sd, SETTINGS, CPU)
     outputs = [pipe(["a photo of a dax"], num_inference_steps=3, output_type="np",
                     generator=torch.Generator().manual_seed(1)).images for pipe in (fused, unfused, base)]
     assert np.abs(outputs[0] - outputs[1]).max() < 1e-4
     assert np.abs(outputs[0] - outputs[2]).max() > 1e-3
+
+
+def _fused(sd_path: str, lora_dir: str):
+    pipe = load_text2img(sd_path, SETTINGS, CPU)
+    pipe.load_lora_weights(lora_dir)
+    fuse_loaded_adapter(pipe)
+    return pipe
 
 
 def _state(pipe) -> dict[str, torch.Tensor]:
@@ -125,9 +133,9 @@ def test_adapter_switcher_gives_each_class_exactly_its_own_fused_weights(tiny_sd
         adapters.append(str(tmp_path / f"lora{class_index}"))
         train_datadream(tiny_sd, examples, adapters[-1], DreamSettings(rank=4, alpha=4, batch_size=2, epochs=3,
                                                                        warmup_steps=1, learning_rate=1e-2), seed=class_index)
-    switcher = AdapterSwitcher(load_text2img(tiny_sd, None, SETTINGS, CPU))
+    switcher = AdapterSwitcher(load_text2img(tiny_sd, SETTINGS, CPU))
     base = _state(switcher.pipe)
-    alone = [_state(load_text2img(tiny_sd, adapter, SETTINGS, CPU)) for adapter in adapters]
+    alone = [_state(_fused(tiny_sd, adapter)) for adapter in adapters]
     for adapter, expected in [(adapters[0], alone[0]), (adapters[1], alone[1]), (adapters[0], alone[0]), (None, base)]:
         switcher.use(adapter)
         state = _state(switcher.pipe)
@@ -158,3 +166,17 @@ def test_manifest_keeps_a_generators_own_columns(tmp_path):
     assert list(rows[0]) == common + ["caption", "attempts"]
     assert [row["model_identity"] for row in rows] == ["local:model", "local:model"]
     assert [(row["path"], row["caption"], row["attempts"]) for row in rows] == [("a.png", "a wug", "1"), ("b.png", "a dax", "3")]
+
+
+def test_chunk_adapters_give_each_class_its_adapter_folders():
+    from datadream_core.synth.generate import chunk_adapters
+
+    dset = ["r/dream/dset/k2_seed0/all/pytorch_lora_weights.safetensors"]
+    assert chunk_adapters("datadream_dset", [3, 4], dset) == {3: ["r/dream/dset/k2_seed0/all"]} | {
+        4: ["r/dream/dset/k2_seed0/all"]}
+    cls = [f"r/dream/cls/k2_seed0/c{index:04d}/w.safetensors" for index in (3, 4)]
+    assert chunk_adapters("datadream_cls", [3, 4], cls) == {3: ["r/dream/cls/k2_seed0/c0003"],
+                                                            4: ["r/dream/cls/k2_seed0/c0004"]}
+    loft = [f"r/image/c{index:04d}/shot{rank:02d}/w.safetensors" for index in (3, 4) for rank in range(2)]
+    assert chunk_adapters("loft", [3, 4], loft) == {3: ["r/image/c0003/shot00", "r/image/c0003/shot01"],
+                                                    4: ["r/image/c0004/shot00", "r/image/c0004/shot01"]}

@@ -31,6 +31,8 @@ from datadream_core.data.table import read_classes
 from datadream_core.identity import digest
 from datadream_core.io import atomic_path, load_checkpoint, write_csv, write_json
 from datadream_core.models.clip import load_clip
+from datadream_core.models.sd import HALF_DTYPES
+from datadream_core.seeding import seed_from
 
 LOG = logging.getLogger("datadream")
 PER_CLASS_HEADER = ("class_index", "name", "correct", "total", "accuracy")
@@ -129,12 +131,8 @@ def class_logits(model: torch.nn.Module, images: torch.Tensor, texts: torch.Tens
 
 def _autocast(device: torch.device, mixed_precision: str):
     # Mixed precision is a GPU speed-up; on CPU it would only change the numbers.
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision)
+    dtype = HALF_DTYPES.get(mixed_precision)
     return torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda" and dtype is not None)
-
-
-def _seed(*parts: int) -> int:
-    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
 
 def _seed_everything(seed: int) -> None:
@@ -237,7 +235,7 @@ def fit(model, tokens, train: Sequence[Example], val: EvalImages, settings: Clas
     epochs = training_epochs(settings, len(train))
     select_on_val = settings.selection == "val" and len(val) > 0
     for epoch in tqdm(range(state.epoch, epochs), desc="epochs", initial=state.epoch, total=epochs):
-        epoch_seed = _seed(*run_seed, epoch + 1)
+        epoch_seed = seed_from(*run_seed, epoch + 1)
         _seed_everything(epoch_seed)
         loader = make_loader(train, train_tf, settings.batch_size, settings.workers, shuffle=True,
                              generator=torch.Generator().manual_seed(epoch_seed))
@@ -287,7 +285,7 @@ def run_classifier(*, dataset: str, trainset: str, shots: int, seed: int, n_synt
     classes = read_classes(classes_csv)
     n_classes = len(classes)
     run_seed = (settings.seed, seed)
-    _seed_everything(_seed(*run_seed, 0))
+    _seed_everything(seed_from(*run_seed, 0))
 
     loaded = load_clip(clip["name"], clip.get("pretrained", ""), device="cpu")
     model = loaded.model

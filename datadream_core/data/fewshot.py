@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 
 from datadream_core.data.sources import DatasetError
 from datadream_core.data.table import ClassRow, SplitRow
 from datadream_core.io import read_csv, write_csv
+from datadream_core.seeding import seeded_rng
 
 FEWSHOT_HEADER = ("path", "class_index", "rank")
 
@@ -43,7 +43,7 @@ def sample_fewshot(splits: Sequence[SplitRow], classes: Sequence[ClassRow], max_
                 f"class '{info.name}' (index {info.index}) has {len(paths)} usable {split} images,"
                 f" fewer than {wanted}"
             )
-        order = np.random.default_rng([seed, info.index]).permutation(len(paths))[:max_shots]
+        order = seeded_rng(seed, info.index).permutation(len(paths))[:max_shots]
         shots.extend(Shot(paths[position], info.index, rank) for rank, position in enumerate(order))
     return shots
 

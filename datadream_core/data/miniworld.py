@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from datadream_core.io import atomic_path, write_csv
+from datadream_core.seeding import seeded_rng
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "hexagon")
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -226,7 +227,7 @@ def render_source_sample(index: int, size: int, seed: int, class_fraction: float
     background); the rest are compositional: any shape, colour and marking on a named source background
     or, for a `random_background_fraction` of them, on an unnamed random gradient.
     """
-    rng = np.random.default_rng([seed, 7, index])
+    rng = seeded_rng(seed, 7, index)
     big = size * SUPERSAMPLE
     if rng.random() < class_fraction:
         class_index = int(rng.integers(num_classes))
@@ -292,7 +293,7 @@ def render_generic(count: int, size: int, seed: int) -> np.ndarray:
     images = np.empty((count, size, size, 3), dtype=np.uint8)
     big = size * SUPERSAMPLE
     for k in range(count):
-        rng = np.random.default_rng([seed, 11, k])
+        rng = seeded_rng(seed, 11, k)
         canvas = _gradient(big, rng.uniform(0, 255, 3), rng.uniform(0, 255, 3), rng, jitter=0)
         for _ in range(int(rng.integers(1, 3))):
             draw_object(canvas, SHAPES[int(rng.integers(len(SHAPES)))], rng.uniform(0, 255, 3),
@@ -319,7 +320,7 @@ def render_world(out_dir: str | Path, domain: str, image_size: int, counts: dict
             folder = out_dir / split / cls.name
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(count):
-                rng = np.random.default_rng([seed, DOMAINS.index(domain), split_code, class_index, i])
+                rng = seeded_rng(seed, DOMAINS.index(domain), split_code, class_index, i)
                 target = folder / f"{i:05d}.png"
                 with atomic_path(target) as tmp:
                     render_image(cls, domain, image_size, rng).save(tmp, format="PNG")

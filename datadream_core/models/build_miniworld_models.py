@@ -19,6 +19,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from datadream_core.io import atomic_folder, read_json, write_json
 from datadream_core.jobs import LOG
 from datadream_core.models.pretrain import (CLIPSettings, SDSettings, VAESettings, clip_zero_shot, encode_latents,
                                             reconstruction_psnr, scaling_factor, train_clip, train_sd, train_vae)
+from datadream_core.seeding import seeded_rng
 
 
 @dataclass(frozen=True)
@@ -63,16 +65,21 @@ def _check_images(domain: str, count: int, seed: int) -> tuple[np.ndarray, np.nd
     images, labels = [], []
     for class_index, cls in enumerate(WORLD_CLASSES):
         for i in range(count):
-            rng = np.random.default_rng([seed, 99, class_index, i, len(domain)])
+            rng = seeded_rng(seed, 99, class_index, i, len(domain))
             images.append(np.asarray(render_image(cls, domain, 32, rng)))
             labels.append(class_index)
     return np.stack(images), np.array(labels)
 
 
-def _save_vae_stage(folder: Path, vae, info: dict) -> None:
-    with atomic_folder(folder) as staging:
-        vae.save_pretrained(staging)
-        write_json(staging / "stage.json", info)
+def _reuse_or_train(name: str, info_file: Path, model_file: Path, train: Callable[[], dict]) -> dict:
+    """A build stage's info: read back when an earlier run finished the stage, else from `train` (which saves the
+    model to `model_file`'s folder). The info file is written after the model, so a kill in between retrains."""
+    if info_file.is_file() and model_file.is_file():
+        LOG.info("%s: reusing %s", name, model_file.parent)
+        return read_json(info_file)
+    info = train()
+    write_json(info_file, info)
+    return info
 
 
 def build_miniworld_models(out_dir: str | Path, seed: int = 0, budget: BuildBudget = DEFAULT_BUDGET,
@@ -99,13 +106,7 @@ def build_miniworld_models(out_dir: str | Path, seed: int = 0, budget: BuildBudg
     source_check, _ = _check_images("source", budget.check_images, seed)
     target_check, target_labels = _check_images("target", budget.check_images, seed)
 
-    # 1. VAE
-    vae_dir = stages / "vae"
-    if (vae_dir / "stage.json").is_file():
-        LOG.info("VAE: reusing %s", vae_dir)
-        vae = AutoencoderKL.from_pretrained(vae_dir).requires_grad_(False).eval()
-        report["vae"] = read_json(vae_dir / "stage.json")
-    else:
+    def vae_stage() -> dict:
         clock = time.perf_counter()
         codec_images = np.concatenate([source.images, render_generic(budget.generic_images, 32, seed)])
         vae, losses = train_vae(codec_images, budget.vae, seed)
@@ -116,17 +117,12 @@ def build_miniworld_models(out_dir: str | Path, seed: int = 0, budget: BuildBudg
                 "loss_curve": [round(row[1], 5) for row in losses[:: max(1, len(losses) // 50)]],
                 "scaling_factor": vae.config.scaling_factor,
                 "psnr_source": reconstruction_psnr(vae, source_check), "psnr_target": reconstruction_psnr(vae, target_check)}
-        _save_vae_stage(vae_dir, vae, info)
-        report["vae"] = info
+        with atomic_folder(vae_dir) as staging:
+            vae.save_pretrained(staging)
         LOG.info("VAE: %.0f s, PSNR source %.1f dB, target %.1f dB", wall, info["psnr_source"], info["psnr_target"])
-    report["wall_seconds"]["vae"] = report["vae"]["wall_seconds"]
+        return info
 
-    # 2. UNet + text encoder, saved with the VAE as a StableDiffusionPipeline folder
-    sd_dir = out_dir / "sd"
-    if (stages / "sd.json").is_file() and (sd_dir / "model_index.json").is_file():
-        LOG.info("SD: reusing %s", sd_dir)
-        report["sd"] = read_json(stages / "sd.json")
-    else:
+    def sd_stage() -> dict:
         clock = time.perf_counter()
         with tempfile.TemporaryDirectory() as scratch:
             tokenizer = tiny_tokenizer(scratch)
@@ -137,17 +133,10 @@ def build_miniworld_models(out_dir: str | Path, seed: int = 0, budget: BuildBudg
         save_sd_folder(sd_dir, vae, unet, text_encoder, tokenizer, scheduler, half=budget.half)
         info = {"wall_seconds": wall, "final_loss": float(np.mean([row[1] for row in losses[-50:]])),
                 "loss_curve": [round(row[1], 5) for row in losses[:: max(1, len(losses) // 50)]]}
-        write_json(stages / "sd.json", info)
-        report["sd"] = info
         LOG.info("SD: %.0f s, final loss %.4f", wall, info["final_loss"])
-    report["wall_seconds"]["sd"] = report["sd"]["wall_seconds"]
+        return info
 
-    # 3. CLIP
-    clip_dir = out_dir / "clip"
-    if (stages / "clip.json").is_file() and (clip_dir / "open_clip_config.json").is_file():
-        LOG.info("CLIP: reusing %s", clip_dir)
-        report["clip"] = read_json(stages / "clip.json")
-    else:
+    def clip_stage() -> dict:
         clock = time.perf_counter()
         model, losses = train_clip(source, budget.clip, seed)
         wall = time.perf_counter() - clock
@@ -159,11 +148,18 @@ def build_miniworld_models(out_dir: str | Path, seed: int = 0, budget: BuildBudg
                 "loss_curve": [round(row[1], 4) for row in losses[:: max(1, len(losses) // 50)]],
                 "zero_shot_target_class_names": clip_zero_shot(model, target_check, target_labels, prompts),
                 "zero_shot_target_pairs": clip_zero_shot(model, target_check, pair, coarse[::2])}
-        write_json(stages / "clip.json", info)
-        report["clip"] = info
         LOG.info("CLIP: %.0f s, zero-shot on target %.1f %% (classes), %.1f %% (pairs)", wall,
                  info["zero_shot_target_class_names"], info["zero_shot_target_pairs"])
-    report["wall_seconds"]["clip"] = report["clip"]["wall_seconds"]
+        return info
+
+    # VAE -> UNet + text encoder (saved with the VAE as a StableDiffusionPipeline folder) -> CLIP
+    vae_dir, sd_dir, clip_dir = stages / "vae", out_dir / "sd", out_dir / "clip"
+    report["vae"] = _reuse_or_train("VAE", vae_dir / "stage.json", vae_dir / "config.json", vae_stage)
+    vae = AutoencoderKL.from_pretrained(vae_dir).requires_grad_(False).eval()
+    report["sd"] = _reuse_or_train("SD", stages / "sd.json", sd_dir / "model_index.json", sd_stage)
+    report["clip"] = _reuse_or_train("CLIP", stages / "clip.json", clip_dir / "open_clip_config.json", clip_stage)
+    for stage in ("vae", "sd", "clip"):
+        report["wall_seconds"][stage] = report[stage]["wall_seconds"]
 
     report["wall_seconds"]["total_this_run"] = time.perf_counter() - started
     report["size_bytes"] = sum(path.stat().st_size for folder in (sd_dir, clip_dir) for path in folder.rglob("*") if path.is_file())

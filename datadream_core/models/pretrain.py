@@ -23,24 +23,20 @@ import torch
 import torch.nn.functional as F
 
 from datadream_core.jobs import LOG, progress
+from datadream_core.seeding import seed_from, seeded_generator, seeded_rng
 
 STAGE_VAE, STAGE_SD, STAGE_CLIP = 1, 2, 3
 
 
-def _generator(seed: int, stage: int, step: int) -> torch.Generator:
-    state = np.random.SeedSequence([seed, stage, step]).generate_state(2)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-
-
 def _manual_seed(seed: int, stage: int) -> None:
-    torch.manual_seed(int(np.random.SeedSequence([seed, stage, 10**6]).generate_state(1)[0]))
+    torch.manual_seed(seed_from(seed, stage, 10**6))
 
 
 def _batch(seed: int, stage: int, step: int, count: int, batch_size: int) -> np.ndarray:
     """The indices of step `step`: epochs are seeded permutations, walked batch by batch."""
     per_epoch = max(1, count // batch_size)
     epoch, position = divmod(step, per_epoch)
-    order = np.random.default_rng([seed, stage, epoch]).permutation(count)
+    order = seeded_rng(seed, stage, epoch).permutation(count)
     return order[position * batch_size:(position + 1) * batch_size]
 
 
@@ -59,9 +55,6 @@ def to_pixels(images: np.ndarray) -> torch.Tensor:
     """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [-1, 1], as the VAE sees images."""
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
-
-def _mean(values: Sequence[float]) -> float:
-    return float(np.mean(values)) if len(values) else float("nan")
 
 
 # --------------------------------------------------------------------------------------------- VAE
@@ -86,6 +79,20 @@ def _update(loss: torch.Tensor, optimizer, schedule, parameters, max_grad_norm: 
     schedule.step()
 
 
+def _record(bar, losses: list, row: tuple, **shown: str) -> None:
+    """Keep one step's losses and show `shown` on the progress bar."""
+    losses.append(row)
+    bar.update(1)
+    bar.set_postfix(**shown, refresh=False)
+
+
+def _frozen(*modules: torch.nn.Module) -> None:
+    """Trained modules in inference mode, without gradients."""
+    for module in modules:
+        module.eval()
+        module.requires_grad_(False)
+
+
 def train_vae(images: np.ndarray, settings: VAESettings, seed: int) -> tuple[torch.nn.Module, list[tuple]]:
     """Train the tiny AutoencoderKL on uint8 images; returns the model (eval mode) and (step, loss, mse) rows."""
     from datadream_core.models.tiny import tiny_vae
@@ -98,7 +105,7 @@ def train_vae(images: np.ndarray, settings: VAESettings, seed: int) -> tuple[tor
     losses = []
     bar = progress(settings.steps, "VAE", unit="step")
     for step in range(settings.steps):
-        generator = _generator(seed, STAGE_VAE, step)
+        generator = seeded_generator(seed, STAGE_VAE, step)
         pixels = to_pixels(images[_batch(seed, STAGE_VAE, step, len(images), settings.batch_size)])
         posterior = vae.encode(pixels).latent_dist
         latents = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
@@ -106,12 +113,9 @@ def train_vae(images: np.ndarray, settings: VAESettings, seed: int) -> tuple[tor
         mse = F.mse_loss(reconstruction, pixels)
         loss = mse + settings.l1_weight * F.l1_loss(reconstruction, pixels) + settings.kl_weight * posterior.kl().mean()
         _update(loss, optimizer, schedule, vae.parameters(), settings.max_grad_norm)
-        losses.append((step, loss.item(), mse.item()))
-        bar.update(1)
-        bar.set_postfix(mse=f"{mse.item():.4f}", refresh=False)
+        _record(bar, losses, (step, loss.item(), mse.item()), mse=f"{mse.item():.4f}")
     bar.close()
-    vae.eval()
-    vae.requires_grad_(False)
+    _frozen(vae)
     return vae, losses
 
 
@@ -139,7 +143,7 @@ def reconstruction_psnr(vae, images: np.ndarray, batch_size: int = 256) -> float
 
 def scaling_factor(means: torch.Tensor, stds: torch.Tensor, seed: int, count: int = 4096) -> float:
     """1 / std of latent samples over a shuffled subset, as SD scales its latents to unit variance."""
-    generator = _generator(seed, STAGE_VAE, -1 % 2**31)
+    generator = seeded_generator(seed, STAGE_VAE, -1 % 2**31)
     pick = torch.randperm(len(means), generator=generator)[:count]
     samples = means[pick] + stds[pick] * torch.randn(means[pick].shape, generator=generator)
     return float(1.0 / samples.std())
@@ -211,7 +215,7 @@ def train_sd(vae, tokenizer, images: np.ndarray, captions: Sequence[str], settin
     losses = []
     bar = progress(settings.steps, "SD UNet + text encoder", unit="step")
     for step in range(settings.steps):
-        generator = _generator(seed, STAGE_SD, step)
+        generator = seeded_generator(seed, STAGE_SD, step)
         batch = torch.from_numpy(_batch(seed, STAGE_SD, step, len(means), settings.batch_size))
         x0 = means[batch] + stds[batch] * torch.randn(means[batch].shape, generator=generator)
         if settings.hflip:
@@ -229,15 +233,11 @@ def train_sd(vae, tokenizer, images: np.ndarray, captions: Sequence[str], settin
         _update(loss, optimizer, schedule, params, settings.max_grad_norm)
         if ema:
             ema.update(modules)
-        losses.append((step, loss.item()))
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+        _record(bar, losses, (step, loss.item()), loss=f"{loss.item():.4f}")
     bar.close()
     if ema:
         unet, text_encoder = ema.shadow
-    for module in (unet, text_encoder):
-        module.eval()
-        module.requires_grad_(False)
+    _frozen(unet, text_encoder)
     return unet, text_encoder, scheduler, losses
 
 
@@ -286,7 +286,7 @@ def train_clip(source, settings: CLIPSettings, seed: int):
     from datadream_core.models.tiny import TINY_CLIP, tiny_clip_model
 
     _manual_seed(seed, STAGE_CLIP)
-    model = tiny_clip_model(int(np.random.SeedSequence([seed, STAGE_CLIP]).generate_state(1)[0]))
+    model = tiny_clip_model(seed_from(seed, STAGE_CLIP))
     model.train()
     tokens = open_clip.tokenize(source.captions, context_length=TINY_CLIP["text_cfg"]["context_length"])
     pixels = clip_pixels(source.images, open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD)
@@ -295,7 +295,7 @@ def train_clip(source, settings: CLIPSettings, seed: int):
     losses = []
     bar = progress(settings.steps, "CLIP", unit="step")
     for step in range(settings.steps):
-        generator = _generator(seed, STAGE_CLIP, step)
+        generator = seeded_generator(seed, STAGE_CLIP, step)
         batch = _batch(seed, STAGE_CLIP, step, len(tokens), settings.batch_size)
         images = _augment(pixels[torch.from_numpy(batch)], settings.pad, settings.hflip, generator)
         image_features = F.normalize(model.encode_image(images), dim=-1)
@@ -305,12 +305,9 @@ def train_clip(source, settings: CLIPSettings, seed: int):
         _update(loss, optimizer, schedule, model.parameters(), settings.max_grad_norm)
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
-        losses.append((step, loss.item()))
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        _record(bar, losses, (step, loss.item()), loss=f"{loss.item():.3f}")
     bar.close()
-    model.eval()
-    model.requires_grad_(False)
+    _frozen(model)
     return model, losses
 
 

@@ -10,7 +10,8 @@ import torch
 from datadream_core.models import ModelNotAvailable
 from datadream_core.models.hub import check_model_path, hub_offline, not_in_cache, require_cached_when_offline
 
-# The half-precision settings (`mixed_precision`) of training and sampling; LoRA weights stay fp32 under either.
+# The half-precision settings (`mixed_precision`) of LoRA training, sampling and the classifier; LoRA weights
+# stay fp32 under either.
 HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 

@@ -16,6 +16,7 @@ from typing import Mapping, Sequence
 
 import torch
 
+from datadream_core.chunks import shard_range
 from datadream_core.config import section
 from datadream_core.data.fewshot import read_fewshot
 from datadream_core.data.table import prompts_of, read_classes
@@ -52,20 +53,56 @@ class ShardRequest:
     filter_clip: Mapping | None = None  # disef: {"name", "pretrained", "identity"} of the filtering CLIP
 
 
+def chunk_adapters(generator: str, classes: Sequence[int], weights: Sequence[str]) -> dict[int, list[str]]:
+    """A generation job's adapter folders per class, from its adapter weight files in class order: the one
+    dataset-wide adapter for every class (datadream_dset), else one (datadream_cls) or K (loft) per class."""
+    folders = [str(Path(path).parent) for path in weights]
+    if generator == "datadream_dset":
+        return dict.fromkeys(classes, folders)
+    per_class = len(folders) // len(classes)
+    return {index: folders[i * per_class:(i + 1) * per_class] for i, index in enumerate(classes)}
+
+
+def run_generation_job(*, generator: str, seed: int, shots: int, classes: Sequence[int], shard: int,
+                       shard_dirs: Sequence[str], classes_csv: str, settings: Mapping, made_from: Mapping[str, str],
+                       sd_location: Mapping, adapter_weights: Sequence[str] = (), fewshot_csv: str | None = None,
+                       captions_csv: str | None = None, filter_clip_location: Mapping | None = None,
+                       filter_clip: Mapping | None = None) -> int:
+    """Generate shard `shard` of every class of a chunk (`shard_dirs` in the order of `classes`); return the
+    number of images. `made_from` holds the settings digest and the model and data identities;
+    `filter_clip` (disef) adds the filter's identity to its location."""
+    start, stop = shard_range(settings["n_images"], settings["shard_size"], shard)
+    request = ShardRequest(
+        generator=generator, seed=seed, shots=shots, start=start, stop=stop, shard_dirs=dict(zip(classes, shard_dirs)),
+        classes_csv=classes_csv, settings=settings, settings_digest=made_from["settings_digest"],
+        sd_path=sd_location["path"], sd_revision=sd_location["revision"], sd_identity=made_from["model_identity"],
+        data_identity=made_from["data_identity"], adapters=chunk_adapters(generator, classes, adapter_weights),
+        fewshot_csv=fewshot_csv, captions_csv=captions_csv,
+        filter_clip={**filter_clip_location, **filter_clip} if filter_clip else None)
+    header, rows = generate_shards(request, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    if generator == "disef":
+        from datadream_core.synth.disef import attempt_summary
+
+        for line in attempt_summary([dict(zip(header, row)) for row in rows], settings["disef_max_attempts"]):
+            LOG.info(line)
+    LOG.info("%s classes %s shard %d: %d images ready", generator, list(classes), shard, len(rows))
+    return len(rows)
+
+
 def generate_shards(request: ShardRequest, device: torch.device) -> tuple[tuple[str, ...], list[tuple]]:
     """Make and publish every class's shard; return the header and rows of all of them."""
     sampling = section(SamplingSettings, request.settings)
-    switcher = AdapterSwitcher(load_text2img(request.sd_path, None, sampling, device, revision=request.sd_revision))
+    switcher = AdapterSwitcher(load_text2img(request.sd_path, sampling, device, revision=request.sd_revision))
     if request.generator in REAL_SHOT_GENERATORS:
         return _img2img_shards(request, switcher.pipe, sampling, device)
-    return _text2img_shards(request, switcher, sampling)
+    return text2img_shards(request, switcher, sampling)
 
 
 def _made_from(request: ShardRequest, model_identity: str) -> tuple[str, str, str]:
     return request.settings_digest, model_identity, request.data_identity
 
 
-def _text2img_shards(request: ShardRequest, switcher: AdapterSwitcher, sampling: SamplingSettings):
+def text2img_shards(request: ShardRequest, switcher: AdapterSwitcher, sampling: SamplingSettings):
     classes = read_classes(request.classes_csv)
     render = text2img_renderer(switcher.pipe, sampling)
     mixer = None

@@ -28,6 +28,7 @@ from PIL import Image
 from datadream_core.data.images import load_rgb
 from datadream_core.io import read_json, write_json
 from datadream_core.jobs import LOG
+from datadream_core.seeding import seeded_generator, seeded_rng
 from datadream_core.synth.manifest import SHARD_HEADER
 from datadream_core.synth.sampler import image_name
 
@@ -70,15 +71,14 @@ def runnable_strength(steps: int, strength: float) -> float:
 
 
 def plan_rng(seed: int, class_index: int, image_index: int, attempt: int = 0) -> np.random.Generator:
-    return np.random.default_rng([seed, class_index, image_index, attempt, PLAN_TAG])
+    return seeded_rng(seed, class_index, image_index, attempt, PLAN_TAG)
 
 
 def attempt_generator(seed: int, class_index: int, image_index: int, attempt: int) -> torch.Generator:
     """Fresh noise for retry `attempt` >= 1 of image i (attempt 0 uses the sampler's generator)."""
     if attempt < 1:
         raise ValueError("attempt 0 uses the sampler's own generator")
-    state = np.random.SeedSequence([seed, class_index, image_index, attempt]).generate_state(2)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+    return seeded_generator(seed, class_index, image_index, attempt)
 
 
 def square_resize(image: Image.Image, size: int) -> Image.Image:

@@ -14,11 +14,11 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 from safetensors.torch import load_file
 
 from datadream_core.layout import LORA_FILE
+from datadream_core.seeding import seeded_rng
 from datadream_core.synth.sampler import Renderer
 from datadream_core.synth.text2img import BaseWeights
 
@@ -33,7 +33,7 @@ def pair_schedule(n_adapters: int, seed: int, class_index: int) -> list[Pair]:
     One adapter makes the pair (0, 0): every image uses that adapter whatever the weight.
     """
     pairs = list(itertools.combinations(range(n_adapters), 2)) or [(0, 0)]
-    order = np.random.default_rng([seed, class_index, n_adapters]).permutation(len(pairs))
+    order = seeded_rng(seed, class_index, n_adapters).permutation(len(pairs))
     return [pairs[position] for position in order]
 
 

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Hashable, Sequence
 
-import numpy as np
 import torch
 from PIL import Image, PngImagePlugin
 
 from datadream_core.io import atomic_path, publish_folder, write_csv
 from datadream_core.jobs import LOG, progress
+from datadream_core.seeding import seeded_generator
 from datadream_core.synth.manifest import SHARD_HEADER
 
 
@@ -38,13 +38,8 @@ class ShardJob:
     made_from: tuple[str, str, str] = ("", "", "")  # the IDENTITY_COLUMNS values
 
 
-def image_seed(seed: int, class_index: int, image_index: int) -> int:
-    state = np.random.SeedSequence([seed, class_index, image_index]).generate_state(2)
-    return int(state[0]) << 32 | int(state[1])
-
-
 def image_generator(seed: int, class_index: int, image_index: int) -> torch.Generator:
-    return torch.Generator().manual_seed(image_seed(seed, class_index, image_index))
+    return seeded_generator(seed, class_index, image_index)
 
 
 def image_name(image_index: int) -> str:

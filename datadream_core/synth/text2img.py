@@ -33,18 +33,10 @@ def fuse_loaded_adapter(pipe) -> None:
     pipe.unload_lora_weights()  # keeps the fused weights, drops the LoRA layers
 
 
-def fuse_adapter(pipe, lora_dir: str) -> None:
-    pipe.load_lora_weights(lora_dir)
-    fuse_loaded_adapter(pipe)
-
-
-def load_text2img(sd_path: str, lora_dir: str | None, settings: SamplingSettings, device: torch.device,
-                  revision: str | None = None):
-    pipe = load_sd_pipeline(sd_path, device=device, dtype=pipeline_dtype(settings, device), scheduler=settings.scheduler,
-                            revision=revision)
-    if lora_dir is not None:
-        fuse_adapter(pipe, lora_dir)
-    return pipe
+def load_text2img(sd_path: str, settings: SamplingSettings, device: torch.device, revision: str | None = None):
+    """The base pipeline; adapters are fused into it by an AdapterSwitcher."""
+    return load_sd_pipeline(sd_path, device=device, dtype=pipeline_dtype(settings, device),
+                            scheduler=settings.scheduler, revision=revision)
 
 
 class BaseWeights:
