@@ -117,7 +117,17 @@ def _state(pipe) -> dict[str, torch.Tensor]:
             for key, value in getattr(pipe, name).state_dict().items()}
 
 
-def test_adapter_switcher_gives_each_class_exactly_its_own_fused_weights(tiny_sd, tmp_path):
+def _fused_by_diffusers(tiny_sd, adapter: str) -> dict[str, torch.Tensor]:
+    pipe = load_text2img(tiny_sd, None, SETTINGS, CPU)
+    pipe.load_lora_weights(adapter)
+    pipe.fuse_lora()
+    pipe.unload_lora_weights()
+    return _state(pipe)
+
+
+def test_adapter_switcher_gives_each_class_exactly_diffusers_fused_weights(tiny_sd, tmp_path):
+    """Our direct merge (no PEFT layers) writes the very weights of diffusers' load_lora_weights + fuse_lora,
+    UNet and text encoder alike, and switching back and forth leaves no residue."""
     rows = render_world(tmp_path / "world", "target", 32, {"train": 2}, seed=0)
     adapters = []
     for class_index in (0, 1):
@@ -127,13 +137,14 @@ def test_adapter_switcher_gives_each_class_exactly_its_own_fused_weights(tiny_sd
                                                                        warmup_steps=1, learning_rate=1e-2), seed=class_index)
     switcher = AdapterSwitcher(load_text2img(tiny_sd, None, SETTINGS, CPU))
     base = _state(switcher.pipe)
-    alone = [_state(load_text2img(tiny_sd, adapter, SETTINGS, CPU)) for adapter in adapters]
+    alone = [_fused_by_diffusers(tiny_sd, adapter) for adapter in adapters]
     for adapter, expected in [(adapters[0], alone[0]), (adapters[1], alone[1]), (adapters[0], alone[0]), (None, base)]:
         switcher.use(adapter)
         state = _state(switcher.pipe)
         assert state.keys() == expected.keys()
         assert all(torch.equal(state[key], expected[key]) for key in state), adapter
     assert any(not torch.equal(alone[0][key], alone[1][key]) for key in base)
+    assert any(not torch.equal(alone[0][key], base[key]) for key in base if key.startswith("text_encoder."))
 
 
 def test_manifest_merges_in_class_and_image_order(renderer, tmp_path):
