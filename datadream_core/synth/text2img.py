@@ -70,11 +70,14 @@ def load_lora_factors(lora_dir: str | Path, device: torch.device) -> Factors:
 
 
 class BaseWeights:
-    """Copies of the base weights of the modules that adapters change, to merge adapters over them exactly.
+    """The base weights of the modules that adapters change, kept to merge adapters over them exactly.
 
-    Unmerging would subtract the delta again and leave rounding residue that made a class's images depend on
-    which classes shared its job, so every merge is written from the copy. Only the weights a LoRA touches are
-    copied (the attention projections, a fraction of the model): the one copy a job keeps beyond the model.
+    A merge gives each changed module a new weight tensor, W + the adapters' deltas, and keeps the model's
+    original tensor W untouched as the base, so nothing is copied to remember it (on a CPU it stays memory-mapped
+    from the model file) and going back to the base model is exact and free. Unmerging instead would subtract the
+    delta again and leave rounding residue that made a class's images depend on which classes shared its job.
+    The merged tensors of the modules a LoRA touches (the attention projections, a fraction of the model) are
+    the one copy of weights a job holds beyond the model.
     """
 
     def __init__(self, pipe):
@@ -90,20 +93,21 @@ class BaseWeights:
         return module.get_base_layer() if hasattr(module, "get_base_layer") else module
 
     def remember(self, model_name: str, module_name: str) -> None:
+        """Keep the module's weight as its base; call before any merge changes it."""
         if (model_name, module_name) not in self.weights:
-            self.weights[(model_name, module_name)] = self.module(model_name, module_name).weight.detach().clone()
+            self.weights[(model_name, module_name)] = self.module(model_name, module_name).weight.detach()
 
     def write(self, terms: Sequence[tuple[Factors, float]] = ()) -> None:
-        """Make every remembered weight W + sum of share * up @ down over `terms` (adapter, share), from the
-        exact copy W; with no terms, the base weights again."""
+        """Make every remembered weight W + the sum of share * up @ down over `terms` (adapter, share), from the
+        exact base W; a module that no term changes gets W itself back."""
         with torch.no_grad():
             for key, base in self.weights.items():
-                merged = base.float()
+                merged = base
                 for factors, share in terms:
                     if key in factors:
                         down, up = factors[key]
-                        merged = merged + share * (up @ down)
-                self.module(*key).weight.copy_(merged.to(base.dtype))
+                        merged = merged.float() + share * (up @ down)
+                self.module(*key).weight.data = merged.to(base.dtype)
 
 
 class AdapterSwitcher:
