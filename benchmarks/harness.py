@@ -257,6 +257,9 @@ def format_table(rows: list[dict], rates: bool = False) -> str:
         memory = row.get("peak_mb") or {}
         mem = (f"{memory['ours']:.0f} / {memory['reference']:.0f}" if "reference" in memory
                else f"{memory['ours']:.0f}" if "ours" in memory else "-")
+        bound = row.get("memory_bound")
+        if bound:  # the most ours may hold: the reference's peak plus one copy of the weights the adapters change
+            mem += f" (<= {bound['bound_mb']:.0f}: {'yes' if bound['within'] else 'NO'})"
         unit = row.get("unit")
         if rates:
             unit = unit and _rate_unit(unit)

@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,6 +33,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     parser.add_argument("--skip-tiny", action="store_true", help="with --real-size: the real-size rows only")
+    parser.add_argument("--reps", type=int, default=None,
+                        help="timed repetitions of every row, in rotating order (default: each work size's own; "
+                             "the real-size CPU rows run once)")
     return parser.parse_args(argv)
 
 
@@ -67,6 +71,8 @@ def main(argv=None) -> int:
     works = [] if args.skip_tiny and args.real_size else [stages.QUICK if args.quick else stages.FULL]
     if args.real_size:
         works.append(stages.REAL_GPU if device.type == "cuda" else stages.REAL_CPU)
+    if args.reps:
+        works = [replace(work, reps=args.reps, gen_reps=args.reps) for work in works]
     selected = list(stages.STAGES) if args.stages == "all" else [s.strip() for s in args.stages.split(",")]
     unknown = set(selected) - set(stages.STAGES)
     if unknown:

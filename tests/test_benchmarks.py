@@ -52,9 +52,13 @@ def test_peak_memory_sees_a_large_cpu_tensor():
 def test_table_has_one_line_per_row():
     rows = [{"stage": "a", "unit": "s", "ours_median_s": 1.0, "reference_median_s": 2.0, "speedup": 2.0,
              "peak_mb": {"ours": 1.0, "reference": 2.0}, "equal_text": "yes"},
-            {"stage": "dag", "ours_median_s": 3.0, "equal_text": "5 jobs"}]
+            {"stage": "dag", "ours_median_s": 3.0, "equal_text": "5 jobs"},
+            {"stage": "gen", "unit": "s", "ours_median_s": 1.0, "reference_median_s": 1.0, "speedup": 1.0,
+             "peak_mb": {"ours": 900.0, "reference": 250.0},
+             "memory_bound": {"targeted_base_weights_mb": 600.0, "bound_mb": 850.0, "within": False}}]
     table = format_table(rows).splitlines()
-    assert len(table) == 4 and "2.00x" in table[2] and "| -" in table[3]
+    assert len(table) == 5 and "2.00x" in table[2] and "| -" in table[3]
+    assert "900 / 250 (<= 850: NO)" in table[4]
 
 
 def test_fid_reference_and_ours_agree(tmp_path):

@@ -9,7 +9,7 @@ from datadream_core.io import read_csv, write_csv
 from datadream_core.chunks import shard_count, shard_range
 from datadream_core.synth.manifest import SHARD_HEADER, merge_manifest
 from datadream_core.synth.sampler import ShardJob, make_shard, run_shard, staging_dir
-from datadream_core.synth.text2img import (AdapterSwitcher, SamplingSettings, fuse_loaded_adapter, load_text2img,
+from datadream_core.synth.text2img import (AdapterSwitcher, SamplingSettings, load_text2img,
                                           text2img_renderer)
 
 SETTINGS = SamplingSettings(steps=4, guidance_scale=2.0, batch_size=3)
@@ -114,10 +114,9 @@ def test_fused_adapter_matches_the_unfused_one(tiny_sd, tmp_path):
 
 
 def _fused(sd_path: str, lora_dir: str):
-    pipe = load_text2img(sd_path, SETTINGS, CPU)
-    pipe.load_lora_weights(lora_dir)
-    fuse_loaded_adapter(pipe)
-    return pipe
+    switcher = AdapterSwitcher(load_text2img(sd_path, SETTINGS, CPU))
+    switcher.use(lora_dir)
+    return switcher.pipe
 
 
 def _state(pipe) -> dict[str, torch.Tensor]:
@@ -125,7 +124,17 @@ def _state(pipe) -> dict[str, torch.Tensor]:
             for key, value in getattr(pipe, name).state_dict().items()}
 
 
-def test_adapter_switcher_gives_each_class_exactly_its_own_fused_weights(tiny_sd, tmp_path):
+def _fused_by_diffusers(tiny_sd, adapter: str) -> dict[str, torch.Tensor]:
+    pipe = load_text2img(tiny_sd, SETTINGS, CPU)
+    pipe.load_lora_weights(adapter)
+    pipe.fuse_lora()
+    pipe.unload_lora_weights()
+    return _state(pipe)
+
+
+def test_adapter_switcher_gives_each_class_exactly_diffusers_fused_weights(tiny_sd, tmp_path):
+    """Our direct merge (no PEFT layers) writes the very weights of diffusers' load_lora_weights + fuse_lora,
+    UNet and text encoder alike, and switching back and forth leaves no residue."""
     rows = render_world(tmp_path / "world", "target", 32, {"train": 2}, seed=0)
     adapters = []
     for class_index in (0, 1):
@@ -135,13 +144,14 @@ def test_adapter_switcher_gives_each_class_exactly_its_own_fused_weights(tiny_sd
                                                                        warmup_steps=1, learning_rate=1e-2), seed=class_index)
     switcher = AdapterSwitcher(load_text2img(tiny_sd, SETTINGS, CPU))
     base = _state(switcher.pipe)
-    alone = [_state(_fused(tiny_sd, adapter)) for adapter in adapters]
+    alone = [_fused_by_diffusers(tiny_sd, adapter) for adapter in adapters]
     for adapter, expected in [(adapters[0], alone[0]), (adapters[1], alone[1]), (adapters[0], alone[0]), (None, base)]:
         switcher.use(adapter)
         state = _state(switcher.pipe)
         assert state.keys() == expected.keys()
         assert all(torch.equal(state[key], expected[key]) for key in state), adapter
     assert any(not torch.equal(alone[0][key], alone[1][key]) for key in base)
+    assert any(not torch.equal(alone[0][key], base[key]) for key in base if key.startswith("text_encoder."))
 
 
 def test_manifest_merges_in_class_and_image_order(renderer, tmp_path):

@@ -3,28 +3,20 @@
 The class's K adapters (one per real shot) give K(K-1)/2 unordered pairs; one seeded shuffle of them is
 repeated to cover the images, so image i's pair depends on (seed, class, i) alone, whatever the shard or batch
 size, and every pair is used once before any is used again. Mixing merges weights: each projection the
-adapters target becomes W + w dW_a + (1 - w) dW_b, written from a copy of the base weights, so every merge
-starts from the exact base. Images are grouped by pair, so a batch shares one merge.
+adapters target becomes W + w dW_a + (1 - w) dW_b over the model's own base tensors (text2img.BaseWeights), so
+every merge starts from the exact base. Images are grouped by pair, so a batch shares one merge.
 """
 
 from __future__ import annotations
 
 import itertools
-import re
-from pathlib import Path
 from typing import Sequence
 
-import torch
-from safetensors.torch import load_file
-
-from datadream_core.layout import LORA_FILE
 from datadream_core.seeding import seeded_rng
 from datadream_core.synth.sampler import Renderer
-from datadream_core.synth.text2img import BaseWeights
+from datadream_core.synth.text2img import BaseWeights, Factors, load_lora_factors
 
 Pair = tuple[int, int]
-# diffusers' LoRA file format: {model}.{module}.lora.{down|up}.weight (text encoder: lora_linear_layer).
-_LORA_KEY = re.compile(r"(unet|text_encoder)\.(.+)\.(?:lora|lora_linear_layer)\.(down|up)\.weight")
 
 
 def pair_schedule(n_adapters: int, seed: int, class_index: int) -> list[Pair]:
@@ -41,29 +33,6 @@ def pair_of(schedule: Sequence[Pair], image_index: int) -> Pair:
     return schedule[image_index % len(schedule)]
 
 
-Factors = dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]]  # (model, module) -> (down, up)
-
-
-def load_lora_factors(lora_dir: str | Path, device: torch.device) -> Factors:
-    """(model, module) -> (down, up) of an adapter file in diffusers' format; its delta is up @ down.
-
-    Our files carry no alphas, which diffusers reads as alpha = rank (scale 1); so do we.
-    """
-    path = Path(lora_dir) / LORA_FILE
-    factors: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
-    for key, value in load_file(path).items():
-        match = _LORA_KEY.fullmatch(key)
-        if match is None:
-            raise ValueError(f"{path}: '{key}' is not a LoRA weight in diffusers' format"
-                             " (model.module.lora.down|up.weight)")
-        model, module, side = match.groups()
-        factors.setdefault((model, module), {})[side] = value.to(device, torch.float32)
-    incomplete = sorted(".".join(key) for key, sides in factors.items() if len(sides) != 2)
-    if incomplete:
-        raise ValueError(f"{path}: {incomplete[0]} has only one of its down / up weights")
-    return {key: (sides["down"], sides["up"]) for key, sides in factors.items()}
-
-
 class AdapterMixer:
     """Merges per-image adapters into one pipeline, a pair at a time, over the exact base weights."""
 
@@ -76,7 +45,7 @@ class AdapterMixer:
 
     def load(self, adapter_dirs: Sequence[str]) -> None:
         """Take a class's adapters (their order numbers the pairs); the pipeline is the base model until `use`."""
-        self.base.restore()
+        self.base.write()
         self.adapters = [load_lora_factors(folder, self.pipe.unet.device) for folder in adapter_dirs]
         for key in sorted({key for adapter in self.adapters for key in adapter}):
             self.base.remember(*key)
@@ -87,14 +56,7 @@ class AdapterMixer:
         if pair == self.current:
             return
         terms = [(self.adapters[index], share) for index, share in zip(pair, (self.weight, 1.0 - self.weight)) if share]
-        with torch.no_grad():
-            for key, base in self.base.weights.items():
-                merged = base.float()
-                for adapter, share in terms:
-                    if key in adapter:
-                        down, up = adapter[key]
-                        merged = merged + share * (up @ down)
-                self.base.module(*key).weight.copy_(merged.to(base.dtype))
+        self.base.write(terms)
         self.current = pair
 
 

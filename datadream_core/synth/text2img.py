@@ -1,16 +1,22 @@
 """Text-to-image generators: `sd` (the unadapted model), DataDream (`datadream_dset`, `datadream_cls`) and
 LoFT (`loft`, synth.loft).
 
-The pipeline is loaded once per job; a DataDream adapter is fused into the weights so sampling
-costs the same as the base model.
+The pipeline is loaded once per job; an adapter is merged into the weights it targets (W + up @ down, new
+tensors beside the model's own, which stay the untouched base), so sampling costs the same as the base model and
+switching to the next class's adapter costs one pass over the targeted weights, not a pipeline reload.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
 
 import torch
+from safetensors.torch import load_file
 
+from datadream_core.layout import LORA_FILE
 from datadream_core.models.sd import HALF_DTYPES, load_sd_pipeline
 from datadream_core.synth.sampler import Renderer
 
@@ -28,23 +34,46 @@ def pipeline_dtype(settings: SamplingSettings, device: torch.device) -> torch.dt
     return HALF_DTYPES.get(settings.mixed_precision, torch.float32) if device.type == "cuda" else torch.float32
 
 
-def fuse_loaded_adapter(pipe) -> None:
-    pipe.fuse_lora()
-    pipe.unload_lora_weights()  # keeps the fused weights, drops the LoRA layers
-
-
 def load_text2img(sd_path: str, settings: SamplingSettings, device: torch.device, revision: str | None = None):
-    """The base pipeline; adapters are fused into it by an AdapterSwitcher."""
+    """The base pipeline; adapters are merged into it by an AdapterSwitcher."""
     return load_sd_pipeline(sd_path, device=device, dtype=pipeline_dtype(settings, device),
                             scheduler=settings.scheduler, revision=revision)
 
 
-class BaseWeights:
-    """Copies of the base weights of the modules that adapters change, to write them back exactly.
+Factors = dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]]  # (model, module) -> (down, up)
+# diffusers' LoRA file format: {model}.{module}.lora.{down|up}.weight (text encoder: lora_linear_layer).
+_LORA_KEY = re.compile(r"(unet|text_encoder)\.(.+)\.(?:lora|lora_linear_layer)\.(down|up)\.weight")
 
-    Unfusing subtracts the delta again and leaves rounding residue that would make a class's images
-    depend on which classes shared its job, so the base weights are restored from a copy. Only the
-    weights a LoRA touches are copied (the attention projections, a fraction of the model).
+
+def load_lora_factors(lora_dir: str | Path, device: torch.device) -> Factors:
+    """(model, module) -> (down, up) of an adapter file in diffusers' format; its delta is up @ down.
+
+    Our files carry no alphas, which diffusers reads as alpha = rank (scale 1); so do we.
+    """
+    path = Path(lora_dir) / LORA_FILE
+    factors: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    for key, value in load_file(path).items():
+        match = _LORA_KEY.fullmatch(key)
+        if match is None:
+            raise ValueError(f"{path}: '{key}' is not a LoRA weight in diffusers' format"
+                             " (model.module.lora.down|up.weight)")
+        model, module, side = match.groups()
+        factors.setdefault((model, module), {})[side] = value.to(device, torch.float32)
+    incomplete = sorted(".".join(key) for key, sides in factors.items() if len(sides) != 2)
+    if incomplete:
+        raise ValueError(f"{path}: {incomplete[0]} has only one of its down / up weights")
+    return {key: (sides["down"], sides["up"]) for key, sides in factors.items()}
+
+
+class BaseWeights:
+    """The base weights of the modules that adapters change, kept to merge adapters over them exactly.
+
+    A merge gives each changed module a new weight tensor, W + the adapters' deltas, and keeps the model's
+    original tensor W untouched as the base, so nothing is copied to remember it (on a CPU it stays memory-mapped
+    from the model file) and going back to the base model is exact and free. Unmerging instead would subtract the
+    delta again and leave rounding residue that made a class's images depend on which classes shared its job.
+    The merged tensors of the modules a LoRA touches (the attention projections, a fraction of the model) are
+    the one copy of weights a job holds beyond the model.
     """
 
     def __init__(self, pipe):
@@ -52,46 +81,53 @@ class BaseWeights:
         self.weights: dict[tuple[str, str], torch.Tensor] = {}
 
     def module(self, model_name: str, module_name: str) -> torch.nn.Module:
-        module = getattr(self.pipe, model_name).get_submodule(module_name)
+        try:
+            module = getattr(self.pipe, model_name).get_submodule(module_name)
+        except AttributeError:
+            raise ValueError(f"the adapter changes {model_name}.{module_name}, which this Stable Diffusion model "
+                             "does not have (an adapter of another model?)") from None
         return module.get_base_layer() if hasattr(module, "get_base_layer") else module
 
     def remember(self, model_name: str, module_name: str) -> None:
+        """Keep the module's weight as its base; call before any merge changes it."""
         if (model_name, module_name) not in self.weights:
-            self.weights[(model_name, module_name)] = self.module(model_name, module_name).weight.detach().clone()
+            self.weights[(model_name, module_name)] = self.module(model_name, module_name).weight.detach()
 
-    def restore(self) -> None:
+    def write(self, terms: Sequence[tuple[Factors, float]] = ()) -> None:
+        """Make every remembered weight W + the sum of share * up @ down over `terms` (adapter, share), from the
+        exact base W; a module that no term changes gets W itself back."""
         with torch.no_grad():
-            for key, weight in self.weights.items():
-                self.module(*key).weight.copy_(weight)
+            for key, base in self.weights.items():
+                merged = base
+                for factors, share in terms:
+                    if key in factors:
+                        down, up = factors[key]
+                        merged = merged.float() + share * (up @ down)
+                self.module(*key).weight.data = merged.to(base.dtype)
 
 
 class AdapterSwitcher:
-    """One pipeline per job; each class's adapter fused in turn, over the exact base weights (BaseWeights)."""
+    """One pipeline per job; each class's adapter merged in turn over the exact base weights (BaseWeights).
 
-    MODELS = ("unet", "text_encoder")
+    The merge is diffusers' fuse_lora (W + scale * up @ down, scale 1 for our files) written directly, without
+    loading the adapter as PEFT layers first: that load, fuse and unload cost more than a pipeline reload.
+    """
 
     def __init__(self, pipe):
         self.pipe = pipe
         self.current: str | None = None
         self._base = BaseWeights(pipe)
 
-    def _remember_base_weights(self) -> None:
-        from peft.tuners.tuners_utils import BaseTunerLayer
-
-        for model_name in self.MODELS:
-            for module_name, module in getattr(self.pipe, model_name).named_modules():
-                if isinstance(module, BaseTunerLayer):
-                    self._base.remember(model_name, module_name)
-
     def use(self, lora_dir: str | None) -> None:
         if lora_dir == self.current:
             return
-        if self.current is not None:
-            self._base.restore()
+        terms = []
         if lora_dir is not None:
-            self.pipe.load_lora_weights(lora_dir)
-            self._remember_base_weights()
-            fuse_loaded_adapter(self.pipe)
+            factors = load_lora_factors(lora_dir, self.pipe.unet.device)
+            for key in factors:
+                self._base.remember(*key)
+            terms = [(factors, 1.0)]
+        self._base.write(terms)
         self.current = lora_dir
 
 
