@@ -203,9 +203,14 @@ def save_lora(parts: SDParts, settings: DreamSettings, out_dir: Path) -> Path:
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
+    # The file holds no alphas, which loaders (diffusers, text2img.load_lora_factors) read as alpha = rank:
+    # the up factors carry the trained scale alpha / rank, so the file's delta is the one trained.
+    scale = settings.alpha / settings.rank
+
     def layers(model):
         state = get_peft_model_state_dict(model)
-        return convert_state_dict_to_diffusers({k: v.float().contiguous() for k, v in state.items()})
+        return convert_state_dict_to_diffusers({key: (value.float() * (scale if ".lora_B." in key else 1.0)).contiguous()
+                                                for key, value in state.items()})
 
     target = out_dir / LORA_FILE
     staging = Path(tempfile.mkdtemp(prefix=".lora.", dir=out_dir))  # diffusers writes into a folder

@@ -91,6 +91,28 @@ def test_adapter_loads_in_stock_diffusers(tiny_sd, shots, tmp_path):
     assert np.abs(adapted - base).max() > 1e-3
 
 
+def test_a_saved_adapter_holds_the_trained_delta_when_alpha_is_not_the_rank(tiny_sd, tmp_path):
+    """The file has no alphas (loaders read alpha = rank), so alpha / rank is carried by the up factors."""
+    from datadream_core.dream import save_lora
+    from datadream_core.synth.text2img import load_lora_factors
+
+    parts = load_sd_parts(tiny_sd)
+    settings = DreamSettings(rank=4, alpha=12)
+    add_lora(parts, settings)
+    torch.manual_seed(0)
+    for name, param in parts.unet.named_parameters():
+        if "lora_B" in name:
+            param.data.normal_()
+    save_lora(parts, settings, tmp_path)
+    factors = load_lora_factors(tmp_path, torch.device("cpu"))
+    adapted = {name: module for name, module in parts.unet.named_modules() if hasattr(module, "get_delta_weight")}
+    assert adapted and {module for model, module in factors if model == "unet"} == set(adapted)
+    for name, module in adapted.items():
+        down, up = factors[("unet", name)]
+        trained = module.get_delta_weight("default")  # PEFT's (alpha / rank) B A
+        assert torch.allclose(up @ down, trained, atol=1e-5) and trained.abs().max() > 0, name
+
+
 TRAIN_SCRIPT = """
 import sys
 from datadream_core.dream import DreamSettings, Example, train_datadream
