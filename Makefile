@@ -20,14 +20,14 @@ run: $(STAMP)
 	@echo "Report written to report.html"
 
 # Tests run on TEST_WORKERS processes (pytest-xdist): a test module stays on one worker, the smoke run that
-# several modules read is made once, and the longest groups start first (tests/conftest.py).
+# several modules read is made once, and the longest modules start first (tests/conftest.py).
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=15
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
 # The inner loop: every test that does not drive Snakemake (tests marked e2e are left out).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder -m "not e2e"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not e2e"
 
 clean-results:
 	rm -rf results logs .snakemake report.html

@@ -31,33 +31,24 @@ def tiny_clip(tmp_path_factory):
     return str(build_tiny_clip(tmp_path_factory.mktemp("models") / "tiny_clip", seed=0))
 
 
-# Under `make test` (pytest-xdist, --dist loadgroup --no-loadscope-reorder) the groups go to the workers in this
-# order: the tests that read the finished smoke run first (one worker makes it, then runs them), the SLURM test
-# second (the other worker runs its DAG meanwhile and compares with the smoke run at the end), then the modules
-# that drive long DAGs, so that short modules fill the gaps at the end.
-LONG_MODULES = ["test_slurm.py", "test_classify.py", "test_cache.py", "test_crash_resume.py", "test_miniworld_effect.py",
-                "test_readme_commands.py", "test_paper_setting.py", "test_miniworld.py", "test_workflow_data.py"]
+# Under `make test` (pytest-xdist, --dist loadfile --no-loadscope-reorder) each test module runs on one worker, so
+# that its module fixtures are made once, and the modules go to the workers in this order: the SLURM test first (it
+# runs its DAG, then compares with the smoke run), test_cache second (it makes the smoke run meanwhile), then the
+# modules that drive long DAGs; the other reader of the smoke run comes last, when it is made, and short modules
+# fill the gaps in between.
+FIRST_MODULES = ["test_slurm.py", "test_cache.py", "test_classify.py", "test_crash_resume.py", "test_miniworld_effect.py",
+                 "test_readme_commands.py", "test_paper_setting.py", "test_miniworld.py", "test_workflow_data.py"]
+LAST_MODULES = ["test_workflow_smoke.py"]
 
 
-def xdist_group(item) -> str:
-    return "smoke_local" if "smoke_local" in item.fixturenames else item.nodeid.split("::")[0]
-
-
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """A module's tests share one worker, so that its module fixtures are made once; the smoke run's readers
-    share one too, and the groups are ordered as LONG_MODULES says."""
     def rank(item) -> int:
-        group = xdist_group(item)
-        if group == "smoke_local":
-            return 0
-        module = group.rsplit("/", 1)[-1]
-        return 1 + (LONG_MODULES.index(module) if module in LONG_MODULES else len(LONG_MODULES))
+        module = item.nodeid.split("::")[0].rsplit("/", 1)[-1]
+        if module in FIRST_MODULES:
+            return FIRST_MODULES.index(module)
+        return len(FIRST_MODULES) + 1 + LAST_MODULES.index(module) if module in LAST_MODULES else len(FIRST_MODULES)
 
-    items.sort(key=rank)  # stable: the order within a group stays
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
+    items.sort(key=rank)  # stable: the order within a module stays
 
 
 def run_snakemake(workdir: Path, config: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
