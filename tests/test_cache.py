@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -44,11 +45,16 @@ def rule_family(name: str) -> str:
 def planned_jobs(workdir: Path, config: dict, *args: str) -> list[tuple[str, dict]]:
     """(rule family, wildcards) of every job a dry run plans, target rules (all, fewshot, ...) left out."""
     workdir.mkdir(parents=True, exist_ok=True)
-    config_path = workdir / "dry_run_config.yaml"
-    config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    # a file of its own: tests on other workers dry-run the shared smoke run at the same time
+    handle, config_path = tempfile.mkstemp(suffix=".yaml", prefix="dry_run_config.")
+    with os.fdopen(handle, "w", encoding="utf-8") as config_file:
+        config_file.write(yaml.safe_dump(config))
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
                "--configfile", str(config_path), "--cores", "2", "-n", *args]
-    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    finally:
+        os.unlink(config_path)
     assert result.returncode == 0, f"dry run failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     jobs, current = [], None
     for line in result.stdout.splitlines():
