@@ -145,9 +145,10 @@ def run_shots(dataset):
     return sorted(set(SHOTS) | (set(scaling["shots"]) if in_scaling else set()))
 
 
-# The targets ask for every file a job writes, not only the ones the tables read: Snakemake skips a job whose
-# output went missing when nothing it plans needs that output, so a deleted file is remade only if asked for
-# (by a target, or by a job that reads it).
+# The targets name every file a job writes, not only the ones the tables read: Snakemake skips a job whose
+# output went missing when nothing it plans needs that output, so a deleted file is remade only if asked for.
+# A job that reads the file is not enough: Snakemake checks a job's inputs for missing files only once the job
+# itself is planned (a deleted shard folder does not replan the manifest that lists it, nor its generation).
 def dataset_files(dataset):
     files = [layout.classes_csv(dataset), layout.splits_csv(dataset), layout.problems_csv(dataset),
              layout.data_identity_json(dataset)] + [layout.fewshot_csv(dataset, seed) for seed in SEEDS]
@@ -173,14 +174,13 @@ def lora_targets(dataset):
 
 
 def synth_targets(dataset):
-    """Every generator's manifests, and disef's captions. A manifest's job (merge_manifest) reads every shard
-    folder of its run, so each folder is asked for through it: naming the folders here again would only double
-    the tens of thousands of per-class files Snakemake matches against rule outputs while planning."""
+    """Every generator's manifests and shard folders, and disef's captions."""
     runs = {(generator, layout.synth_shots(generator, shots), seed) for generator in GENERATORS
             for shots in run_shots(dataset) for seed in SEEDS}
     targets = []
     for generator, shots, seed in sorted(runs):
         targets.append(layout.synth_manifest(dataset, generator, shots, seed))
+        targets += shard_dirs(dataset, generator, shots, seed)
         if generator == "disef":
             targets.append(layout.captions_csv(dataset, shots, seed))
     return targets
