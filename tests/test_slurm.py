@@ -72,9 +72,8 @@ def test_smoke_config_on_slurm_equals_the_local_run(cluster, smoke_local, tmp_pa
     assert any("train_lora" in comment for _, comment, _ in jobs)
 
     results, reference = work / "results/miniworld", local / "results/miniworld"
-    adapter_dirs = [layout.adapter_dir("miniworld", "dset", 2, 0), layout.adapter_dir("miniworld", "cls", 2, 0, 1)]
     assert (results / "fewshot/seed0.csv").read_bytes() == (reference / "fewshot/seed0.csv").read_bytes()
-    for adapter in adapter_dirs:
+    for adapter in (layout.adapter_dir("miniworld", "dset", 2, 0), layout.adapter_dir("miniworld", "cls", 2, 0, 1)):
         ours, theirs = (load_file(path / adapter / "pytorch_lora_weights.safetensors") for path in (work, local))
         assert ours.keys() == theirs.keys()
         assert all(np.allclose(ours[key].numpy(), theirs[key].numpy(), atol=1e-5) for key in ours)
