@@ -149,6 +149,8 @@ def run_shots(dataset):
 
 # The targets name every file a job writes, not only the ones the tables read: Snakemake skips a job whose
 # output went missing when nothing it plans needs that output, so a deleted file is remade only if asked for.
+# A job that reads the file is not enough: Snakemake checks a job's inputs for missing files only once the job
+# itself is planned (a deleted shard folder does not replan the manifest that lists it, nor its generation).
 def dataset_files(dataset):
     files = [layout.classes_csv(dataset), layout.splits_csv(dataset), layout.problems_csv(dataset),
              layout.data_identity_json(dataset)] + [layout.fewshot_csv(dataset, seed) for seed in SEEDS]

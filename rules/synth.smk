@@ -1,6 +1,7 @@
 # Generation: one job per (generator, dataset, shots, seed, class chunk, shard), merged into a manifest; one rule
 # per (dataset, class chunk, shard). loft reads each class's first K per-image adapters (rules/dream.smk).
-# Images land in .../c{class}/shard{j}/ whatever the chunking; each class's shard folder is a declared output.
+# Images land in synth/c{class}/{generator}/k{K}_seed{s}/shard{j}/ whatever the chunking; each class's shard
+# folder is a declared output.
 # issynth and disef start from the K real shots (so they live under k{shots}); disef also needs the shots'
 # captions (computed once per K and seed) and a CLIP for its filter.
 

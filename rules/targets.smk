@@ -1,9 +1,20 @@
 # Named targets: one per stage and one per dataset; the default `all` is in the Snakefile.
+# The big ones list their files through an input function, called only when the target is planned: as plain
+# lists, every parse of the workflow (a cluster job parses it too) built their ~100k file objects for paper.yaml.
+from functools import partial
 
 
 def dataset_targets(dataset):
     return (dataset_files(dataset) + lora_targets(dataset) + synth_targets(dataset) + classifier_targets(dataset)
             + fid_targets(dataset) + grid_targets(dataset))
+
+
+def when_planned(files):
+    return lambda wildcards: files()
+
+
+def of_every_dataset(targets):
+    return lambda: [path for dataset in DATASETS for path in targets(dataset)]
 
 
 rule fewshot:
@@ -13,22 +24,22 @@ rule fewshot:
 
 rule loras:
     input:
-        [lora_targets(dataset) for dataset in DATASETS],
+        when_planned(of_every_dataset(lora_targets)),
 
 
 rule synth:
     input:
-        [synth_targets(dataset) for dataset in DATASETS],
+        when_planned(of_every_dataset(synth_targets)),
 
 
 rule classifiers:
     input:
-        [classifier_targets(dataset) for dataset in DATASETS],
+        when_planned(of_every_dataset(classifier_targets)),
 
 
 rule fid:
     input:
-        [fid_targets(dataset) for dataset in DATASETS],
+        when_planned(of_every_dataset(fid_targets)),
 
 
 rule tables:
@@ -47,4 +58,4 @@ for _dataset in DATASETS:
         name:
             f"dataset_{_dataset}"
         input:
-            dataset_targets(_dataset),
+            when_planned(partial(dataset_targets, _dataset)),

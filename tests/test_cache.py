@@ -21,6 +21,7 @@ import yaml
 from PIL import Image
 
 from conftest import REPO, run_snakemake
+from datadream_core import layout
 
 pytestmark = pytest.mark.e2e
 
@@ -204,8 +205,8 @@ def modification_times(root: Path) -> dict[str, int]:
 
 def test_deleted_outputs_remake_exactly_their_jobs(cache_run, tmp_path):
     work, config = copy_of(cache_run, tmp_path)
-    adapter = work / "results/miniworld/dream/cls/k2_seed0/c0001/pytorch_lora_weights.safetensors"
-    shard = work / "results/miniworld/synth/sd/k0_seed0/c0002/shard000"
+    adapter = work / layout.adapter_files("miniworld", "cls", 2, 0, 1)[0]
+    shard = work / layout.shard_dir("miniworld", "sd", 2, 0, 2, 0)
     metrics = work / "results/miniworld/clf/real/k2_seed0/n0/metrics.json"
     adapter.unlink()
     shutil.rmtree(shard)

@@ -5,6 +5,7 @@ import csv
 import pytest
 
 from datadream_core.io import write_json
+from datadream_core.layout import adapter_dir, image_adapter_dir
 from datadream_core.report.compute import compute_rows, job_costs, write_compute_table
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
@@ -40,16 +41,16 @@ def test_lora_jobs_report_the_gpu_memory_their_adapters_recorded(tmp_path):
     root = tmp_path / "results/benchmarks"
     _benchmark(root / "train_lora_dset/world/k2_seed0.tsv", 3.0, 700)
     _benchmark(root / "train_lora_cls/world/k2_seed0/c0000-c0001.tsv", 5.0, 800)
-    adapters = {"dset/k2_seed0/all": ("cuda:0", 4096.0), "cls/k2_seed0/c0000": ("cuda", 1000.0),
-                "cls/k2_seed0/c0001": ("cuda", 1500.0)}
+    adapters = {adapter_dir("world", "dset", 2, 0): ("cuda:0", 4096.0), adapter_dir("world", "cls", 2, 0, 0): ("cuda", 1000.0),
+                adapter_dir("world", "cls", 2, 0, 1): ("cuda", 1500.0)}
     for folder, (device, peak) in adapters.items():
-        write_json(tmp_path / "results/world/dream" / folder / "train.json", {"device": device, "peak_memory_mb": peak})
+        write_json(tmp_path / folder / "train.json", {"device": device, "peak_memory_mb": peak})
     gpu = {(cost.rule, cost.wall_s): cost.gpu_peak_mb for cost in job_costs(root)}
     assert gpu == {("train_lora_cls", 5.0): 1500.0, ("train_lora_dset", 3.0): 4096.0}
-    write_json(tmp_path / "results/world/dream/dset/k2_seed0/all/train.json", {"device": "cpu", "peak_memory_mb": 9.0})
+    write_json(tmp_path / adapter_dir("world", "dset", 2, 0) / "train.json", {"device": "cpu", "peak_memory_mb": 9.0})
     _benchmark(root / "train_lora_image/world/seed0/c0000-c0000.tsv", 8.0, 900)  # LoFT: every shot of the chunk
     for rank, peak in enumerate((700.0, 2500.0)):
-        write_json(tmp_path / f"results/world/dream/image/seed0/c0000/shot{rank:02d}/train.json",
+        write_json(tmp_path / image_adapter_dir("world", 0, 0, rank) / "train.json",
                    {"device": "cuda", "peak_memory_mb": peak})
     dream = {row["rule"]: row["gpu_peak_mb"] for row in compute_rows(job_costs(root)) if row["stage"] == "dream"}
     # a CPU's RSS is not GPU memory

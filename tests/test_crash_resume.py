@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from datadream_core import layout
 from shown_commands import bash_block_commands
 
 pytestmark = pytest.mark.e2e
@@ -76,8 +77,8 @@ def test_killed_head_resumes_with_readme_commands_and_redoes_no_finished_job(tmp
         resumed.stderr[-6000:]
     after = finished_files(tmp_path / "results")
     assert {path: after.get(path) for path in finished} == finished
-    adapters = ["dset/k2_seed0/all"] + [f"cls/k2_seed0/c{index:04d}" for index in range(3)]
-    assert all((tmp_path / "results/miniworld/dream" / adapter / "pytorch_lora_weights.safetensors").is_file()
-               for adapter in adapters)
+    adapters = [layout.adapter_files("miniworld", "dset", 2, 0)[0]] + [
+        layout.adapter_files("miniworld", "cls", 2, 0, index)[0] for index in range(3)]
+    assert all((tmp_path / adapter).is_file() for adapter in adapters)
     left = subprocess.run(crashed + ["-n"], capture_output=True, text=True, env=env)
     assert "Nothing to be done" in left.stdout + left.stderr, left.stdout[-3000:]

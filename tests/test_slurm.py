@@ -13,6 +13,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from conftest import REPO
+from datadream_core import layout
 from slurm_cluster import ClusterUnavailable, SlurmCluster
 
 pytestmark = pytest.mark.e2e
@@ -75,13 +76,14 @@ def test_smoke_config_on_slurm_equals_the_local_run(cluster, request, tmp_path_f
 
     results, reference = work / "results/miniworld", local / "results/miniworld"
     assert (results / "fewshot/seed0.csv").read_bytes() == (reference / "fewshot/seed0.csv").read_bytes()
-    for adapter in ["dream/dset/k2_seed0/all", "dream/cls/k2_seed0/c0001"]:
-        ours, theirs = (load_file(path / adapter / "pytorch_lora_weights.safetensors") for path in (results, reference))
+    for adapter in (layout.adapter_dir("miniworld", "dset", 2, 0), layout.adapter_dir("miniworld", "cls", 2, 0, 1)):
+        ours, theirs = (load_file(path / adapter / "pytorch_lora_weights.safetensors") for path in (work, local))
         assert ours.keys() == theirs.keys()
         assert all(np.allclose(ours[key].numpy(), theirs[key].numpy(), atol=1e-5) for key in ours)
     # the local run also made the scaling runs' images (other K): compare the K and generators both ran
     runs = [f"k{shots}_seed{seed}" for shots in [0, *config["shots"]] for seed in config["seeds"]]
-    generated = [reference / "synth" / generator / run for generator in synth["generators"] for run in runs]
+    generated = [folder for generator in synth["generators"] for run in runs
+                 for folder in (reference / "synth").glob(f"c*/{generator}/{run}")]
     pngs = sorted(p.relative_to(reference) for folder in generated for p in folder.rglob("*.png"))
     assert pngs and pngs == sorted(p.relative_to(results) for p in (results / "synth").rglob("*.png"))
     for png in pngs:

@@ -5,6 +5,7 @@ import re
 
 import pytest
 from conftest import run_snakemake
+from datadream_core import layout
 from datadream_core.io import read_csv
 
 pytestmark = pytest.mark.e2e
@@ -18,9 +19,9 @@ def smoke_run(smoke_local):
 def test_every_stage_produced_its_outputs(smoke_run):
     work, config = smoke_run
     results = work / "results/miniworld"
-    assert (results / "dream/dset/k2_seed0/all/pytorch_lora_weights.safetensors").exists()
+    assert (work / layout.adapter_files("miniworld", "dset", 2, 0)[0]).exists()
     for class_index in range(3):
-        adapter = results / f"dream/cls/k2_seed0/c{class_index:04d}"
+        adapter = work / layout.adapter_dir("miniworld", "cls", 2, 0, class_index)
         assert (adapter / "pytorch_lora_weights.safetensors").exists()
         made_from = json.loads((adapter / "train.json").read_text())["made_from"]
         assert made_from["model_identity"] == "built:tiny-sd-seed0"

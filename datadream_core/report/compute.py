@@ -70,6 +70,14 @@ def read_benchmark(path: Path) -> tuple[float, float | None]:
     return float(rows[0]["s"]), _number(rows[0].get("max_rss", ""))
 
 
+def image_adapter_count(workdir: Path, dataset: str, seed, class_index: int) -> int:
+    """How many of a class's shots have a LoFT adapter (trained for every shot of the seed's few-shot list)."""
+    rank = 0
+    while (workdir / image_adapter_dir(dataset, seed, class_index, rank) / "train.json").is_file():
+        rank += 1
+    return rank
+
+
 def lora_gpu_peak_mb(workdir: Path, rule: str, dataset: str, job: str) -> float | None:
     """The largest peak GPU memory recorded by the adapters of a LoRA job (None when trained on a CPU)."""
     run, _, chunk = job.partition("/")
@@ -79,10 +87,10 @@ def lora_gpu_peak_mb(workdir: Path, rule: str, dataset: str, job: str) -> float 
         folders = [adapter_dir(dataset, "cls", *_run(run), index) for index in chunk_classes(chunk)]
     else:  # train_lora_image, job seed{s}/{chunk}: every shot's adapter of the chunk's classes
         seed = run.removeprefix("seed")
-        folders = [shot for index in chunk_classes(chunk)
-                   for shot in sorted((workdir / image_adapter_dir(dataset, seed, index, 0)).parent.glob("shot*"))]
+        folders = [image_adapter_dir(dataset, seed, index, rank) for index in chunk_classes(chunk)
+                   for rank in range(image_adapter_count(workdir, dataset, seed, index))]
     peaks = []
-    for folder in folders:  # relative to `workdir`; found shot folders are already below it
+    for folder in folders:  # relative to `workdir`
         summary = read_json(workdir / folder / "train.json")
         if str(summary.get("device", "")).startswith("cuda"):
             peaks.append(float(summary["peak_memory_mb"]))
