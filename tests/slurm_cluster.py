@@ -129,6 +129,9 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         return [tuple(line.split("|", 2)) for line in out.splitlines() if line.strip()]
 
     def stop(self) -> None:
+        # only the cluster that ran parks the config: a start refused because another test session's controller
+        # runs must leave that session's config alone
+        ran_controller = "slurmctld" in self.started
         for name in ("slurmd", "slurmctld", "munged"):
             pid = self.started.pop(name, None)
             if pid is None:
@@ -146,7 +149,8 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
                 time.sleep(0.2)
             else:
                 os.kill(pid, signal.SIGKILL)
-        self._park_config()
+        if ran_controller:
+            self._park_config()
 
     def _park_config(self) -> None:
         """Leave a config whose clients fail at once: Snakemake's SLURM plugin runs `scontrol show config` every
