@@ -18,9 +18,9 @@ from datadream_core.io import atomic_path, read_json, write_json
 def select_search_point(point_metrics: Mapping[str, str | Path], point_per_class: Mapping[str, str | Path],
                         out_metrics_json: str | Path, out_per_class_csv: str | Path) -> dict:
     """File the point with the highest validation accuracy (the first in grid order on a tie) as the run's result."""
-    grid, point_digests = [], []
+    grid, point_digests, loaded = [], [], {}
     for name, path in point_metrics.items():
-        metrics = read_json(path)
+        metrics = loaded[name] = read_json(path)
         point_digests.append((metrics.get("made_from") or {}).get("settings_digest", "unrecorded"))
         val = metrics.get("selected_val_accuracy")
         if val is None:
@@ -31,7 +31,7 @@ def select_search_point(point_metrics: Mapping[str, str | Path], point_per_class
     if not grid:
         raise ValueError("a search needs at least one grid point")
     chosen = max(grid, key=lambda point: point["val_accuracy"])  # max keeps the first of equals
-    metrics = read_json(point_metrics[chosen["point"]])
+    metrics = loaded[chosen["point"]]
     metrics.update(search=grid, search_choice=chosen["point"])
     # The chosen point differs between runs; what they share is the grid: the tables compare runs by it.
     metrics["made_from"] = {**(metrics.get("made_from") or {}), "settings_digest": digest(*point_digests)}
