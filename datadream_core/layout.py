@@ -11,6 +11,8 @@ alone instead of every class's of the dataset (for paper.yaml, a quarter of the 
 
 from __future__ import annotations
 
+from typing import Callable
+
 GENERATORS = ("sd", "datadream_dset", "datadream_cls", "issynth", "disef", "loft")
 # The unadapted model sees no real image, so its samples do not depend on K: one set per seed, under k0.
 SHOT_FREE_GENERATORS = frozenset({"sd"})
@@ -35,30 +37,23 @@ def dataset_dir(dataset) -> str:
     return f"results/{dataset}"
 
 
-def classes_csv(dataset) -> str:
-    return f"{dataset_dir(dataset)}/classes.csv"
+def _dataset_file(relative: str) -> Callable[[str], str]:
+    """The path builder of the file (or folder) at `relative` in a dataset's folder."""
+
+    def build(dataset) -> str:
+        return f"{dataset_dir(dataset)}/{relative}"
+
+    return build
 
 
-def splits_csv(dataset) -> str:
-    return f"{dataset_dir(dataset)}/splits.csv"
-
-
-def data_identity_json(dataset) -> str:
-    """The content identity of the data indexed (written once by index_dataset, read for provenance)."""
-    return f"{dataset_dir(dataset)}/identity.json"
-
-
-def problems_csv(dataset) -> str:
-    return f"{dataset_dir(dataset)}/problems.csv"
-
-
-def world_manifest(dataset) -> str:
-    return f"{dataset_dir(dataset)}/world/manifest.csv"
-
-
-def world_images(dataset) -> str:
-    """The rendered miniature world: {split}/{class name}/{i:05d}.png below this folder."""
-    return f"{dataset_dir(dataset)}/world/images"
+classes_csv = _dataset_file("classes.csv")
+splits_csv = _dataset_file("splits.csv")
+# The content identity of the data indexed (written once by index_dataset, read for provenance).
+data_identity_json = _dataset_file("identity.json")
+problems_csv = _dataset_file("problems.csv")
+world_manifest = _dataset_file("world/manifest.csv")
+# The rendered miniature world: {split}/{class name}/{i:05d}.png below this folder.
+world_images = _dataset_file("world/images")
 
 
 def fewshot_csv(dataset, seed) -> str:

@@ -17,7 +17,7 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -32,28 +32,30 @@ from datadream_core.models.pretrain import (CLIPSettings, SDSettings, VAESetting
 from datadream_core.seeding import seeded_rng
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BuildBudget:
     """How much source data and how many optimiser steps each model gets."""
 
     source_images: int = 24000
     class_fraction: float = 0.3
     generic_images: int = 12000  # random colours and shapes, for the VAE only (a general codec)
-    vae: VAESettings = field(default_factory=VAESettings)
-    sd: SDSettings = field(default_factory=SDSettings)
-    clip: CLIPSettings = field(default_factory=CLIPSettings)
+    vae: VAESettings
+    sd: SDSettings
+    clip: CLIPSettings
     half: bool = True  # store fp16 weights
     check_images: int = 50  # per class, for the PSNR / zero-shot checks in build.json
 
 
 DEFAULT_BUDGET = BuildBudget(
-    vae=VAESettings(steps=1000, batch_size=16, learning_rate=3e-3),
-    sd=SDSettings(steps=2000, batch_size=64),
-    clip=CLIPSettings(steps=1000, batch_size=128),
+    vae=VAESettings(steps=1000, batch_size=16, learning_rate=3e-3, weight_decay=1e-4),
+    sd=SDSettings(steps=2000, batch_size=64, learning_rate=1e-3, weight_decay=1e-2),
+    clip=CLIPSettings(steps=1000, batch_size=128, learning_rate=1e-3, weight_decay=0.1),
 )
 QUICK_BUDGET = BuildBudget(  # seconds, for tests: the models are untrained but load like the real ones
-    source_images=256, generic_images=64, vae=VAESettings(steps=2, batch_size=8), sd=SDSettings(steps=2, batch_size=8),
-    clip=CLIPSettings(steps=2, batch_size=16), check_images=2,
+    source_images=256, generic_images=64,
+    vae=replace(DEFAULT_BUDGET.vae, steps=2, batch_size=8, learning_rate=2e-3),
+    sd=replace(DEFAULT_BUDGET.sd, steps=2, batch_size=8),
+    clip=replace(DEFAULT_BUDGET.clip, steps=2, batch_size=16), check_images=2,
 )
 
 

@@ -40,6 +40,19 @@ def _batch(seed: int, stage: int, step: int, count: int, batch_size: int) -> np.
     return order[position * batch_size:(position + 1) * batch_size]
 
 
+@dataclass(frozen=True, kw_only=True)
+class StageBudget:
+    """What every stage's optimisation takes: AdamW for `steps` steps, warm-up then cosine decay, clipped gradients.
+    The stages' settings add their losses' and augmentations' own; BuildBudget gives each stage its numbers."""
+
+    steps: int
+    batch_size: int
+    learning_rate: float
+    weight_decay: float
+    warmup_fraction: float = 0.05
+    max_grad_norm: float = 1.0
+
+
 def _warmup_cosine(optimizer, steps: int, warmup_fraction: float):
     warmup = max(1, int(steps * warmup_fraction))
 
@@ -56,34 +69,41 @@ def to_pixels(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
-
 # --------------------------------------------------------------------------------------------- VAE
-@dataclass(frozen=True)
-class VAESettings:
-    steps: int = 600
-    batch_size: int = 64
-    learning_rate: float = 2e-3
-    weight_decay: float = 1e-4
-    warmup_fraction: float = 0.05
+@dataclass(frozen=True, kw_only=True)
+class VAESettings(StageBudget):
     l1_weight: float = 0.5
     kl_weight: float = 1e-6
-    max_grad_norm: float = 1.0
 
 
-def _update(loss: torch.Tensor, optimizer, schedule, parameters, max_grad_norm: float) -> None:
-    """One optimiser step on `loss` with gradient clipping, then one learning-rate schedule step."""
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
-    optimizer.step()
-    schedule.step()
+class _StageOptimisation:
+    """A stage's optimiser, schedule, progress bar and loss rows, made from its budget."""
 
+    def __init__(self, parameters, budget: StageBudget, name: str):
+        self.parameters = list(parameters)
+        self.max_grad_norm = budget.max_grad_norm
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=budget.learning_rate, weight_decay=budget.weight_decay)
+        self.schedule = _warmup_cosine(self.optimizer, budget.steps, budget.warmup_fraction)
+        self.bar = progress(budget.steps, name, unit="step")
+        self.losses: list[tuple] = []
 
-def _record(bar, losses: list, row: tuple, **shown: str) -> None:
-    """Keep one step's losses and show `shown` on the progress bar."""
-    losses.append(row)
-    bar.update(1)
-    bar.set_postfix(**shown, refresh=False)
+    def update(self, loss: torch.Tensor) -> None:
+        """One optimiser step on `loss` with gradient clipping, then one learning-rate schedule step."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.parameters, self.max_grad_norm)
+        self.optimizer.step()
+        self.schedule.step()
+
+    def record(self, row: tuple, **shown: str) -> None:
+        """Keep one step's losses and show `shown` on the progress bar."""
+        self.losses.append(row)
+        self.bar.update(1)
+        self.bar.set_postfix(**shown, refresh=False)
+
+    def finish(self) -> list[tuple]:
+        self.bar.close()
+        return self.losses
 
 
 def _frozen(*modules: torch.nn.Module) -> None:
@@ -100,10 +120,7 @@ def train_vae(images: np.ndarray, settings: VAESettings, seed: int) -> tuple[tor
     _manual_seed(seed, STAGE_VAE)
     vae = tiny_vae()
     vae.train()
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    schedule = _warmup_cosine(optimizer, settings.steps, settings.warmup_fraction)
-    losses = []
-    bar = progress(settings.steps, "VAE", unit="step")
+    optimisation = _StageOptimisation(vae.parameters(), settings, "VAE")
     for step in range(settings.steps):
         generator = seeded_generator(seed, STAGE_VAE, step)
         pixels = to_pixels(images[_batch(seed, STAGE_VAE, step, len(images), settings.batch_size)])
@@ -112,9 +129,9 @@ def train_vae(images: np.ndarray, settings: VAESettings, seed: int) -> tuple[tor
         reconstruction = vae.decode(latents).sample
         mse = F.mse_loss(reconstruction, pixels)
         loss = mse + settings.l1_weight * F.l1_loss(reconstruction, pixels) + settings.kl_weight * posterior.kl().mean()
-        _update(loss, optimizer, schedule, vae.parameters(), settings.max_grad_norm)
-        _record(bar, losses, (step, loss.item(), mse.item()), mse=f"{mse.item():.4f}")
-    bar.close()
+        optimisation.update(loss)
+        optimisation.record((step, loss.item(), mse.item()), mse=f"{mse.item():.4f}")
+    losses = optimisation.finish()
     _frozen(vae)
     return vae, losses
 
@@ -150,14 +167,8 @@ def scaling_factor(means: torch.Tensor, stds: torch.Tensor, seed: int, count: in
 
 
 # ---------------------------------------------------------------------- UNet + text encoder (SD)
-@dataclass(frozen=True)
-class SDSettings:
-    steps: int = 2000
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-2
-    warmup_fraction: float = 0.05
-    max_grad_norm: float = 1.0
+@dataclass(frozen=True, kw_only=True)
+class SDSettings(StageBudget):
     empty_caption_prob: float = 0.1
     ema_decay: float = 0.999  # 0 turns the EMA off
     hflip: bool = True
@@ -208,12 +219,9 @@ def train_sd(vae, tokenizer, images: np.ndarray, captions: Sequence[str], settin
     modules = [unet, text_encoder]
     for module in modules:
         module.train()
-    params = [p for module in modules for p in module.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    schedule = _warmup_cosine(optimizer, settings.steps, settings.warmup_fraction)
+    optimisation = _StageOptimisation((p for module in modules for p in module.parameters()), settings,
+                                      "SD UNet + text encoder")
     ema = EMA(modules, settings.ema_decay) if settings.ema_decay > 0 else None
-    losses = []
-    bar = progress(settings.steps, "SD UNet + text encoder", unit="step")
     for step in range(settings.steps):
         generator = seeded_generator(seed, STAGE_SD, step)
         batch = torch.from_numpy(_batch(seed, STAGE_SD, step, len(means), settings.batch_size))
@@ -230,11 +238,11 @@ def train_sd(vae, tokenizer, images: np.ndarray, captions: Sequence[str], settin
         noisy, velocity = a * x0 + s * noise, a * noise - s * x0
         prediction = unet(noisy, timesteps, text_encoder(ids)[0]).sample
         loss = F.mse_loss(prediction, velocity)
-        _update(loss, optimizer, schedule, params, settings.max_grad_norm)
+        optimisation.update(loss)
         if ema:
             ema.update(modules)
-        _record(bar, losses, (step, loss.item()), loss=f"{loss.item():.4f}")
-    bar.close()
+        optimisation.record((step, loss.item()), loss=f"{loss.item():.4f}")
+    losses = optimisation.finish()
     if ema:
         unet, text_encoder = ema.shadow
     _frozen(unet, text_encoder)
@@ -242,14 +250,8 @@ def train_sd(vae, tokenizer, images: np.ndarray, captions: Sequence[str], settin
 
 
 # -------------------------------------------------------------------------------------------- CLIP
-@dataclass(frozen=True)
-class CLIPSettings:
-    steps: int = 800
-    batch_size: int = 128
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.1
-    warmup_fraction: float = 0.05
-    max_grad_norm: float = 1.0
+@dataclass(frozen=True, kw_only=True)
+class CLIPSettings(StageBudget):
     pad: int = 2  # random translation by up to `pad` pixels (pad + crop)
     hflip: bool = True
 
@@ -290,10 +292,7 @@ def train_clip(source, settings: CLIPSettings, seed: int):
     model.train()
     tokens = open_clip.tokenize(source.captions, context_length=TINY_CLIP["text_cfg"]["context_length"])
     pixels = clip_pixels(source.images, open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    schedule = _warmup_cosine(optimizer, settings.steps, settings.warmup_fraction)
-    losses = []
-    bar = progress(settings.steps, "CLIP", unit="step")
+    optimisation = _StageOptimisation(model.parameters(), settings, "CLIP")
     for step in range(settings.steps):
         generator = seeded_generator(seed, STAGE_CLIP, step)
         batch = _batch(seed, STAGE_CLIP, step, len(tokens), settings.batch_size)
@@ -302,11 +301,11 @@ def train_clip(source, settings: CLIPSettings, seed: int):
         text_features = F.normalize(model.encode_text(tokens[torch.from_numpy(batch)]), dim=-1)
         logits = model.logit_scale.exp() * image_features @ text_features.T
         loss = multi_positive_loss(logits, torch.from_numpy(source.truth(batch, batch)))
-        _update(loss, optimizer, schedule, model.parameters(), settings.max_grad_norm)
+        optimisation.update(loss)
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
-        _record(bar, losses, (step, loss.item()), loss=f"{loss.item():.3f}")
-    bar.close()
+        optimisation.record((step, loss.item()), loss=f"{loss.item():.3f}")
+    losses = optimisation.finish()
     _frozen(model)
     return model, losses
 
