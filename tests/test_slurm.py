@@ -40,16 +40,26 @@ def _rule_names() -> list[str]:
     return [line.strip() for line in result.stdout.splitlines() if line.strip() and " " not in line.strip()]
 
 
+def _site_profile(folder: Path) -> Path:
+    """profiles/slurm as a user edits it for a site: here the test cluster's one partition, "debug"."""
+    profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
+    profile["default-resources"].update(slurm_partition="debug", mem_mb=1500, runtime=15)
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(profile))
+    return folder
+
+
 def _slurm_run(work: Path, config: dict) -> subprocess.CompletedProcess:
     work.mkdir(parents=True)
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     small = [f"{rule}:{key}={value}" for rule in _rule_names() for key, value in (("mem_mb", 1500), ("runtime", 15))]
     command = [
         "timeout", "-k", "30", "1500", sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
-        "--profile", str(REPO / "profiles/slurm"), "--directory", str(work), "--configfile", str(work / "config.yaml"),
+        # the partition reaches the jobs only through the profile (sbatch refuses any other partition)
+        "--profile", str(_site_profile(work.parent / "profile")), "--directory", str(work),
+        "--configfile", str(work / "config.yaml"),
         # The test cluster has no accounting (status through squeue), one 2-CPU node and partition "debug".
         "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1", "--jobs", "2",
-        "--default-resources", "slurm_partition=debug", "mem_mb=1500", "runtime=15",
         "--set-threads", *[f"{rule}=1" for rule in _rule_names()], "--set-resources", *small,
     ]
     return subprocess.run(command, capture_output=True, text=True, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"})
