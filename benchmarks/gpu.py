@@ -170,10 +170,10 @@ def generation_levers(ctx: Context, compile_backend: str) -> list[dict]:
 
     def sampler(prepare=None):
         switcher = AdapterSwitcher(load_text2img(sd, settings, ctx.device))
-        switcher.use(adapters[0])
+        embeddings = switcher.use(adapters[0], prompt)
         if prepare:
             prepare(switcher.pipe)
-        render = text2img_renderer(switcher.pipe, settings)
+        render = text2img_renderer(switcher.pipe, settings, embeddings)
         return lambda: render([prompt] * n_images, [image_generator(ctx.seed, 0, i) for i in range(n_images)],
                               list(range(n_images)))
 

@@ -422,7 +422,8 @@ def generation_parts(ctx: Context, sd: str, adapters, prompts, settings, dtype: 
     turns = {"ours": iter(range(10**9)), "reference": iter(range(10**9))}  # every call moves to the next class
 
     def switch_ours():
-        switcher.use(adapters[next(turns["ours"]) % len(adapters)])
+        turn = next(turns["ours"]) % len(adapters)
+        switcher.use(adapters[turn], prompts[turn % len(prompts)])
 
     def switch_ref():
         pipe = StableDiffusionPipeline.from_pretrained(sd, dtype=dtype, safety_checker=None,
@@ -432,16 +433,16 @@ def generation_parts(ctx: Context, sd: str, adapters, prompts, settings, dtype: 
     reps = max(work.reps, work.gen_classes)
     result = compare(switch_ours, switch_ref, reps, ctx.device)
     rows.append(_row(f"generation: adapter switch per class ({ctx.tag})", result, "s/class", True,
-                     "n/a (checked by the image rows)", {"ours": "AdapterSwitcher.use (read the adapter, merge it over the base)",
+                     "n/a (checked by the image rows)", {"ours": "AdapterSwitcher.use (read the adapter, merge it over the base, encode the prompt)",
                                                          "reference": "from_pretrained + .to(device) + load_lora_weights"}))
 
     # Part 2: sampling with the adapter fused (ours) or as active LoRA layers (reference).
-    switcher.use(adapters[0])
+    embeddings = switcher.use(adapters[0], prompts[0])
     unfused = StableDiffusionPipeline.from_pretrained(sd, dtype=dtype, safety_checker=None,
                                                       requires_safety_checker=False).to(ctx.device)
     unfused.set_progress_bar_config(disable=True)
     unfused.load_lora_weights(adapters[0], weight_name=LORA_FILE)
-    render = text2img_renderer(switcher.pipe, settings)
+    render = text2img_renderer(switcher.pipe, settings, embeddings)
     n_images = min(work.gen_batch, 4) if not work.real_size else 1
     from datadream_core.synth.sampler import image_generator
 

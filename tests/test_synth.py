@@ -9,7 +9,7 @@ from datadream_core.io import read_csv, write_csv
 from datadream_core.chunks import shard_count, shard_range
 from datadream_core.synth.manifest import SHARD_HEADER, merge_manifest
 from datadream_core.synth.sampler import ShardJob, make_shard, run_shard, staging_dir
-from datadream_core.synth.text2img import (AdapterSwitcher, SamplingSettings, load_text2img,
+from datadream_core.synth.text2img import (AdapterSwitcher, SamplingSettings, encode_class_prompt, load_text2img,
                                           text2img_renderer)
 
 SETTINGS = SamplingSettings(steps=4, guidance_scale=2.0, batch_size=3)
@@ -103,20 +103,15 @@ def test_fused_adapter_matches_the_unfused_one(tiny_sd, tmp_path):
     examples = [Example(path, "a photo of a dax") for path, c, _ in rows if c == 1]
     train_datadream(tiny_sd, examples, tmp_path / "lora", DreamSettings(rank=4, alpha=4, batch_size=2, epochs=5,
                                                                         warmup_steps=1, learning_rate=1e-2), seed=0)
-    fused = _fused(tiny_sd, str(tmp_path / "lora"))
+    switcher = AdapterSwitcher(load_text2img(tiny_sd, SETTINGS, CPU))
+    fused = text2img_renderer(switcher.pipe, SETTINGS, switcher.use(str(tmp_path / "lora"), "a photo of a dax"))
     unfused = load_text2img(tiny_sd, SETTINGS, CPU)
     unfused.load_lora_weights(str(tmp_path / "lora"))
-    base = load_text2img(tiny_sd, SETTINGS, CPU)
-    outputs = [pipe(["a photo of a dax"], num_inference_steps=3, output_type="np",
-                    generator=torch.Generator().manual_seed(1)).images for pipe in (fused, unfused, base)]
-    assert np.abs(outputs[0] - outputs[1]).max() < 1e-4
-    assert np.abs(outputs[0] - outputs[2]).max() > 1e-3
-
-
-def _fused(sd_path: str, lora_dir: str):
-    switcher = AdapterSwitcher(load_text2img(sd_path, SETTINGS, CPU))
-    switcher.use(lora_dir)
-    return switcher.pipe
+    outputs = [np.asarray(render(["a photo of a dax"], [torch.Generator().manual_seed(1)], [0])[0], dtype=np.int16)
+               for render in (fused, text2img_renderer(unfused, SETTINGS),
+                              text2img_renderer(load_text2img(tiny_sd, SETTINGS, CPU), SETTINGS))]
+    assert np.abs(outputs[0] - outputs[1]).max() <= 1
+    assert np.abs(outputs[0] - outputs[2]).max() > 5
 
 
 def _state(pipe) -> dict[str, torch.Tensor]:
@@ -124,17 +119,19 @@ def _state(pipe) -> dict[str, torch.Tensor]:
             for key, value in getattr(pipe, name).state_dict().items()}
 
 
-def _fused_by_diffusers(tiny_sd, adapter: str) -> dict[str, torch.Tensor]:
+def _fused_by_diffusers(tiny_sd, adapter: str, prompt: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The weights of diffusers' load_lora_weights + fuse_lora, and `prompt` encoded by that pipeline."""
     pipe = load_text2img(tiny_sd, SETTINGS, CPU)
     pipe.load_lora_weights(adapter)
     pipe.fuse_lora()
     pipe.unload_lora_weights()
-    return _state(pipe)
+    return _state(pipe), encode_class_prompt(pipe, prompt).positive
 
 
 def test_adapter_switcher_gives_each_class_exactly_diffusers_fused_weights(tiny_sd, tmp_path):
-    """Our direct merge (no PEFT layers) writes the very weights of diffusers' load_lora_weights + fuse_lora,
-    UNet and text encoder alike, and switching back and forth leaves no residue."""
+    """Our direct merge (no PEFT layers) gives the UNet the very weights of diffusers' load_lora_weights +
+    fuse_lora, and the prompt the very embeddings of its fused text encoder, which then holds its base weights
+    again; switching back and forth leaves no residue."""
     rows = render_world(tmp_path / "world", "target", 32, {"train": 2}, seed=0)
     adapters = []
     for class_index in (0, 1):
@@ -142,16 +139,23 @@ def test_adapter_switcher_gives_each_class_exactly_diffusers_fused_weights(tiny_
         adapters.append(str(tmp_path / f"lora{class_index}"))
         train_datadream(tiny_sd, examples, adapters[-1], DreamSettings(rank=4, alpha=4, batch_size=2, epochs=3,
                                                                        warmup_steps=1, learning_rate=1e-2), seed=class_index)
+    prompt = "a photo of a thing"
     switcher = AdapterSwitcher(load_text2img(tiny_sd, SETTINGS, CPU))
     base = _state(switcher.pipe)
-    alone = [_fused_by_diffusers(tiny_sd, adapter) for adapter in adapters]
-    for adapter, expected in [(adapters[0], alone[0]), (adapters[1], alone[1]), (adapters[0], alone[0]), (None, base)]:
-        switcher.use(adapter)
+    base_embeddings = encode_class_prompt(switcher.pipe, prompt).positive
+    alone = [_fused_by_diffusers(tiny_sd, adapter, prompt) for adapter in adapters]
+    for adapter, (expected, embeddings) in [(adapters[0], alone[0]), (adapters[1], alone[1]), (adapters[0], alone[0]),
+                                            (None, (base, base_embeddings))]:
+        used = switcher.use(adapter, prompt)
         state = _state(switcher.pipe)
         assert state.keys() == expected.keys()
-        assert all(torch.equal(state[key], expected[key]) for key in state), adapter
-    assert any(not torch.equal(alone[0][key], alone[1][key]) for key in base)
-    assert any(not torch.equal(alone[0][key], base[key]) for key in base if key.startswith("text_encoder."))
+        assert all(torch.equal(state[key], expected[key] if key.startswith("unet.") else base[key]) for key in state)
+        assert torch.equal(used.positive, embeddings), adapter
+    assert any(not torch.equal(alone[0][0][key], alone[1][0][key]) for key in base)
+    assert any(not torch.equal(alone[0][0][key], base[key]) for key in base if key.startswith("text_encoder."))
+    assert not torch.equal(alone[0][1], base_embeddings)
+    with pytest.raises(ValueError, match="not of"):
+        text2img_renderer(switcher.pipe, SETTINGS, used)(["another prompt"], [torch.Generator()], [0])
 
 
 def test_manifest_merges_in_class_and_image_order(renderer, tmp_path):

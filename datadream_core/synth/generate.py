@@ -104,7 +104,6 @@ def _made_from(request: ShardRequest, model_identity: str) -> tuple[str, str, st
 
 def text2img_shards(request: ShardRequest, switcher: AdapterSwitcher, sampling: SamplingSettings):
     classes = read_classes(request.classes_csv)
-    render = text2img_renderer(switcher.pipe, sampling)
     mixer = None
     if request.generator == "loft":
         mixer = AdapterMixer(switcher.pipe, request.settings["loft_interpolation_weight"])
@@ -113,17 +112,19 @@ def text2img_shards(request: ShardRequest, switcher: AdapterSwitcher, sampling: 
         adapters = list(request.adapters.get(class_index, ()))
         if request.generator != "sd" and not adapters:
             raise ValueError(f"{request.generator}: no adapter for class {class_index}")
+        prompt = classes[class_index].prompt
         group_of = None
         if mixer is None:
-            switcher.use(adapters[0] if adapters else None)
-            class_render = render
+            class_render = text2img_renderer(switcher.pipe, sampling, switcher.use(adapters[0] if adapters else None,
+                                                                                   prompt))
         else:
+            # per-image adapters may change the text encoder too, so each batch encodes under its pair's merge
             mixer.load(adapters)
             schedule = pair_schedule(len(adapters), request.seed, class_index)
-            class_render, group_of = loft_renderer(render, mixer, schedule), partial(pair_of, schedule)
+            class_render = loft_renderer(text2img_renderer(switcher.pipe, sampling), mixer, schedule)
+            group_of = partial(pair_of, schedule)
         digests = "+".join(file_sha256(Path(adapter) / LORA_FILE)[:16] for adapter in adapters)
         model = request.sd_identity + (f"+lora:{digests}" if adapters else "")
-        prompt = classes[class_index].prompt
         job = ShardJob(request.generator, class_index, prompt, request.seed, request.start, request.stop,
                        digest(request.settings_digest, model, prompt), _made_from(request, model))
         rows += make_shard(job, class_render, out_dir, sampling.batch_size, group_of)

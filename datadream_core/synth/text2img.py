@@ -3,7 +3,9 @@ LoFT (`loft`, synth.loft).
 
 The pipeline is loaded once per job; an adapter is merged into the weights it targets (W + up @ down, new
 tensors beside the model's own, which stay the untouched base), so sampling costs the same as the base model and
-switching to the next class's adapter costs one pass over the targeted weights, not a pipeline reload.
+switching to the next class's adapter costs one pass over the targeted weights, not a pipeline reload. A class
+prompt is encoded once per class, so the text encoder carries the class's adapter only while it encodes, and a
+job holds one set of merged weights at a time.
 """
 
 from __future__ import annotations
@@ -93,11 +95,14 @@ class BaseWeights:
         if (model_name, module_name) not in self.weights:
             self.weights[(model_name, module_name)] = self.module(model_name, module_name).weight.detach()
 
-    def write(self, terms: Sequence[tuple[Factors, float]] = ()) -> None:
-        """Make every remembered weight W + the sum of share * up @ down over `terms` (adapter, share), from the
-        exact base W; a module that no term changes gets W itself back."""
+    def write(self, terms: Sequence[tuple[Factors, float]] = (), model: str | None = None) -> None:
+        """Make every remembered weight (of `model` alone, if given) W + the sum of share * up @ down over `terms`
+        (adapter, share), from the exact base W; a module that no term changes gets W itself back, and its merged
+        tensor is freed."""
         with torch.no_grad():
             for key, base in self.weights.items():
+                if model is not None and key[0] != model:
+                    continue
                 merged = base
                 for factors, share in terms:
                     if key in factors:
@@ -106,35 +111,72 @@ class BaseWeights:
                 self.module(*key).weight.data = merged.to(base.dtype)
 
 
+@dataclass(frozen=True)
+class PromptEmbeddings:
+    """A class prompt as the UNet sees it, and the empty prompt's embeddings that classifier-free guidance uses."""
+
+    prompt: str
+    positive: torch.Tensor
+    negative: torch.Tensor
+
+
+def encode_class_prompt(pipe, prompt: str) -> PromptEmbeddings:
+    """`prompt` through the pipeline's text encoder as it is now (the pipeline's own encode_prompt)."""
+    with torch.inference_mode():
+        positive, negative = pipe.encode_prompt(prompt, pipe.unet.device, 1, True)
+    return PromptEmbeddings(prompt, positive, negative)
+
+
 class AdapterSwitcher:
     """One pipeline per job; each class's adapter merged in turn over the exact base weights (BaseWeights).
 
     The merge is diffusers' fuse_lora (W + scale * up @ down, scale 1 for our files) written directly, without
     loading the adapter as PEFT layers first: that load, fuse and unload cost more than a pipeline reload.
+    A class's prompt is encoded once, with the adapter in the text encoder; the text encoder then goes back to
+    its base weights, and the previous class's merged UNet weights are freed before, so a job holds the merged
+    weights of one model at a time.
     """
 
     def __init__(self, pipe):
         self.pipe = pipe
-        self.current: str | None = None
+        self.current: tuple[str | None, str] | None = None
+        self.embeddings: PromptEmbeddings | None = None
         self._base = BaseWeights(pipe)
 
-    def use(self, lora_dir: str | None) -> None:
-        if lora_dir == self.current:
-            return
+    def use(self, lora_dir: str | None, prompt: str) -> PromptEmbeddings:
+        """Merge `lora_dir`'s adapter (None: the base model) and return `prompt` encoded with it."""
+        if (lora_dir, prompt) == self.current:
+            return self.embeddings
         terms = []
         if lora_dir is not None:
             factors = load_lora_factors(lora_dir, self.pipe.unet.device)
             for key in factors:
                 self._base.remember(*key)
             terms = [(factors, 1.0)]
-        self._base.write(terms)
-        self.current = lora_dir
+        self._base.write(model="unet")
+        self._base.write(terms, model="text_encoder")
+        self.embeddings = encode_class_prompt(self.pipe, prompt)
+        self._base.write(model="text_encoder")
+        self._base.write(terms, model="unet")
+        self.current = (lora_dir, prompt)
+        return self.embeddings
 
 
-def text2img_renderer(pipe, settings: SamplingSettings) -> Renderer:
+def text2img_renderer(pipe, settings: SamplingSettings, embeddings: PromptEmbeddings | None = None) -> Renderer:
+    """Images of the prompts asked for: from `embeddings` (one class's prompt, encoded by AdapterSwitcher.use), or
+    else encoded per batch by the pipeline's text encoder as it is then."""
+
     def render(prompts, generators, image_indices):
+        prompts = list(prompts)
+        if embeddings is None:
+            conditioning = {"prompt": prompts}
+        elif set(prompts) == {embeddings.prompt}:
+            conditioning = {"prompt_embeds": embeddings.positive.expand(len(prompts), -1, -1),
+                            "negative_prompt_embeds": embeddings.negative.expand(len(prompts), -1, -1)}
+        else:
+            raise ValueError(f"this renderer has the embeddings of '{embeddings.prompt}', not of {sorted(set(prompts))}")
         with torch.inference_mode():
-            return pipe(list(prompts), num_inference_steps=settings.steps, guidance_scale=settings.guidance_scale,
+            return pipe(**conditioning, num_inference_steps=settings.steps, guidance_scale=settings.guidance_scale,
                         generator=list(generators), output_type="pil").images
 
     return render
