@@ -133,31 +133,36 @@ class AdapterSwitcher:
     The merge is diffusers' fuse_lora (W + scale * up @ down, scale 1 for our files) written directly, without
     loading the adapter as PEFT layers first: that load, fuse and unload cost more than a pipeline reload.
     A class's prompt is encoded once, with the adapter in the text encoder; the text encoder then goes back to
-    its base weights, and the previous class's merged UNet weights are freed before, so a job holds the merged
-    weights of one model at a time.
+    its base weights, and a new adapter frees the previous one's merged UNet weights first, so a switch holds the
+    merged weights of one model at a time (classes that share an adapter hold the UNet's while they encode).
     """
 
     def __init__(self, pipe):
         self.pipe = pipe
         self.current: tuple[str | None, str] | None = None
         self.embeddings: PromptEmbeddings | None = None
+        self._terms: list[tuple[Factors, float]] = []
         self._base = BaseWeights(pipe)
 
     def use(self, lora_dir: str | None, prompt: str) -> PromptEmbeddings:
-        """Merge `lora_dir`'s adapter (None: the base model) and return `prompt` encoded with it."""
+        """Merge `lora_dir`'s adapter (None: the base model) and return `prompt` encoded with it. Classes that share
+        an adapter (datadream_dset) keep its merged UNet weights and only encode their own prompt."""
         if (lora_dir, prompt) == self.current:
             return self.embeddings
-        terms = []
-        if lora_dir is not None:
-            factors = load_lora_factors(lora_dir, self.pipe.unet.device)
-            for key in factors:
-                self._base.remember(*key)
-            terms = [(factors, 1.0)]
-        self._base.write(model="unet")
-        self._base.write(terms, model="text_encoder")
+        new_adapter = self.current is None or self.current[0] != lora_dir
+        if new_adapter:
+            self._base.write(model="unet")
+            self._terms = []
+            if lora_dir is not None:
+                factors = load_lora_factors(lora_dir, self.pipe.unet.device)
+                for key in factors:
+                    self._base.remember(*key)
+                self._terms = [(factors, 1.0)]
+        self._base.write(self._terms, model="text_encoder")
         self.embeddings = encode_class_prompt(self.pipe, prompt)
         self._base.write(model="text_encoder")
-        self._base.write(terms, model="unet")
+        if new_adapter:
+            self._base.write(self._terms, model="unet")
         self.current = (lora_dir, prompt)
         return self.embeddings
 
