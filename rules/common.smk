@@ -19,6 +19,9 @@ SHOTS = config["shots"]
 FEWSHOT_SIZE = fewshot_size(config)
 SYNTH_COUNT = synth_count(config)
 GENERATORS = config["synth"]["generators"]
+SCALING = config["scaling"]
+SCALING_GENERATORS = SCALING["generators"] or GENERATORS
+SCALING_DATASETS = SCALING["datasets"] or sorted(config["datasets"])
 CLASS_COUNT = {name: class_count(DatasetSpec.from_config(config, name)) for name in DATASETS}
 SD_CONFIG = config["models"]["sd"]
 CLIP_CONFIG = config["models"]["clip"]
@@ -140,11 +143,11 @@ def world_input(wildcards):
     return []
 
 
-def run_shots(dataset):
-    """Every K the dataset has adapters and synthetic images for: the tables' and the scaling figure's."""
-    scaling = config["scaling"]
-    in_scaling = scaling.get("datasets") is None or dataset in scaling["datasets"]
-    return sorted(set(SHOTS) | (set(scaling["shots"]) if in_scaling else set()))
+def run_shots(dataset, generator):
+    """Every K `generator` has adapters and synthetic images for on `dataset`: the tables' and, where it is in
+    the scaling runs, the scaling figure's."""
+    in_scaling = dataset in SCALING_DATASETS and generator in SCALING_GENERATORS
+    return sorted(set(SHOTS) | (set(SCALING["shots"]) if in_scaling else set()))
 
 
 # The targets name every file a job writes, not only the ones the tables read: Snakemake skips a job whose
@@ -160,15 +163,11 @@ def dataset_files(dataset):
 
 
 def lora_targets(dataset):
-    modes = config["dream"]["modes"]
     targets = []
-    for shots in run_shots(dataset):
-        for seed in SEEDS:
-            if "dset" in modes:
-                targets += layout.adapter_files(dataset, "dset", shots, seed)
-            if "cls" in modes:
-                for index in range(CLASS_COUNT[dataset]):
-                    targets += layout.adapter_files(dataset, "cls", shots, seed, index)
+    for mode in config["dream"]["modes"]:
+        classes = range(CLASS_COUNT[dataset]) if mode == "cls" else [None]
+        targets += [path for shots in run_shots(dataset, f"datadream_{mode}") for seed in SEEDS for index in classes
+                    for path in layout.adapter_files(dataset, mode, shots, seed, index)]
     if "loft" in GENERATORS:
         targets += [path for seed in SEEDS for index in range(CLASS_COUNT[dataset]) for rank in range(FEWSHOT_SIZE)
                     for path in layout.image_adapter_files(dataset, seed, index, rank)]
@@ -178,7 +177,7 @@ def lora_targets(dataset):
 def synth_targets(dataset):
     """Every generator's manifests and shard folders, and disef's captions."""
     runs = {(generator, layout.synth_shots(generator, shots), seed) for generator in GENERATORS
-            for shots in run_shots(dataset) for seed in SEEDS}
+            for shots in run_shots(dataset, generator) for seed in SEEDS}
     targets = []
     for generator, shots, seed in sorted(runs):
         targets.append(layout.synth_manifest(dataset, generator, shots, seed))

@@ -10,8 +10,6 @@ REPORT_N_SYNTH = config["synth"]["n_synth"]
 REPORT_KINDS = config["classify"]["trainsets"]
 SCALING_N_SYNTH = sorted(set(config["scaling"]["n_synth"]) | {REPORT_N_SYNTH})
 SCALING_SHOTS = sorted(set(config["scaling"]["shots"]) | set(SHOTS))
-SCALING_GENERATORS = config["scaling"]["generators"] or REPORT_GENERATORS
-SCALING_DATASETS = config["scaling"]["datasets"] or DATASETS
 TABLE_STEMS = ["table1_accuracy", "table2_comparison", "table_fid"]
 # Table 2's few-shot baselines: the real shots under each configured method other than LoRA.
 REPORT_METHODS = config["classify"]["methods"]
@@ -100,7 +98,8 @@ def searched_runs():
             if parse_trainset(run[0]).trains]
     scaling = (metrics_files([REPORT_SHOTS], SCALING_N_SYNTH, ["real", "synth", "real+synth"], SCALING_GENERATORS,
                              SCALING_DATASETS)
-               + metrics_files(SCALING_SHOTS, [REPORT_N_SYNTH], ["real", "real+synth"], datasets=SCALING_DATASETS))
+               + metrics_files(SCALING_SHOTS, [REPORT_N_SYNTH], ["real", "real+synth"], SCALING_GENERATORS,
+                               SCALING_DATASETS))
     return sorted(set(main + scaling))
 
 
@@ -287,7 +286,7 @@ rule scaling_nsynth:
 
 rule scaling_shots:
     input:
-        metrics_files(SCALING_SHOTS, [REPORT_N_SYNTH], ["real", "real+synth"], datasets=SCALING_DATASETS)
+        metrics_files(SCALING_SHOTS, [REPORT_N_SYNTH], ["real", "real+synth"], SCALING_GENERATORS, SCALING_DATASETS)
         + metrics_files([REPORT_SHOTS], [REPORT_N_SYNTH], ["zeroshot"], datasets=SCALING_DATASETS),
     output:
         report(
@@ -301,7 +300,7 @@ rule scaling_shots:
     params:
         axis="shots",
         datasets=SCALING_DATASETS,
-        generators=REPORT_GENERATORS,
+        generators=SCALING_GENERATORS,
         trainsets=REPORT_KINDS,
         seeds=SEEDS,
         n_synth=REPORT_N_SYNTH,

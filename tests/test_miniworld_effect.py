@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from conftest import run_snakemake
+from datadream_core import layout
 from datadream_core.io import read_csv
 
 pytestmark = pytest.mark.e2e
@@ -25,13 +26,21 @@ def small_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("miniworld_small")
     shutil.copytree(REPO / "assets", work / "assets")  # the config names the shipped models relative to the run
     config = yaml.safe_load((REPO / "configs/miniworld_small.yaml").read_text())
-    run_snakemake(work, config, "classifiers", "fid")
+    # the runs the tests read, not every classifier of the config (real + synthetic of sd is not one)
+    trainsets = ["real", "synth_sd", "synth_datadream_cls", "real+synth_datadream_cls"]
+    fid = [layout.fid_per_class("miniworld", generator, 16, seed) for generator in ("sd", "datadream_cls")
+           for seed in config["seeds"]]
+    run_snakemake(work, config, *[_metrics(trainset, seed, config) for trainset in trainsets for seed in config["seeds"]],
+                  *fid)
     return work / "results/miniworld", config
 
 
+def _metrics(trainset: str, seed: int, config: dict) -> str:
+    return layout.clf_metrics("miniworld", trainset, 16, seed, 0 if trainset == "real" else config["synth"]["n_synth"])
+
+
 def _accuracies(results: Path, trainset: str, config: dict) -> list[float]:
-    n = 0 if trainset == "real" else config["synth"]["n_synth"]
-    return [json.loads((results / f"clf/{trainset}/k16_seed{seed}/n{n}/metrics.json").read_text())["accuracy"]
+    return [json.loads((results.parents[1] / _metrics(trainset, seed, config)).read_text())["accuracy"]
             for seed in config["seeds"]]
 
 

@@ -264,7 +264,7 @@ def test_attempts_are_summed_per_class_and_overall():
         "disef filter, all classes: 3/4 images passed, 10 attempts (mean 2.5, max 4 of 4), 1 kept unpassed at the cap"]
 
 
-# --- 7. scaling.datasets -------------------------------------------------------------------------
+# --- 7. scaling.datasets and scaling.generators -------------------------------------------------------------------------
 
 def classifier_runs(planned: str) -> dict[str, set[str]]:
     runs: dict[str, set[str]] = {}
@@ -278,6 +278,7 @@ def test_scaling_datasets_limits_the_scaling_runs(tmp_path):
     config = yaml.safe_load((REPO / "configs/smoke.yaml").read_text())
     config["datasets"] = {"a": config["datasets"]["miniworld"], "b": config["datasets"]["miniworld"]}
     config["synth"]["generators"] = ["sd", "datadream_dset"]
+    config["scaling"]["generators"] = None
     everywhere = classifier_runs(snakemake(tmp_path / "all", config, "-n").stdout)
     config["scaling"]["datasets"] = ["a"]
     limited = classifier_runs(snakemake(tmp_path / "a", config, "-n").stdout)
@@ -288,6 +289,24 @@ def test_scaling_datasets_limits_the_scaling_runs(tmp_path):
     scaling |= {"real/k1_seed0/n0"} | {f"real+synth_{generator}/k1_seed0/n4" for generator in ("sd", "datadream_dset")}
     assert everywhere["a"] == everywhere["b"] == limited["a"] == main | scaling
     assert limited["b"] == main
+
+
+@pytest.mark.e2e
+def test_scaling_generators_limit_the_scaling_runs_on_both_axes(tmp_path):
+    """Only the scaling generators get adapters, images and classifiers at the scaling points."""
+    config = yaml.safe_load((REPO / "configs/smoke.yaml").read_text())
+    config["synth"]["generators"] = ["datadream_dset", "datadream_cls"]
+    config["classify"]["methods"] = ["lora"]
+    config["scaling"]["generators"] = ["datadream_dset"]
+    planned = snakemake(tmp_path, config, "-n").stdout
+    main = {"real/k2_seed0/n0", "zeroshot", "zeroshot/k2_seed0/n0"} | {
+        f"{kind}_{generator}/k2_seed0/n4" for kind in ("synth", "real+synth") for generator in config["synth"]["generators"]}
+    scaling = {"real/k1_seed0/n0", "real+synth_datadream_dset/k1_seed0/n4", "synth_datadream_dset/k2_seed0/n2",
+               "real+synth_datadream_dset/k2_seed0/n2"}
+    assert classifier_runs(planned)["miniworld"] == main | scaling
+    at_scaling_shots = set(re.findall(r"results/miniworld/[^\s,]*?/k1_seed0/", planned))
+    assert "results/miniworld/dream/dset/all/k1_seed0/" in at_scaling_shots
+    assert not [path for path in at_scaling_shots if "cls" in path], at_scaling_shots
 
 
 def test_scaling_datasets_must_be_configured_datasets():

@@ -113,15 +113,20 @@ def test_tables_show_loft_and_table2_our_coop_and_vpt(smoke_run):
         assert _filled(summary / "table2_comparison.csv", "This run", method) == f"{metrics['accuracy']:.1f}"
 
 
-def test_figures_and_grids_draw_loft_beside_both_datadream_modes(smoke_run):
-    """What each figure was made from, as Snakemake recorded it: every generator's runs, LoFT's among them."""
+def test_figures_draw_every_generator_and_the_scaling_figures_the_scaling_generators(smoke_run):
+    """What each figure was made from, as Snakemake recorded it: the FID histogram and the grid draw every
+    generator (LoFT beside both DataDream modes), the scaling figures the runs of scaling.generators only."""
     work, config = smoke_run
     summary = run_snakemake(work, config, "--detailed-summary").stdout.splitlines()
     header = summary[0].split("\t")
     recorded = {row[0]: row[header.index("input-file(s)")] for row in (line.split("\t") for line in summary[1:])}
-    for figure, part in (("figures/fid_hist_miniworld.png", "fid/{}/k2_seed0/per_class.csv"),
-                         ("grids/miniworld.png", "synth/{}/k2_seed0/manifest.csv"),
-                         ("figures/scaling_nsynth.png", "clf/synth_{}/k2_seed0/n2/metrics.json")):
+    scaling = set(config["scaling"]["generators"])
+    assert scaling < set(config["synth"]["generators"])
+    for figure, part, drawn in (("figures/fid_hist_miniworld.png", "fid/{}/k2_seed0/per_class.csv", None),
+                                ("grids/miniworld.png", "synth/{}/k2_seed0/manifest.csv", None),
+                                ("figures/scaling_nsynth.png", "clf/synth_{}/k2_seed0/n2/metrics.json", scaling),
+                                ("figures/scaling_shots.png", "clf/real+synth_{}/k1_seed0/n4/metrics.json", scaling)):
         inputs = recorded[f"results/summary/{figure}"]
-        for generator in ("loft", "datadream_cls", "datadream_dset"):
-            assert f"results/miniworld/{part.format(generator)}" in inputs, (figure, generator)
+        for generator in config["synth"]["generators"]:
+            expected = drawn is None or generator in drawn
+            assert (f"results/miniworld/{part.format(generator)}" in inputs) == expected, (figure, generator)
