@@ -34,10 +34,11 @@ def tiny_clip(tmp_path_factory):
 # Under `make test` (pytest-xdist, --dist loadfile --no-loadscope-reorder) each test module runs on one worker, so
 # that its module fixtures are made once, and the modules go to the workers in this order: the SLURM test first (it
 # runs its DAG, then compares with the smoke run), test_cache second (it makes the smoke run meanwhile), then the
-# modules that drive long DAGs; the other reader of the smoke run comes last, when it is made, and short modules
-# fill the gaps in between.
-FIRST_MODULES = ["test_slurm.py", "test_cache.py", "test_classify.py", "test_crash_resume.py", "test_miniworld_effect.py",
-                 "test_readme_commands.py", "test_paper_setting.py", "test_miniworld.py", "test_workflow_data.py"]
+# modules that drive long DAGs, longest first; the other reader of the smoke run comes last, when it is made, and
+# short modules fill the gaps in between.
+FIRST_MODULES = ["test_slurm.py", "test_cache.py", "test_miniworld_effect.py", "test_cache_local_models.py",
+                 "test_readme_commands.py", "test_classify.py", "test_paper_setting.py", "test_crash_resume.py",
+                 "test_dream.py", "test_loft.py", "test_miniworld.py", "test_workflow_data.py"]
 LAST_MODULES = ["test_workflow_smoke.py"]
 
 

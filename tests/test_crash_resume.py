@@ -43,6 +43,9 @@ def finished_files(results: Path) -> dict[str, tuple[int, int]]:
 def test_killed_head_resumes_with_readme_commands_and_redoes_no_finished_job(tmp_path):
     unlock, resume = readme_resume_additions()
     config = yaml.safe_load((REPO / "configs/smoke.yaml").read_text(encoding="utf-8"))
+    # the adapters of both DataDream modes, and no others (LoFT's per-image ones, the scaling K's)
+    config["synth"]["generators"] = ["datadream_dset", "datadream_cls"]
+    config["scaling"] = {"n_synth": [], "shots": []}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     # No workflow profile: its rerun-incomplete default must not stand in for README's commands.
     crashed = [sys.executable, "-m", "snakemake", "loras", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),

@@ -1,5 +1,6 @@
 """The smoke config through `--profile slurm` on a real single-node SLURM, compared with a local run."""
 
+import functools
 import json
 import os
 import subprocess
@@ -33,11 +34,12 @@ def cluster(tmp_path_factory):
     cluster.stop()
 
 
-def _rule_names() -> list[str]:
+@functools.cache
+def _rule_names() -> tuple[str, ...]:
     result = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--configfile",
                              str(REPO / "configs/smoke.yaml"), "--list-rules"], capture_output=True, text=True,
                             cwd=REPO, check=True)
-    return [line.strip() for line in result.stdout.splitlines() if line.strip() and " " not in line.strip()]
+    return tuple(line.strip() for line in result.stdout.splitlines() if line.strip() and " " not in line.strip())
 
 
 def _site_profile(folder: Path) -> Path:

@@ -2,9 +2,11 @@
 
 import json
 import re
+import shutil
 
 import pytest
 from conftest import run_snakemake
+from dry_runs import planned_jobs
 from datadream_core import layout
 from datadream_core.io import read_csv
 
@@ -123,10 +125,32 @@ def test_figures_draw_every_generator_and_the_scaling_figures_the_scaling_genera
     scaling = set(config["scaling"]["generators"])
     assert scaling < set(config["synth"]["generators"])
     for figure, part, drawn in (("figures/fid_hist_miniworld.png", "fid/{}/k2_seed0/per_class.csv", None),
-                                ("grids/miniworld.png", "synth/{}/k2_seed0/manifest.csv", None),
+                                ("grids/miniworld.png", "synth/{}/k{}_seed0/manifest.csv", None),
                                 ("figures/scaling_nsynth.png", "clf/synth_{}/k2_seed0/n2/metrics.json", scaling),
                                 ("figures/scaling_shots.png", "clf/real+synth_{}/k1_seed0/n4/metrics.json", scaling)):
         inputs = recorded[f"results/summary/{figure}"]
         for generator in config["synth"]["generators"]:
             expected = drawn is None or generator in drawn
-            assert (f"results/miniworld/{part.format(generator)}" in inputs) == expected, (figure, generator)
+            path = f"results/miniworld/{part.format(generator, layout.synth_shots(generator, 2))}"
+            assert (path in inputs) == expected, (figure, generator)
+
+
+# What issue 18 keeps torch out of: the jobs that only read and write tables, lists and pictures.
+LIGHT_RULES = ["index_dataset", "sample_fewshot", "merge_manifest", "file_zeroshot", "table_accuracy", "table_fid",
+               "fid_histogram", "sample_grid", "scaling_nsynth", "scaling_shots", "compute_table"]
+
+
+def test_parsing_the_workflow_and_its_light_jobs_import_no_torch(smoke_run, tmp_path, monkeypatch):
+    """Every light job of the smoke run made again on a copy, with Python's import log on in Snakemake's own
+    process (which parses the workflow) and in every job's: none imports torch."""
+    work, config = smoke_run
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy, symlinks=True)
+    light_only = ["--forcerun", *LIGHT_RULES, "--allowed-rules", *LIGHT_RULES, "all"]
+    jobs = planned_jobs(copy, config, *light_only)
+    assert {rule for rule, _ in jobs} == set(LIGHT_RULES)
+    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")
+    result = run_snakemake(copy, config, *light_only)
+    imports = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")]
+    assert imports.count("imported package") == len(jobs) + 1  # Snakemake's process and one per job
+    assert "numpy" in imports and not [name for name in imports if name == "torch" or name.startswith("torch.")]
