@@ -9,6 +9,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,34 @@ def pytest_collection_modifyitems(config, items):
         return len(FIRST_MODULES) + 1 + LAST_MODULES.index(module) if module in LAST_MODULES else len(FIRST_MODULES)
 
     items.sort(key=rank)  # stable: the order within a module stays
+
+
+@pytest.fixture(scope="session", autouse=True)
+def warm_start(request, tmp_path_factory):
+    """A warm server for the model jobs of every workflow run this worker starts (datadream_core/warm_start.py):
+    each job forks from one process that imported torch and the model libraries once, instead of importing
+    them for 4-7 s itself. The SLURM test runs its jobs cold and compares them with these."""
+    from datadream_core.warm_start import SOCKET_VARIABLE
+
+    if not any(item.get_closest_marker("e2e") for item in request.session.items):
+        yield None
+        return
+    folder = tmp_path_factory.mktemp("warm_start")
+    socket_path = folder / "server.sock"
+    with open(folder / "server.log", "w") as log:
+        server = subprocess.Popen([sys.executable, "-m", "datadream_core.warm_start", str(socket_path)],
+                                  stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while not socket_path.exists():
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            raise RuntimeError(f"the warm server did not start: {(folder / 'server.log').read_text()[-3000:]}")
+        time.sleep(0.2)
+    os.environ[SOCKET_VARIABLE] = str(socket_path)
+    yield socket_path
+    del os.environ[SOCKET_VARIABLE]
+    server.terminate()
+    server.wait(timeout=30)
 
 
 def run_snakemake(workdir: Path, config: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:

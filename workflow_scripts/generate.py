@@ -1,5 +1,9 @@
 """Snakemake adapter: generate one shard of the synthetic images of a chunk of classes."""
 
+from datadream_core.warm_start import run_in_warm_interpreter
+
+run_in_warm_interpreter()  # a model job: with a warm server, the rest runs in a fork of it
+
 from datadream_core.config import job_settings
 from datadream_core.identity import with_data_identity
 from datadream_core.jobs import start_snakemake_job

@@ -1,6 +1,10 @@
 """Snakemake adapter: train the dataset-wide adapter, the per-class adapters of a chunk of classes, or the
 per-image (LoFT) adapters of a chunk of classes."""
 
+from datadream_core.warm_start import run_in_warm_interpreter
+
+run_in_warm_interpreter()  # a model job: with a warm server, the rest runs in a fork of it
+
 from pathlib import Path
 
 from datadream_core.config import job_settings, section
