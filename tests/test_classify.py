@@ -6,10 +6,8 @@ import math
 import os
 import re
 import runpy
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -32,6 +30,7 @@ from datadream_core.data.table import CLASSES_HEADER, SPLITS_HEADER, read_classe
 from datadream_core.io import read_csv, read_json, write_csv
 from datadream_core.models.clip import load_clip
 from datadream_core.models.tiny import TINY_CLIP
+from killed_runs import kill_once_written
 
 N_CLASSES = len(WORLD_CLASSES)
 SHOTS = 8
@@ -623,16 +622,9 @@ def test_a_killed_run_resumes_and_ends_like_an_uninterrupted_one(world, tmp_path
     method = parse_trainset(trainset).method
     if method != "lora":
         settings[method] = {**METHOD_FAST[method][method], "epochs": epochs, "augment": "released", "mix_prob": 0.5}
-    killed = subprocess.Popen([sys.executable, "-c", KILLED_SCRIPT % settings, str(REPO / "tests"), str(world), str(tmp_path),
-                               trainset],
-                              env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True, start_new_session=True)
     checkpoint = tmp_path / "checkpoint.pt"
-    deadline = time.monotonic() + 120
-    while not checkpoint.exists() and killed.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    os.killpg(killed.pid, signal.SIGKILL)
-    _, stderr = killed.communicate()
+    stderr = kill_once_written(KILLED_SCRIPT % settings, [str(REPO / "tests"), str(world), str(tmp_path), trainset],
+                               checkpoint, tmp_path)
     assert checkpoint.exists(), f"no checkpoint appeared before the run ended:\n{stderr[-3000:]}"
     assert 1 <= torch.load(checkpoint, weights_only=True)["state"]["epoch"] < epochs
     assert not (tmp_path / "metrics.json").exists()

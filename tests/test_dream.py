@@ -1,8 +1,3 @@
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +10,7 @@ from datadream_core.dream import (LORA_FILE, TEXT_LORA_TARGETS, UNET_LORA_TARGET
                                   adapted_modules, train_datadream)
 from datadream_core.io import read_csv
 from datadream_core.models.sd import load_sd_parts
+from killed_runs import kill_once_written
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -113,32 +109,27 @@ def test_a_saved_adapter_holds_the_trained_delta_when_alpha_is_not_the_rank(tiny
         assert torch.allclose(up @ down, trained, atol=1e-5) and trained.abs().max() > 0, name
 
 
-TRAIN_SCRIPT = """
-import sys
-from datadream_core.dream import DreamSettings, Example, train_datadream
-sd, out, *paths = sys.argv[1:]
-examples = [Example(p, "a photo of a dax") for p in paths]
-train_datadream(sd, examples, out, DreamSettings(rank=4, alpha=4, batch_size=2, epochs=25, warmup_steps=3,
-                learning_rate=1e-3, checkpoint_every=5), seed=3)
-"""
+TRAINING = dict(rank=4, alpha=4, batch_size=2, epochs=25, warmup_steps=3, learning_rate=1e-3, checkpoint_every=5)
+
+
+def train(sd: str, out: str | Path, paths: list[str]) -> None:
+    torch.set_num_threads(1)  # the killed run and the runs of this process compute alike
+    train_datadream(sd, [Example(p, "a photo of a dax") for p in paths], out, DreamSettings(**TRAINING), seed=3)
+
+
+KILLED_TRAINING = "import sys\nsys.path.insert(0, sys.argv[1])\nfrom test_dream import train\n\ntrain(sys.argv[2], sys.argv[3], sys.argv[4:])\n"
 
 
 def test_killed_training_resumes_to_the_same_adapter(tiny_sd, shots, tmp_path):
     paths = [example.path for example in shots[:4]]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    run = lambda out: [sys.executable, "-c", TRAIN_SCRIPT, tiny_sd, str(out), *paths]
-    subprocess.run(run(tmp_path / "whole"), check=True, env=env, capture_output=True)
-    process = subprocess.Popen(run(tmp_path / "killed"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    train(tiny_sd, tmp_path / "whole", paths)
     checkpoint = tmp_path / "killed" / "checkpoint.pt"
-    deadline = time.time() + 120
-    while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert checkpoint.exists() and not (tmp_path / "killed" / LORA_FILE).exists()
+    stderr = kill_once_written(KILLED_TRAINING, [str(REPO / "tests"), tiny_sd, str(tmp_path / "killed"), *paths],
+                               checkpoint, tmp_path)
+    assert checkpoint.exists() and not (tmp_path / "killed" / LORA_FILE).exists(), stderr[-3000:]
     resumed_from = torch.load(checkpoint, weights_only=True)["step"]
     assert 5 <= resumed_from < 50
-    subprocess.run(run(tmp_path / "killed"), check=True, env=env, capture_output=True)
+    train(tiny_sd, tmp_path / "killed", paths)
     whole, resumed = load_file(tmp_path / "whole" / LORA_FILE), load_file(tmp_path / "killed" / LORA_FILE)
     assert whole.keys() == resumed.keys()
     for key in whole:

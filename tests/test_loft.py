@@ -1,10 +1,6 @@
 """LoFT: one small adapter per real shot (placement, size, chunk resume) and generation from mixed pairs."""
 
-import os
-import signal
-import subprocess
-import sys
-import time
+import logging
 from itertools import combinations
 from pathlib import Path
 
@@ -15,7 +11,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from datadream_core.config import dream_mode_settings, section, validate_config
-from datadream_core.data.fewshot import Shot
+from datadream_core.data.fewshot import Shot, read_fewshot
 from datadream_core.data.miniworld import render_world
 from datadream_core.dream import (FINISHED_DIR, LORA_FILE, UNET_LORA_TARGETS, DreamSettings, adapted_modules, add_lora,
                                   adapter_jobs, train_adapters)
@@ -26,6 +22,7 @@ from datadream_core.report.figures import generator_color
 from datadream_core.synth.loft import AdapterMixer, loft_renderer, pair_of, pair_schedule
 from datadream_core.synth.sampler import ShardJob, batches, make_shard
 from datadream_core.synth.text2img import SamplingSettings, load_text2img, text2img_renderer
+from killed_runs import kill_once_written
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPTS = ["a photo of a blicket", "a photo of a dax"]
@@ -107,43 +104,36 @@ def test_one_adapter_per_shot_in_rank_order(tiny_sd, shots, tmp_path):
         adapter_jobs(out_dirs[:4], shots, PROMPTS, [0, 1], per_image=True)
 
 
-CHUNK_SCRIPT = """
-import logging, sys
-logging.basicConfig(level=logging.INFO)
-from datadream_core.data.fewshot import read_fewshot
-from datadream_core.dream import DreamSettings, adapter_jobs, train_adapters
-sd, fewshot, out = sys.argv[1:]
-dirs = [f"{out}/c{c}/shot{r}" for c in (0, 1) for r in range(3)]
-jobs = adapter_jobs(dirs, read_fewshot(fewshot), ["a photo of a blicket", "a photo of a dax"], [0, 1], per_image=True)
-train_adapters(sd, jobs, DreamSettings(rank=2, alpha=2, train_text_encoder=False, batch_size=1, epochs=20,
-               learning_rate=1e-3, warmup_steps=3, crop="center", checkpoint_every=5), seed=1)
-"""
+def train_chunk(sd: str, fewshot: str | Path, out: str | Path) -> None:
+    torch.set_num_threads(1)  # the killed run and the runs of this process compute alike
+    dirs = [f"{out}/c{c}/shot{r}" for c in (0, 1) for r in range(3)]
+    jobs = adapter_jobs(dirs, read_fewshot(fewshot), PROMPTS, [0, 1], per_image=True)
+    train_adapters(sd, jobs, DreamSettings(rank=2, alpha=2, train_text_encoder=False, batch_size=1, epochs=20,
+                   learning_rate=1e-3, warmup_steps=3, crop="center", checkpoint_every=5), seed=1)
 
 
-def test_killed_chunk_keeps_its_finished_adapters_and_resumes_to_the_same_ones(tiny_sd, shots, tmp_path):
+KILLED_CHUNK = "import sys\nsys.path.insert(0, sys.argv[1])\nfrom test_loft import train_chunk\n\ntrain_chunk(*sys.argv[2:])\n"
+
+
+def test_killed_chunk_keeps_its_finished_adapters_and_resumes_to_the_same_ones(tiny_sd, shots, tmp_path, caplog):
     from datadream_core.data.fewshot import write_fewshot
 
     fewshot = tmp_path / "fewshot.csv"
     write_fewshot(fewshot, shots)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    run = lambda out: [sys.executable, "-c", CHUNK_SCRIPT, tiny_sd, str(fewshot), str(out)]
-    subprocess.run(run(tmp_path / "whole"), check=True, env=env, capture_output=True)
-    process = subprocess.Popen(run(tmp_path / "killed"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    train_chunk(tiny_sd, fewshot, tmp_path / "whole")
     third = tmp_path / "killed" / "c0" / "shot2"
-    deadline = time.time() + 180
-    while not (third / "checkpoint.pt").exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert (third / "checkpoint.pt").exists() and not (third / LORA_FILE).exists()
+    stderr = kill_once_written(KILLED_CHUNK, [str(REPO / "tests"), tiny_sd, str(fewshot), str(tmp_path / "killed")],
+                               third / "checkpoint.pt", tmp_path)
+    assert (third / "checkpoint.pt").exists() and not (third / LORA_FILE).exists(), stderr[-3000:]
     finished = [tmp_path / "killed" / "c0" / f"shot{r}" for r in (0, 1)]
     assert all((folder / FINISHED_DIR / LORA_FILE).exists() for folder in finished)
     for folder in (tmp_path / "killed").glob("c*/shot*"):  # Snakemake removes a killed job's declared outputs
         for name in (LORA_FILE, "train.json", "losses.csv"):
             (folder / name).unlink(missing_ok=True)
-    rerun = subprocess.run(run(tmp_path / "killed"), check=True, env=env, capture_output=True, text=True)
-    assert rerun.stderr.count("finished by an earlier run of this chunk, kept") == 2
-    assert "resuming" in rerun.stderr and "shot2 from step" in rerun.stderr
+    with caplog.at_level(logging.INFO, logger="datadream"):
+        train_chunk(tiny_sd, fewshot, tmp_path / "killed")
+    assert caplog.text.count("finished by an earlier run of this chunk, kept") == 2
+    assert "resuming" in caplog.text and "shot2 from step" in caplog.text
     for folder in (tmp_path / "whole").glob("c*/shot*"):
         resumed = tmp_path / "killed" / folder.relative_to(tmp_path / "whole")
         whole, again = load_file(folder / LORA_FILE), load_file(resumed / LORA_FILE)
