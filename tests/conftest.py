@@ -9,6 +9,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -64,6 +65,9 @@ def warm_start(request, tmp_path_factory):
         yield None
         return
     folder = tmp_path_factory.mktemp("warm_start")
+    short = len(str(folder)) > 80  # a Unix socket's path holds at most 107 bytes
+    if short:
+        folder = Path(tempfile.mkdtemp(prefix="datadream-warm-", dir="/tmp"))
     socket_path = folder / "server.sock"
     with open(folder / "server.log", "w") as log:
         server = subprocess.Popen([sys.executable, "-m", "datadream_core.warm_start", str(socket_path)],
@@ -79,6 +83,8 @@ def warm_start(request, tmp_path_factory):
     del os.environ[SOCKET_VARIABLE]
     server.terminate()
     server.wait(timeout=30)
+    if short:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def run_snakemake(workdir: Path, config: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -69,6 +69,8 @@ class SlurmCluster:
                 os.mknod(device, 0o666 | 0o020000, os.makedev(1, 3))  # a character device, like /dev/null
         memory = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 - 1024
         d = self.scratch
+        # at least 4 CPUs, even on a 2-core machine (config_overrides makes slurmd report the configured node):
+        # four one-thread jobs run at a time, so a run of short jobs waits for fewer rounds of status polling
         CONF_DIR.mkdir(parents=True, exist_ok=True)
         conf.write_text(f"""{MARKER}
 ClusterName=datadreamtest
@@ -95,7 +97,8 @@ MpiDefault=none
 ReturnToService=2
 MinJobAge=7200
 GresTypes=gpu
-NodeName={self.host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} RealMemory={memory} Gres=gpu:fake:2 State=UNKNOWN
+SlurmdParameters=config_overrides
+NodeName={self.host} NodeAddr=127.0.0.1 CPUs={max(4, os.cpu_count())} RealMemory={memory} Gres=gpu:fake:2 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """)
         (CONF_DIR / "gres.conf").write_text(f"{MARKER}\nNodeName={self.host} Name=gpu Type=fake File={d}/nvidia[0-1]\n")

@@ -61,8 +61,9 @@ def _slurm_run(work: Path, config: dict) -> subprocess.CompletedProcess:
         # the partition reaches the jobs only through the profile (sbatch refuses any other partition)
         "--profile", str(_site_profile(work.parent / "profile")), "--directory", str(work),
         "--configfile", str(work / "config.yaml"),
-        # The test cluster has no accounting (status through squeue), one 2-CPU node and partition "debug".
-        "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1", "--jobs", "2",
+        # The test cluster has no accounting (status through squeue), one node of at least 4 CPUs and partition
+        # "debug"; four jobs at a time make fewer rounds of the plugin's status polling.
+        "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1", "--jobs", "4",
         "--set-threads", *[f"{rule}=1" for rule in _rule_names()], "--set-resources", *small,
     ]
     # cold jobs, each in its own process under slurmstepd: the comparison with the local run (whose model jobs fork
