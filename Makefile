@@ -20,7 +20,8 @@ run: $(STAMP)
 	@echo "Report written to report.html"
 
 # Tests run on TEST_WORKERS processes (pytest-xdist): a test module stays on one worker, the smoke run that
-# several modules read is made once, and the longest modules start first (tests/conftest.py).
+# several modules read is made once, the longest modules start first, and the model jobs of local workflow runs
+# fork from one warm server per worker (tests/conftest.py, datadream_core/warm_start.py).
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
