@@ -68,8 +68,13 @@ def run_in_warm_interpreter() -> None:
                           "package": PACKAGE_DIR}).encode()
     sys.stdout.flush()
     sys.stderr.flush()
-    socket.send_fds(connection, [_HEADER.pack(len(request))], [0, 1, 2])
-    connection.sendall(request)
+    try:
+        socket.send_fds(connection, [_HEADER.pack(len(request))], [0, 1, 2])
+        connection.sendall(request)
+    except OSError as error:  # nothing ran yet: the job can still run here
+        print(f"warm start: could not hand the job to {socket_path} ({error}); running in this process",
+              file=sys.stderr)
+        return
     status = _receive_status(connection)
     if status == RUN_COLD:
         return
