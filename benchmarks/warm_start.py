@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from datadream_core.warm_start import SOCKET_VARIABLE  # noqa: E402
+from datadream_core.warm_start import SOCKET_VARIABLE, start_server  # noqa: E402
 
 COMPARED = ("*.safetensors", "*.png", "shard.csv", "metrics.json")
 
@@ -39,16 +39,6 @@ def run_workflow(work: Path, config: Path, cores: int, env: dict[str, str]) -> d
         raise SystemExit(f"the run in {work} failed:\n{done.stderr[-4000:]}")
     steps = re.findall(r"(\d+) of \d+ steps \(100%\) done", done.stderr)
     return {"wall_s": round(wall, 1), "jobs": int(steps[-1]) if steps else None}
-
-
-def start_server(folder: Path, env: dict[str, str]) -> tuple[subprocess.Popen, Path]:
-    socket_path = folder / "server.sock"
-    server = subprocess.Popen([sys.executable, "-m", "datadream_core.warm_start", str(socket_path)], env=env)
-    while not socket_path.exists():
-        if server.poll() is not None:
-            raise SystemExit("the warm server did not start")
-        time.sleep(0.1)
-    return server, socket_path
 
 
 def differing_files(cold: Path, warm: Path) -> tuple[int, list[str]]:
@@ -73,8 +63,10 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--out", default=str(REPO / "benchmarks/results-warm-start.json"))
     args = parser.parse_args()
-    env = {name: value for name, value in os.environ.items() if name != SOCKET_VARIABLE}
-    env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    # the server started below inherits this environment too (libraries read some of it when imported)
+    os.environ.pop(SOCKET_VARIABLE, None)
+    os.environ.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    env = dict(os.environ)
     scratch = Path(tempfile.mkdtemp(prefix="warm_start_bench_"))
     try:
         runs = {}
@@ -88,7 +80,8 @@ def main() -> None:
                 runs[kind] = run_workflow(work, config, args.cores, env)
                 continue
             started = time.perf_counter()
-            server, socket_path = start_server(scratch, env)
+            socket_path = scratch / "server.sock"
+            server = start_server(socket_path, scratch / "server.log")
             ready = time.perf_counter() - started
             try:
                 runs[kind] = {**run_workflow(work, config, args.cores, {**env, SOCKET_VARIABLE: str(socket_path)}),

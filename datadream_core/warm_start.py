@@ -18,13 +18,19 @@ columns are not the job's: benchmark real runs without it.
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import json
+import logging
 import os
+import runpy
 import select
 import signal
 import socket
 import struct
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 SOCKET_VARIABLE = "DATADREAM_WARM_START"
@@ -75,31 +81,31 @@ def run_in_warm_interpreter() -> None:
         print(f"warm start: could not hand the job to {socket_path} ({error}); running in this process",
               file=sys.stderr)
         return
-    status = _receive_status(connection)
+    reply = _receive_exactly(connection, _STATUS.size)
+    if reply is None:
+        sys.exit("warm start: the server ended this job without an exit status")
+    (status,) = _STATUS.unpack(reply)
     if status == RUN_COLD:
         return
-    if status is None:
-        sys.exit("warm start: the server ended this job without an exit status")
     if status < 0:  # the job died of a signal: die of it too, so that Snakemake sees the same
         signal.signal(-status, signal.SIG_DFL)
         os.kill(os.getpid(), -status)
     os._exit(status)
 
 
-def _receive_status(connection: socket.socket) -> int | None:
+def _receive_exactly(connection: socket.socket, size: int) -> bytes | None:
+    """`size` bytes from `connection`, or None where it closed before."""
     data = b""
-    while len(data) < _STATUS.size:
-        chunk = connection.recv(_STATUS.size - len(data))
+    while len(data) < size:
+        chunk = connection.recv(size - len(data))
         if not chunk:
             return None
         data += chunk
-    return _STATUS.unpack(data)[0]
+    return data
 
 
 def serve(socket_path: str | Path, preload: tuple[str, ...] = PRELOADED_MODULES) -> None:
     """Import `preload`, then fork a supervised job for every connection until the parent process exits."""
-    import importlib
-
     for name in preload:
         importlib.import_module(name)
     parent = os.getppid()
@@ -130,12 +136,9 @@ def _supervise(connection: socket.socket) -> None:
     try:
         header, fds, _, _ = socket.recv_fds(connection, _HEADER.size, 3)
         (length,) = _HEADER.unpack(header)
-        payload = b""
-        while len(payload) < length:
-            chunk = connection.recv(length - len(payload))
-            if not chunk:
-                raise ConnectionError("the job's process closed its connection")
-            payload += chunk
+        payload = _receive_exactly(connection, length)
+        if payload is None:
+            raise ConnectionError("the job's process closed its connection")
         request = json.loads(payload)
         if request["package"] != PACKAGE_DIR:
             connection.sendall(_STATUS.pack(RUN_COLD))
@@ -171,8 +174,6 @@ def _run_job(request: dict) -> None:
     """In the forked job: become the waiting process (folder, environment, path, arguments) and run its
     script as __main__."""
     global _in_warm_job
-    import runpy
-
     _in_warm_job = True
     os.chdir(request["cwd"])
     os.umask(request["umask"])
@@ -192,8 +193,6 @@ def _run_job(request: dict) -> None:
         except SystemExit as exit_:
             code = _exit_code(exit_)
     finally:
-        import logging
-
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -209,13 +208,31 @@ def _exit_code(exit_: SystemExit) -> int:
     return 1
 
 
-def main(argv: list[str] | None = None) -> None:
-    import argparse
+def start_server(socket_path: str | Path, log_path: str | Path, preload: bool = True,
+                 timeout: float = 300) -> subprocess.Popen:
+    """Start a server on `socket_path` (its output to `log_path`), child of this process; return once it
+    accepts jobs. `preload=False` imports no model library (for jobs that use none)."""
+    socket_path = Path(socket_path)
+    command = [sys.executable, "-m", "datadream_core.warm_start", str(socket_path), *([] if preload else ["--no-preload"])]
+    with open(log_path, "w", encoding="utf-8") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while not socket_path.exists():
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            tail = Path(log_path).read_text(encoding="utf-8")[-3000:]
+            raise RuntimeError(f"the warm server on {socket_path} did not start:\n{tail}")
+        time.sleep(0.05)
+    return server
 
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Serve warm starts of model jobs on a Unix socket until the "
                                                  "process that started this one exits.")
     parser.add_argument("socket", help="the socket's path; set DATADREAM_WARM_START to it for Snakemake")
-    serve(parser.parse_args(argv).socket)
+    parser.add_argument("--no-preload", action="store_true", help="import no model library (jobs that use none)")
+    args = parser.parse_args(argv)
+    serve(args.socket, preload=() if args.no_preload else PRELOADED_MODULES)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -59,7 +58,7 @@ def warm_start(request, tmp_path_factory):
     """A warm server for the model jobs of every workflow run this worker starts (datadream_core/warm_start.py):
     each job forks from one process that imported torch and the model libraries once, instead of importing
     them for 4-7 s itself. The SLURM test runs its jobs cold and compares them with these."""
-    from datadream_core.warm_start import SOCKET_VARIABLE
+    from datadream_core.warm_start import SOCKET_VARIABLE, start_server
 
     if not any(item.get_closest_marker("e2e") for item in request.session.items):
         yield None
@@ -69,15 +68,7 @@ def warm_start(request, tmp_path_factory):
     if short:
         folder = Path(tempfile.mkdtemp(prefix="datadream-warm-", dir="/tmp"))
     socket_path = folder / "server.sock"
-    with open(folder / "server.log", "w") as log:
-        server = subprocess.Popen([sys.executable, "-m", "datadream_core.warm_start", str(socket_path)],
-                                  stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 300
-    while not socket_path.exists():
-        if server.poll() is not None or time.monotonic() > deadline:
-            server.kill()
-            raise RuntimeError(f"the warm server did not start: {(folder / 'server.log').read_text()[-3000:]}")
-        time.sleep(0.2)
+    server = start_server(socket_path, folder / "server.log")
     os.environ[SOCKET_VARIABLE] = str(socket_path)
     yield socket_path
     del os.environ[SOCKET_VARIABLE]

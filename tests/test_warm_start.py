@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from datadream_core.warm_start import SOCKET_VARIABLE
+from datadream_core.warm_start import SOCKET_VARIABLE, start_server
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,12 +42,7 @@ def server(tmp_path_factory):
     """A server that preloads nothing (the jobs here import no model library)."""
     folder = tmp_path_factory.mktemp("warm")
     socket_path = folder / "server.sock"
-    process = subprocess.Popen([sys.executable, "-c", "import sys; from datadream_core.warm_start import serve; "
-                                "serve(sys.argv[1], preload=())", str(socket_path)])
-    deadline = time.monotonic() + 60
-    while not socket_path.exists():
-        assert process.poll() is None and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
+    process = start_server(socket_path, folder / "server.log", preload=False)
     yield socket_path
     process.terminate()
     process.wait(timeout=10)
