@@ -91,12 +91,12 @@ def checkpoint_identity(made_from: Mapping[str, str], examples: Sequence[Example
     return digest(dict(made_from), [[example.path, example.prompt] for example in examples], determining, seed, scope)
 
 
-def _entropy(seed: int, scope: Scope, *more: int) -> list[int]:
+def entropy(seed: int, scope: Scope, *more: int) -> list[int]:
     return [seed, *(scope if isinstance(scope, tuple) else (scope,)), *more]
 
 
 def step_generator(seed: int, scope: Scope, step: int) -> torch.Generator:
-    return seeded_generator(*_entropy(seed, scope, step))
+    return seeded_generator(*entropy(seed, scope, step))
 
 
 def add_lora(parts: SDParts, settings: DreamSettings) -> list[torch.nn.Parameter]:
@@ -168,10 +168,17 @@ def sample_crop(latent: LatentImage, size: int, generator: torch.Generator, crop
 
 def denoising_loss(parts: SDParts, latents: torch.Tensor, prompt_embeds: torch.Tensor,
                    generator: torch.Generator) -> torch.Tensor:
-    scheduler = parts.noise_scheduler
     noise = torch.randn(latents.shape, generator=generator).to(latents.device)
-    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator)
-    timesteps = timesteps.to(latents.device)
+    timesteps = torch.randint(0, parts.noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
+                              generator=generator).to(latents.device)
+    return F.mse_loss(*prediction_and_target(parts, latents, noise, timesteps, prompt_embeds))
+
+
+def prediction_and_target(parts: SDParts, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
+                          prompt_embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The UNet's prediction for the noised latents and what it should be (the noise or the velocity, whichever
+    the scheduler predicts), both in float32."""
+    scheduler = parts.noise_scheduler
     noisy = scheduler.add_noise(latents, noise, timesteps)
     prediction_type = scheduler.config.prediction_type
     if prediction_type == "epsilon":
@@ -181,17 +188,17 @@ def denoising_loss(parts: SDParts, latents: torch.Tensor, prompt_embeds: torch.T
     else:
         raise ValueError(f"unsupported prediction_type '{prediction_type}' in the model's scheduler config")
     prediction = parts.unet(noisy.to(parts.unet.dtype), timesteps, prompt_embeds.to(parts.unet.dtype)).sample
-    return F.mse_loss(prediction.float(), target.float())
+    return prediction.float(), target.float()
 
 
-def _schedule(optimizer, settings: DreamSettings, total_steps: int):
+def learning_rate_schedule(optimizer, settings: DreamSettings, total_steps: int):
     from diffusers.optimization import get_scheduler
 
     return get_scheduler(settings.lr_scheduler, optimizer, num_warmup_steps=settings.warmup_steps,
                          num_training_steps=total_steps)
 
 
-def _peak_memory_mb(device: torch.device) -> float:
+def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -199,25 +206,33 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 def save_lora(parts: SDParts, settings: DreamSettings, out_dir: Path) -> Path:
     """Write the adapters in diffusers' format, loadable by StableDiffusionPipeline.load_lora_weights."""
-    from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
-    # The file holds no alphas, which loaders (diffusers, text2img.load_lora_factors) read as alpha = rank:
-    # the up factors carry the trained scale alpha / rank, so the file's delta is the one trained.
-    scale = settings.alpha / settings.rank
+    return write_lora_file(out_dir, get_peft_model_state_dict(parts.unet), settings.alpha / settings.rank,
+                           get_peft_model_state_dict(parts.text_encoder) if settings.train_text_encoder else None)
 
-    def layers(model):
-        state = get_peft_model_state_dict(model)
-        return convert_state_dict_to_diffusers({key: (value.float() * (scale if ".lora_B." in key else 1.0)).contiguous()
+
+def write_lora_file(out_dir: Path, unet_layers: Mapping[str, torch.Tensor], scale: float,
+                    text_encoder_layers: Mapping[str, torch.Tensor] | None = None) -> Path:
+    """Write LoRA factors keyed as peft names them (`<module>.lora_A.weight`, `.lora_B.weight`) to `out_dir`'s
+    adapter file in diffusers' format.
+
+    The file holds no alphas, which loaders (diffusers, text2img.load_lora_factors) read as alpha = rank: the up
+    factors are written times the trained scale alpha / rank, so the file's delta is the one trained.
+    """
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+
+    def layers(state):
+        return convert_state_dict_to_diffusers({key: (value.detach().float() * (scale if ".lora_B." in key else 1.0)).contiguous()
                                                 for key, value in state.items()})
 
     target = out_dir / LORA_FILE
     staging = Path(tempfile.mkdtemp(prefix=".lora.", dir=out_dir))  # diffusers writes into a folder
     try:
         StableDiffusionPipeline.save_lora_weights(
-            staging, unet_lora_layers=layers(parts.unet),
-            text_encoder_lora_layers=layers(parts.text_encoder) if settings.train_text_encoder else None,
+            staging, unet_lora_layers=layers(unet_layers),
+            text_encoder_lora_layers=layers(text_encoder_layers) if text_encoder_layers is not None else None,
             weight_name=LORA_FILE, safe_serialization=True)
         os.chmod(staging / LORA_FILE, FILE_MODE)
         os.replace(staging / LORA_FILE, target)
@@ -226,7 +241,7 @@ def save_lora(parts: SDParts, settings: DreamSettings, out_dir: Path) -> Path:
     return target
 
 
-def _save_checkpoint(path: Path, identity: str, step: int, params, optimizer, lr_schedule, scaler, losses) -> None:
+def save_checkpoint(path: Path, identity: str, step: int, params, optimizer, lr_schedule, scaler, losses) -> None:
     state = {"identity": identity, "step": step, "lora": [p.detach().cpu() for p in params], "optimizer": optimizer.state_dict(),
              "lr_schedule": lr_schedule.state_dict(), "scaler": scaler.state_dict() if scaler else None,
              "losses": losses}
@@ -234,7 +249,7 @@ def _save_checkpoint(path: Path, identity: str, step: int, params, optimizer, lr
         torch.save(state, tmp)
 
 
-def _load_checkpoint(path: Path, identity: str, params, optimizer, lr_schedule, scaler) -> tuple[int, list]:
+def resume_checkpoint(path: Path, identity: str, params, optimizer, lr_schedule, scaler) -> tuple[int, list]:
     state = load_checkpoint(path, ("identity", "step", "lora", "optimizer", "lr_schedule", "scaler", "losses"))
     if state is None:
         return 0, []
@@ -251,7 +266,7 @@ def _load_checkpoint(path: Path, identity: str, params, optimizer, lr_schedule, 
     return state["step"], state["losses"]
 
 
-def _made_from(sd_path: str, made_from: Mapping[str, str] | None) -> dict:
+def provenance(sd_path: str, made_from: Mapping[str, str] | None) -> dict:
     return dict(made_from or {"model_identity": f"path:{sd_path}"})
 
 
@@ -293,7 +308,7 @@ def prepare_training(sd_path: str, examples: Sequence[Example], settings: DreamS
         raise ValueError(f"dream.resolution {resolution} is not a multiple of the VAE factor {parts.vae_scale}")
     latents = encode_images(parts, [example.path for example in examples], resolution, device)
 
-    torch.manual_seed(seed_from(*_entropy(seed, scope)))  # LoRA init
+    torch.manual_seed(seed_from(*entropy(seed, scope)))  # LoRA init
     params = add_lora(parts, settings)
     if settings.gradient_checkpointing:
         parts.unet.enable_gradient_checkpointing()
@@ -313,13 +328,13 @@ def prepare_training(sd_path: str, examples: Sequence[Example], settings: DreamS
         prompt_of=np.array([prompts.index(example.prompt) for example in examples]), optimizer=optimizer,
         max_grad_norm=settings.max_grad_norm, device=device, crop=settings.crop, half=half,
         scaler=torch.amp.GradScaler("cuda") if half == torch.float16 else None, fixed_embeds=fixed_embeds,
-        lr_schedule=_schedule(optimizer, settings, total_steps(len(examples), settings)))
+        lr_schedule=learning_rate_schedule(optimizer, settings, total_steps(len(examples), settings)))
 
 
 def step_batch(n_examples: int, batch_size: int, seed: int, scope: Scope, step: int) -> np.ndarray:
     """The shots of step `step`: epoch by epoch, a permutation seeded with (seed, scope, epoch)."""
     epoch, position = divmod(step, math.ceil(n_examples / batch_size))
-    order = seeded_rng(*_entropy(seed, scope, epoch)).permutation(n_examples)
+    order = seeded_rng(*entropy(seed, scope, epoch)).permutation(n_examples)
     return order[position * batch_size:(position + 1) * batch_size]
 
 
@@ -361,7 +376,7 @@ def finish_training(training: LoraTraining, settings: DreamSettings, out_dir: Pa
     write_csv(out_dir / LOSSES_FILE, ("step", "loss", "lr"), losses)
     summary = {**summary, "resolution": training.latent_size * training.parts.vae_scale,
                "device": str(training.device), "wall_seconds": time.perf_counter() - started,
-               "peak_memory_mb": _peak_memory_mb(training.device),
+               "peak_memory_mb": peak_memory_mb(training.device),
                "trainable_parameters": sum(p.numel() for p in training.params), "final_loss": losses[-1][1]}
     write_json(out_dir / "train.json", summary)
     (out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
@@ -382,14 +397,14 @@ def train_datadream(sd_path: str, examples: Sequence[Example], out_dir: str | Pa
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    made_from = _made_from(sd_path, made_from)
+    made_from = provenance(sd_path, made_from)
     identity = checkpoint_identity(made_from, examples, settings, seed, scope)
     training = prepare_training(sd_path, examples, settings, seed, scope,
                                 torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")), sd_revision)
     steps = total_steps(len(examples), settings)
     checkpoint = out_dir / CHECKPOINT_FILE
     lr_schedule = training.lr_schedule
-    step, losses = _load_checkpoint(checkpoint, identity, training.params, training.optimizer, lr_schedule,
+    step, losses = resume_checkpoint(checkpoint, identity, training.params, training.optimizer, lr_schedule,
                                     training.scaler)
     if step:
         LOG.info("resuming %s from step %d of %d", out_dir, step, steps)
@@ -405,7 +420,7 @@ def train_datadream(sd_path: str, examples: Sequence[Example], out_dir: str | Pa
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
         if step % settings.checkpoint_every == 0 and step < steps:
-            _save_checkpoint(checkpoint, identity, step, training.params, training.optimizer, lr_schedule,
+            save_checkpoint(checkpoint, identity, step, training.params, training.optimizer, lr_schedule,
                              training.scaler, losses)
     bar.close()
     return finish_training(training, settings, out_dir, losses, {
@@ -443,7 +458,7 @@ def adapter_jobs(out_dirs: Sequence[str | Path], shots: Sequence[Shot], prompts:
             for out_dir, (scope, group) in zip(out_dirs, groups)]
 
 
-def _keep_finished(out_dir: Path) -> None:
+def keep_finished(out_dir: Path) -> None:
     finished = out_dir / FINISHED_DIR
     shutil.rmtree(finished, ignore_errors=True)
     finished.mkdir()
@@ -451,7 +466,7 @@ def _keep_finished(out_dir: Path) -> None:
         os.link(out_dir / name, finished / name)
 
 
-def _restore_finished(out_dir: Path, identity: str) -> dict | None:
+def restore_finished(out_dir: Path, identity: str) -> dict | None:
     """The summary of this adapter if a killed run of its chunk finished it (its files are linked back)."""
     finished = out_dir / FINISHED_DIR
     if not all((finished / name).is_file() for name in FINISHED_FILES):
@@ -476,12 +491,12 @@ def train_adapters(sd_path: str, jobs: Sequence[AdapterJob], settings: DreamSett
     summaries = []
     for job in jobs:
         out_dir = Path(job.out_dir)
-        identity = checkpoint_identity(_made_from(sd_path, made_from), job.examples, settings, seed, job.scope)
-        summary = _restore_finished(out_dir, identity)
+        identity = checkpoint_identity(provenance(sd_path, made_from), job.examples, settings, seed, job.scope)
+        summary = restore_finished(out_dir, identity)
         if summary is None:
             summary = train_datadream(sd_path, job.examples, out_dir, settings, seed=seed, scope=job.scope,
                                       sd_revision=sd_revision, made_from=made_from)
-            _keep_finished(out_dir)
+            keep_finished(out_dir)
         else:
             LOG.info("%s: finished by an earlier run of this chunk, kept", out_dir)
         summaries.append(summary)

@@ -152,7 +152,7 @@ BENCHMARKS_DIR = "results/benchmarks"
 SHARED = "_shared"  # the "dataset" of a model job that serves every dataset
 
 
-def benchmark_file(rule, dataset, job) -> str:
-    """Snakemake's benchmark (wall time, memory) of one job of a model rule: `rule` is the rule family (the
-    same for every class chunk), `job` names the job within the rule and dataset, like its log."""
-    return f"{BENCHMARKS_DIR}/{rule}/{dataset}/{job}.tsv"
+def job_cost_file(rule, dataset, job) -> str:
+    """The cost record (wall time, CPU time, peak memory) of one job of a model rule: `rule` is the rule family
+    (the same for every class chunk), `job` names the job within the rule and dataset, like its log."""
+    return f"{BENCHMARKS_DIR}/{rule}/{dataset}/{job}.json"

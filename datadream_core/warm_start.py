@@ -1,19 +1,19 @@
-"""A warm interpreter for model jobs: one server process imports torch, torchvision, open_clip, transformers,
-diffusers and peft once, and each model job that Snakemake starts hands itself over to a fork of it.
+"""Model jobs: one launcher runs every model rule's script, in a warm interpreter where there is one, and records
+the job's own cost (wall time, CPU time, peak memory) in its `cost` output, which the compute table reads.
 
-A model job spends 4-7 s importing those libraries, often more than its work on small data. With
-DATADREAM_WARM_START set to the socket of a server (`python -m datadream_core.warm_start SOCKET`), a model
-job's script calls `run_in_warm_interpreter()` first. That sends its command line, working folder,
-environment, import path and standard streams to the server and waits. The server forks a supervisor,
-which forks the job: it runs the same script file (Snakemake's copy with its preamble) from the start, and
-`run_in_warm_interpreter()` returns there at once. The supervisor reports the job's exit status, which the
-waiting process takes as its own; if the waiting process dies (Snakemake killed it, or its head died), the
-supervisor kills the job.
+A model job spends 4-7 s importing torch, torchvision, open_clip, transformers, diffusers and peft, often more than
+its work on small data. Every model rule runs workflow_scripts/model_job.py, which calls `run_model_job`. With
+DATADREAM_WARM_START set to the socket of a server (`python -m datadream_core.warm_start SOCKET`, or `with_server`
+around a command, as `make run` does), the job sends its command line, working folder, environment, import path
+and standard streams to the server and waits. The server, which imported those libraries once, forks a
+supervisor, which forks the job: it runs the same script file (Snakemake's copy with its preamble) from the start
+and then the rule's adapter script (params.adapter). The supervisor takes the job's resource usage from
+`os.wait4` and writes the cost record; it reports the job's exit status, which the waiting process takes as its
+own; if the waiting process dies (Snakemake killed it, or its head died), the supervisor kills the job.
 
-Without the variable, or with no server listening, the job runs in its own process as always. The server
-refuses jobs of another checkout (its datadream_core is the one it imported), which then run cold.
-Snakemake's `benchmark:` files measure the waiting process, so under a warm start their memory and CPU
-columns are not the job's: benchmark real runs without it.
+Without the variable (a cluster run), or with no server listening, the job runs in its own process as always and
+records its own usage. The server refuses jobs of another checkout (its datadream_core is the one it imported),
+which then run cold.
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ import importlib
 import json
 import logging
 import os
+import resource
 import runpy
 import select
+import shutil
 import signal
 import socket
 import struct
@@ -51,9 +53,39 @@ _STATUS = struct.Struct("!i")
 _in_warm_job = False
 
 
-def run_in_warm_interpreter() -> None:
+def run_model_job(snakemake) -> None:
+    """Run this model job's adapter script (`params.adapter`, in the launcher's folder) and record its cost in
+    `output.cost` where the rule has one: handed to the warm server where there is one (its supervisor records),
+    else in this process."""
+    cost_record = snakemake.output.get("cost")
+    if not _in_warm_job:
+        run_in_warm_interpreter(cost_record)  # returns only where the job runs here
+    runpy.run_path(str(Path(snakemake.scriptdir) / snakemake.params.adapter), run_name="__main__",
+                   init_globals={"snakemake": snakemake})
+    if cost_record and not _in_warm_job:
+        _write_cost(cost_record, _own_cost())
+
+
+def _own_cost() -> dict:
+    """This process's (and its children's) cost since it started."""
+    import psutil
+
+    usages = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return {"wall_s": time.time() - psutil.Process().create_time(),
+            "cpu_s": sum(usage.ru_utime + usage.ru_stime for usage in usages),
+            "max_rss_mb": max(usage.ru_maxrss for usage in usages) / 1024, "warm": False}
+
+
+def _write_cost(path: str, cost: dict) -> None:
+    from datadream_core.io import write_json
+
+    write_json(path, cost)
+
+
+def run_in_warm_interpreter(cost_record: str | None = None) -> None:
     """Hand this job's script over to the warm server and exit with the status of its run there; return at
-    once where there is no server (or it refuses), and in the forked job itself."""
+    once where there is no server (or it refuses), and in the forked job itself. The supervisor writes the
+    job's cost to `cost_record`, where given, once it succeeded."""
     socket_path = os.environ.get(SOCKET_VARIABLE)
     if _in_warm_job or not socket_path:
         return
@@ -71,7 +103,8 @@ def run_in_warm_interpreter() -> None:
     os.umask(umask)
     request = json.dumps({"script": str(Path(script).resolve()), "argv": sys.argv, "cwd": os.getcwd(),
                           "environ": dict(os.environ), "path": sys.path, "umask": umask,
-                          "package": PACKAGE_DIR}).encode()
+                          "package": PACKAGE_DIR,
+                          "cost_record": cost_record and os.path.abspath(cost_record)}).encode()
     sys.stdout.flush()
     sys.stderr.flush()
     try:
@@ -146,11 +179,16 @@ def _supervise(connection: socket.socket) -> None:
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
             os.close(fd)
+        started = time.monotonic()
         job = os.fork()
         if job == 0:
             connection.close()
             _run_job(request)  # never returns
-        status = _wait_for(job, connection)
+        status, usage = _wait_for(job, connection)
+        if status == 0 and request["cost_record"]:
+            _write_cost(request["cost_record"], {"wall_s": time.monotonic() - started,
+                                                 "cpu_s": usage.ru_utime + usage.ru_stime,
+                                                 "max_rss_mb": usage.ru_maxrss / 1024, "warm": True})
         connection.sendall(_STATUS.pack(status))
     except BaseException as error:  # noqa: BLE001 -- a supervisor must end with a status, whatever failed
         print(f"warm start: supervisor failed: {error!r}", file=sys.stderr)
@@ -158,16 +196,17 @@ def _supervise(connection: socket.socket) -> None:
         os._exit(0 if status == 0 else 1)
 
 
-def _wait_for(job: int, connection: socket.socket) -> int:
-    """The job's exit code (negative: the signal that ended it); kill it if the waiting process goes away."""
+def _wait_for(job: int, connection: socket.socket) -> tuple[int, resource.struct_rusage | None]:
+    """The job's exit code (negative: the signal that ended it) and resource usage; kill it if the waiting
+    process goes away."""
     while True:
-        pid, wait_status = os.waitpid(job, os.WNOHANG)
+        pid, wait_status, usage = os.wait4(job, os.WNOHANG)
         if pid == job:
-            return os.waitstatus_to_exitcode(wait_status)
+            return os.waitstatus_to_exitcode(wait_status), usage
         if select.select([connection], [], [], 0.05)[0] and not connection.recv(1):
             os.kill(job, signal.SIGKILL)
             os.waitpid(job, 0)
-            return -signal.SIGKILL
+            return -signal.SIGKILL, None
 
 
 def _run_job(request: dict) -> None:
@@ -226,12 +265,33 @@ def start_server(socket_path: str | Path, log_path: str | Path, preload: bool = 
     return server
 
 
+def with_server(command: list[str]) -> int:
+    """Run `command` with DATADREAM_WARM_START set to a server of this process (started first, gone after);
+    return its exit status."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="datadream-warm-"))  # a short path: socket paths have a length limit
+    server = start_server(folder / "socket", folder / "server.log")
+    try:
+        return subprocess.call(command, env={**os.environ, SOCKET_VARIABLE: str(folder / "socket")})
+    finally:
+        server.terminate()
+        server.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Serve warm starts of model jobs on a Unix socket until the "
-                                                 "process that started this one exits.")
-    parser.add_argument("socket", help="the socket's path; set DATADREAM_WARM_START to it for Snakemake")
+                                                 "process that started this one exits, or run a command with one.")
+    parser.add_argument("socket", nargs="?", help="the socket's path; set DATADREAM_WARM_START to it for Snakemake")
     parser.add_argument("--no-preload", action="store_true", help="import no model library (jobs that use none)")
+    parser.add_argument("--run", nargs=argparse.REMAINDER, metavar="COMMAND",
+                        help="start a server, run COMMAND (e.g. snakemake ...) with its jobs warm, stop the server")
     args = parser.parse_args(argv)
+    if args.run:
+        sys.exit(with_server(args.run))
+    if args.socket is None:
+        parser.error("give a socket path, or --run COMMAND")
     serve(args.socket, preload=() if args.no_preload else PRELOADED_MODULES)
 
 

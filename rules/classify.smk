@@ -20,6 +20,14 @@ def evaluation_inputs(wildcards):
     }
 
 
+def classifier_cost(dataset, trainset, shots, seed, n_synth, point=None):
+    """The cost record of a classifier job: a run, or one classify.search point of it."""
+    run = f"{trainset}_k{shots}_seed{seed}_n{n_synth}"
+    if point is None:
+        return layout.job_cost_file("train_classifier", dataset, run)
+    return layout.job_cost_file("train_search_point", dataset, f"{run}_{point}")
+
+
 def classifier_inputs(wildcards):
     files = {**evaluation_inputs(wildcards), "fewshot": layout.fewshot_csv(wildcards.dataset, wildcards.seed)}
     generator = parse_trainset(wildcards.trainset).generator
@@ -91,14 +99,14 @@ rule train_classifier:
     output:
         metrics=f"{CLASSIFIER_RUN}/metrics.json",
         per_class=f"{CLASSIFIER_RUN}/per_class.csv",
+        cost=classifier_cost("{dataset}", "{trainset}", "{shots}", "{seed}", "{n_synth}"),
     log:
         "logs/train_classifier/{dataset}/{trainset}_k{shots}_seed{seed}_n{n_synth}.log",
-    benchmark:
-        layout.benchmark_file("train_classifier", "{dataset}", "{trainset}_k{shots}_seed{seed}_n{n_synth}")
     wildcard_constraints:
         trainset=TRAINSET_PATTERN,
         n_synth=r"\d+",
     params:
+        adapter="classify.py",
         **CLASSIFIER_PARAMS,
     threads: config["threads"]["classify"]
     resources:
@@ -107,7 +115,7 @@ rule train_classifier:
     conda:
         JOB_ENV
     script:
-        "../workflow_scripts/classify.py"
+        MODEL_JOB
 
 
 rule evaluate_zeroshot:
@@ -116,11 +124,11 @@ rule evaluate_zeroshot:
     output:
         metrics=f"{layout.zeroshot_dir('{dataset}')}/metrics.json",
         per_class=f"{layout.zeroshot_dir('{dataset}')}/per_class.csv",
+        cost=layout.job_cost_file("evaluate_zeroshot", "{dataset}", "zeroshot"),
     log:
         "logs/evaluate_zeroshot/{dataset}.log",
-    benchmark:
-        layout.benchmark_file("evaluate_zeroshot", "{dataset}", "zeroshot")
     params:
+        adapter="classify.py",
         trainset="zeroshot",
         shots=0,
         seed=0,
@@ -136,7 +144,7 @@ rule evaluate_zeroshot:
     conda:
         JOB_ENV
     script:
-        "../workflow_scripts/classify.py"
+        MODEL_JOB
 
 
 rule file_zeroshot:
@@ -162,15 +170,15 @@ rule train_search_point:
     output:
         metrics=f"{CLASSIFIER_RUN}/search/{{point}}/metrics.json",
         per_class=f"{CLASSIFIER_RUN}/search/{{point}}/per_class.csv",
+        cost=classifier_cost("{dataset}", "{trainset}", "{shots}", "{seed}", "{n_synth}", "{point}"),
     log:
         "logs/train_search_point/{dataset}/{trainset}_k{shots}_seed{seed}_n{n_synth}_{point}.log",
-    benchmark:
-        layout.benchmark_file("train_search_point", "{dataset}", "{trainset}_k{shots}_seed{seed}_n{n_synth}_{point}")
     wildcard_constraints:
         trainset=TRAINSET_PATTERN,
         n_synth=r"\d+",
         point="|".join(SEARCH_POINTS) or "no-search",
     params:
+        adapter="classify.py",
         **CLASSIFIER_PARAMS,
     threads: config["threads"]["classify"]
     resources:
@@ -179,7 +187,7 @@ rule train_search_point:
     conda:
         JOB_ENV
     script:
-        "../workflow_scripts/classify.py"
+        MODEL_JOB
 
 
 if SEARCH_POINTS:

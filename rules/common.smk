@@ -30,6 +30,9 @@ CLIP_MODEL_MARKER = f"{CLIP_CONFIG['name']}/open_clip_config.json"
 CAPTIONER_MARKER = f"{config['synth']['captioner']}/config.json"
 # The conda environment of every script job (`snakemake --sdm conda`), relative to this folder.
 JOB_ENV = "../envs/datadream.yaml"
+# The script of every model rule: it runs the rule's `adapter` script, forked from a warm interpreter where the
+# run has one (`make run`), and writes the job's cost record (its `cost` output) for the compute table.
+MODEL_JOB = "../workflow_scripts/model_job.py"
 # Keys of a section that shape the DAG (which runs exist) rather than any one job's outputs.
 # (classify's are dropped by classify.trainsets.method_settings.)
 DAG_KEYS = {"dream": {"modes", "classes_per_job"}, "synth": {"generators", "n_synth", "classes_per_job"}}

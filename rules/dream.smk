@@ -18,6 +18,16 @@ def image_params(wildcards):
     return dream_params(wildcards, "image")
 
 
+def dream_cost(mode, dataset, shots, seed, chunk=None):
+    """The cost record of a DataDream training job: the dataset-wide adapter (dset) or a class chunk's (cls)."""
+    return layout.job_cost_file(f"train_lora_{mode}", dataset, f"k{shots}_seed{seed}" + (f"/{chunk}" if chunk else ""))
+
+
+def image_cost(dataset, seed, chunk):
+    """The cost record of a LoFT job: the per-image adapters of a class chunk."""
+    return layout.job_cost_file("train_lora_image", dataset, f"seed{seed}/{chunk}")
+
+
 def adapter_made_from(settings_of):
     """Provenance recorded in every adapter's train.json (the job adds the data identity of its index)."""
 
@@ -34,12 +44,12 @@ rule train_lora_dset:
         identity=layout.data_identity_json("{dataset}"),
         model=sd_model_input,
     output:
-        layout.adapter_files("{dataset}", "dset", "{shots}", "{seed}"),
+        adapters=layout.adapter_files("{dataset}", "dset", "{shots}", "{seed}"),
+        cost=dream_cost("dset", "{dataset}", "{shots}", "{seed}"),
     log:
         "logs/train_lora/{dataset}/dset/k{shots}_seed{seed}.log",
-    benchmark:
-        layout.benchmark_file("train_lora_dset", "{dataset}", "k{shots}_seed{seed}")
     params:
+        adapter="train_lora.py",
         chunk=OutputNeutral({"classes": None}),
         settings=lambda wildcards: dset_params(wildcards)[0],
         neutral=lambda wildcards: dset_params(wildcards)[1],
@@ -54,7 +64,7 @@ rule train_lora_dset:
     conda:
         JOB_ENV
     script:
-        "../workflow_scripts/train_lora.py"
+        MODEL_JOB
 
 
 for _dataset, _chunk in chunks_of("dream"):
@@ -68,12 +78,13 @@ for _dataset, _chunk in chunks_of("dream"):
             identity=layout.data_identity_json(_dataset),
             model=sd_model_input,
         output:
-            [path for index in chunk_classes(_chunk) for path in layout.adapter_files(_dataset, "cls", "{shots}", "{seed}", index)],
+            adapters=[path for index in chunk_classes(_chunk)
+                      for path in layout.adapter_files(_dataset, "cls", "{shots}", "{seed}", index)],
+            cost=dream_cost("cls", _dataset, "{shots}", "{seed}", _chunk),
         log:
             f"logs/train_lora/{_dataset}/cls/k{{shots}}_seed{{seed}}/{_chunk}.log",
-        benchmark:
-            layout.benchmark_file("train_lora_cls", _dataset, f"k{{shots}}_seed{{seed}}/{_chunk}")
         params:
+            adapter="train_lora.py",
             chunk=OutputNeutral({"classes": list(chunk_classes(_chunk))}),  # named by the outputs
             settings=for_dataset(lambda wildcards: dream_params(wildcards)[0], _dataset),
             neutral=for_dataset(lambda wildcards: dream_params(wildcards)[1], _dataset),
@@ -88,7 +99,7 @@ for _dataset, _chunk in chunks_of("dream"):
         conda:
             JOB_ENV
         script:
-            "../workflow_scripts/train_lora.py"
+            MODEL_JOB
 
 
 if "loft" in GENERATORS:
@@ -103,13 +114,13 @@ if "loft" in GENERATORS:
                 identity=layout.data_identity_json(_dataset),
                 model=sd_model_input,
             output:
-                [path for index in chunk_classes(_chunk) for rank in range(FEWSHOT_SIZE)
-                 for path in layout.image_adapter_files(_dataset, "{seed}", index, rank)],
+                adapters=[path for index in chunk_classes(_chunk) for rank in range(FEWSHOT_SIZE)
+                          for path in layout.image_adapter_files(_dataset, "{seed}", index, rank)],
+                cost=image_cost(_dataset, "{seed}", _chunk),
             log:
                 f"logs/train_lora/{_dataset}/image/seed{{seed}}/{_chunk}.log",
-            benchmark:
-                layout.benchmark_file("train_lora_image", _dataset, f"seed{{seed}}/{_chunk}")
             params:
+                adapter="train_lora.py",
                 # which adapters, not how: see output
                 chunk=OutputNeutral({"classes": list(chunk_classes(_chunk)), "shots_per_class": FEWSHOT_SIZE}),
                 settings=for_dataset(lambda wildcards: image_params(wildcards)[0], _dataset),
@@ -125,4 +136,4 @@ if "loft" in GENERATORS:
             conda:
                 JOB_ENV
             script:
-                "../workflow_scripts/train_lora.py"
+                MODEL_JOB

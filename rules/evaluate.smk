@@ -21,6 +21,14 @@ def fid_real_path(dataset):
     return layout.fid_real_features(dataset, fid["real_split"], fid["features"])
 
 
+def fid_real_cost(dataset, split, features):
+    return layout.job_cost_file("fid_real_features", dataset, f"{split}_{features}")
+
+
+def fid_cost(dataset, generator, shots, seed):
+    return layout.job_cost_file("fid_per_class", dataset, f"{generator}_k{shots}_seed{seed}")
+
+
 def fid_model_input(wildcards):
     """The tiny CLIP when this workflow builds the CLIP that FID uses; else nothing."""
     return clip_model_input(wildcards) if section_of(wildcards.dataset, "fid")["features"] == "clip" else []
@@ -40,14 +48,14 @@ rule fid_real_features:
         model=fid_model_input,
     output:
         layout.fid_real_features("{dataset}", "{split}", "{features}"),
+        cost=fid_real_cost("{dataset}", "{split}", "{features}"),
     log:
         "logs/fid_real_features/{dataset}_{split}_{features}.log",
-    benchmark:
-        layout.benchmark_file("fid_real_features", "{dataset}", "{split}_{features}")
     wildcard_constraints:
         split="train|val|test",
         features="inception|clip",
     params:
+        adapter="fid_real_features.py",
         settings=lambda wildcards: fid_params(wildcards)[0],
         neutral=lambda wildcards: fid_params(wildcards)[1],
     threads: config["threads"]["fid"]
@@ -58,7 +66,7 @@ rule fid_real_features:
     conda:
         JOB_ENV
     script:
-        "../workflow_scripts/fid_real_features.py"
+        MODEL_JOB
 
 
 rule fid_per_class:
@@ -71,11 +79,11 @@ rule fid_per_class:
     output:
         per_class=layout.fid_per_class("{dataset}", "{generator}", "{shots}", "{seed}"),
         summary=layout.fid_summary("{dataset}", "{generator}", "{shots}", "{seed}"),
+        cost=fid_cost("{dataset}", "{generator}", "{shots}", "{seed}"),
     log:
         "logs/fid_per_class/{dataset}_{generator}_k{shots}_seed{seed}.log",
-    benchmark:
-        layout.benchmark_file("fid_per_class", "{dataset}", "{generator}_k{shots}_seed{seed}")
     params:
+        adapter="fid_per_class.py",
         settings=lambda wildcards: fid_params(wildcards)[0],
         neutral=lambda wildcards: fid_params(wildcards)[1],
         n_synth=config["synth"]["n_synth"],  # the images the main classifiers train on, not the scaling extras
@@ -87,4 +95,4 @@ rule fid_per_class:
     conda:
         JOB_ENV
     script:
-        "../workflow_scripts/fid_per_class.py"
+        MODEL_JOB

@@ -10,6 +10,7 @@ if config["models"]["sd"]["build_tiny"]:
         log:
             "logs/build_tiny_models/sd.log",
         params:
+            adapter="build_tiny_model.py",
             kind="sd",
         threads: 1
         resources:
@@ -18,7 +19,7 @@ if config["models"]["sd"]["build_tiny"]:
         conda:
             JOB_ENV
         script:
-            "../workflow_scripts/build_tiny_model.py"
+            MODEL_JOB
 
 
 if config["models"]["clip"]["build_tiny"]:
@@ -29,6 +30,7 @@ if config["models"]["clip"]["build_tiny"]:
         log:
             "logs/build_tiny_models/clip.log",
         params:
+            adapter="build_tiny_model.py",
             kind="clip",
         threads: 1
         resources:
@@ -37,7 +39,7 @@ if config["models"]["clip"]["build_tiny"]:
         conda:
             JOB_ENV
         script:
-            "../workflow_scripts/build_tiny_model.py"
+            MODEL_JOB
 
 
 # DISEF's captioner: a tiny randomly initialised BLIP (synth.captioner_build_tiny: true).
@@ -49,6 +51,8 @@ if config["synth"]["captioner_build_tiny"]:
             CAPTIONER_MARKER,
         log:
             "logs/build_tiny_models/captioner.log",
+        params:
+            adapter="build_tiny_captioner.py",
         threads: 1
         resources:
             mem_mb=2000,
@@ -56,7 +60,7 @@ if config["synth"]["captioner_build_tiny"]:
         conda:
             JOB_ENV
         script:
-            "../workflow_scripts/build_tiny_captioner.py"
+            MODEL_JOB
 
 
 # The miniature world's base models (VAE + SD on the SOURCE world, and a CLIP), trained from a seed:
@@ -65,12 +69,13 @@ if config["synth"]["captioner_build_tiny"]:
 rule build_miniworld_models:
     output:
         "results/models/miniworld/{budget}_seed{seed}/build.json",
+        cost=layout.job_cost_file("build_miniworld_models", layout.SHARED, "{budget}_seed{seed}"),
     log:
         "logs/build_miniworld_models/{budget}_seed{seed}.log",
-    benchmark:
-        layout.benchmark_file("build_miniworld_models", layout.SHARED, "{budget}_seed{seed}")
     wildcard_constraints:
         budget="full|quick",
+    params:
+        adapter="build_miniworld_models.py",
     threads: 1
     resources:
         mem_mb=8000,
@@ -78,7 +83,7 @@ rule build_miniworld_models:
     conda:
         JOB_ENV
     script:
-        "../workflow_scripts/build_miniworld_models.py"
+        MODEL_JOB
 
 
 rule miniworld_models:

@@ -30,17 +30,14 @@ def trainsets_of(kinds, n_synth, generators):
     return pairs
 
 
+def run_keys(shots_values, n_values, kinds, generators=REPORT_GENERATORS, datasets=DATASETS):
+    """(dataset, trainset, shots, seed, n_synth) of the classifier runs of `kinds` at these K and n_synth values."""
+    return {(dataset, trainset, shots, seed, n) for dataset in datasets for seed in SEEDS for shots in shots_values
+            for n_synth in n_values for trainset, n in trainsets_of(kinds, n_synth, generators)}
+
+
 def metrics_files(shots_values, n_values, kinds, generators=REPORT_GENERATORS, datasets=DATASETS):
-    return sorted(
-        {
-            layout.clf_metrics(dataset, trainset, shots, seed, n)
-            for dataset in datasets
-            for seed in SEEDS
-            for shots in shots_values
-            for n_synth in n_values
-            for trainset, n in trainsets_of(kinds, n_synth, generators)
-        }
-    )
+    return sorted(layout.clf_metrics(*key) for key in run_keys(shots_values, n_values, kinds, generators, datasets))
 
 
 def paper_names():
@@ -91,16 +88,19 @@ def grid_targets(dataset):
     return [layout.summary_file(f"grids/{dataset}.png")]
 
 
+def trained_runs():
+    """(dataset, trainset, shots, seed, n_synth) of every trained run, the scaling figures' too (their inputs
+    less zero-shot, which trains nothing)."""
+    main = {(dataset, *run) for dataset in DATASETS for run in classifier_runs() if parse_trainset(run[0]).trains}
+    scaling = (run_keys([REPORT_SHOTS], SCALING_N_SYNTH, ["real", "synth", "real+synth"], SCALING_GENERATORS,
+                        SCALING_DATASETS)
+               | run_keys(SCALING_SHOTS, [REPORT_N_SYNTH], ["real", "real+synth"], SCALING_GENERATORS, SCALING_DATASETS))
+    return sorted(main | scaling)
+
+
 def searched_runs():
-    """metrics.json of every trained run (the scaling figures' too): classify.search tuned each of them.
-    The scaling runs are the scaling rules' inputs less zero-shot, which trains nothing."""
-    main = [layout.clf_metrics(dataset, *run) for dataset in DATASETS for run in classifier_runs()
-            if parse_trainset(run[0]).trains]
-    scaling = (metrics_files([REPORT_SHOTS], SCALING_N_SYNTH, ["real", "synth", "real+synth"], SCALING_GENERATORS,
-                             SCALING_DATASETS)
-               + metrics_files(SCALING_SHOTS, [REPORT_N_SYNTH], ["real", "real+synth"], SCALING_GENERATORS,
-                               SCALING_DATASETS))
-    return sorted(set(main + scaling))
+    """metrics.json of every trained run: classify.search tuned each of them."""
+    return [layout.clf_metrics(*key) for key in trained_runs()]
 
 
 def search_targets():
@@ -117,17 +117,36 @@ def report_inputs():
             + search_targets() + list(COMPUTE_TABLE.values()))
 
 
-def compute_table_inputs(wildcards):
-    """Everything `all` builds besides the compute table: every model job of the run is upstream of one of
-    them, so the table is made after the last and remade when any of them reruns."""
-    built = [path for dataset in DATASETS for path in dataset_targets(dataset)] + report_inputs()
-    return [path for path in built if path not in COMPUTE_TABLE.values()]
+def job_costs(wildcards):
+    """The cost record of every model job this run plans, and no other: the compute table reads these."""
+    costs = []
+    for dataset in DATASETS:
+        chunks = [chunk for of_dataset, chunk in chunks_of("dream") if of_dataset == dataset]
+        for mode in config["dream"]["modes"]:
+            costs += [path for shots in run_shots(dataset, f"datadream_{mode}") for seed in SEEDS
+                      for path in ([dream_cost(mode, dataset, shots, seed)] if mode == "dset"
+                                   else [dream_cost(mode, dataset, shots, seed, chunk) for chunk in chunks])]
+        if "loft" in GENERATORS:
+            costs += [image_cost(dataset, seed, chunk) for seed in SEEDS for chunk in chunks]
+        runs = {(generator, layout.synth_shots(generator, shots), seed) for generator in GENERATORS
+                for shots in run_shots(dataset, generator) for seed in SEEDS}
+        costs += [caption_cost(dataset, shots, seed) for generator, shots, seed in runs if generator == "disef"]
+        costs += [generation_cost(dataset, *run, chunk, shard) for run in runs
+                  for of_dataset, chunk in chunks_of("synth") if of_dataset == dataset for shard in range(n_shards(dataset))]
+        fid = section_of(dataset, "fid")
+        costs.append(fid_real_cost(dataset, fid["real_split"], fid["features"]))
+        costs += [fid_cost(dataset, generator, shots, seed) for generator in GENERATORS for shots in SHOTS for seed in SEEDS]
+        if "zeroshot" in config["classify"]["trainsets"]:
+            costs.append(layout.job_cost_file("evaluate_zeroshot", dataset, "zeroshot"))
+    for run in trained_runs():
+        costs += [classifier_cost(*run, point) for point in SEARCH_POINTS] if SEARCH_POINTS else [classifier_cost(*run)]
+    return sorted(set(costs))
 
 
-# Sums the benchmark files of the model rules (results/benchmarks/); see datadream_core/report/compute.py.
+# Sums the cost records of the planned model jobs (results/benchmarks/); see datadream_core/report/compute.py.
 rule compute_table:
     input:
-        compute_table_inputs,
+        job_costs,
     output:
         csv=COMPUTE_TABLE["csv"],
         html=report(
@@ -138,8 +157,6 @@ rule compute_table:
         ),
     log:
         "logs/report/compute_table.log",
-    params:
-        benchmarks=layout.BENCHMARKS_DIR,
     threads: 1
     resources:
         mem_mb=1000,

@@ -80,6 +80,14 @@ def filter_clip(wildcards):
     return {"identity": filter_clip_identity()} if wildcards.generator == "disef" else None
 
 
+def caption_cost(dataset, shots, seed):
+    return layout.job_cost_file("caption_shots", dataset, f"k{shots}_seed{seed}")
+
+
+def generation_cost(dataset, generator, shots, seed, chunk, shard):
+    return layout.job_cost_file("generate", dataset, f"{generator}/k{shots}_seed{seed}/{chunk}_shard{shard:03d}")
+
+
 def shard_dirs(dataset, generator, shots, seed):
     return [layout.shard_dir(dataset, generator, shots, seed, index, shard)
             for index in range(CLASS_COUNT[dataset]) for shard in range(n_shards(dataset))]
@@ -91,11 +99,11 @@ rule caption_shots:
         model=captioner_input,
     output:
         layout.captions_csv("{dataset}", "{shots}", "{seed}"),
+        cost=caption_cost("{dataset}", "{shots}", "{seed}"),
     log:
         "logs/caption_shots/{dataset}/k{shots}_seed{seed}.log",
-    benchmark:
-        layout.benchmark_file("caption_shots", "{dataset}", "k{shots}_seed{seed}")
     params:
+        adapter="caption_shots.py",
         shots=lambda wildcards: int(wildcards.shots),
         settings=lambda wildcards: stage_settings(wildcards.dataset, "synth", CAPTION_KEYS)[0],
         neutral=lambda wildcards: stage_settings(wildcards.dataset, "synth", CAPTION_KEYS)[1],
@@ -108,7 +116,7 @@ rule caption_shots:
     conda:
         JOB_ENV
     script:
-        "../workflow_scripts/caption_shots.py"
+        MODEL_JOB
 
 
 for _dataset, _chunk in chunks_of("synth"):
@@ -127,14 +135,13 @@ for _dataset, _chunk in chunks_of("synth"):
                 captions=for_dataset(generation_captions, _dataset),
                 filter_model=generation_filter_model,
             output:
-                [directory(layout.shard_dir(_dataset, "{generator}", "{shots}", "{seed}", index, _shard))
-                 for index in chunk_classes(_chunk)],
+                shards=[directory(layout.shard_dir(_dataset, "{generator}", "{shots}", "{seed}", index, _shard))
+                        for index in chunk_classes(_chunk)],
+                cost=generation_cost(_dataset, "{generator}", "{shots}", "{seed}", _chunk, _shard),
             log:
                 f"logs/generate/{_dataset}/{{generator}}/k{{shots}}_seed{{seed}}/{_chunk}_shard{_shard:03d}.log",
-            benchmark:
-                layout.benchmark_file(
-                    "generate", _dataset, f"{{generator}}/k{{shots}}_seed{{seed}}/{_chunk}_shard{_shard:03d}")
             params:
+                adapter="generate.py",
                 chunk=OutputNeutral({"classes": list(chunk_classes(_chunk)), "shard": _shard}),  # named by the outputs
                 settings=for_dataset(lambda wildcards: generation_params(wildcards)[0], _dataset),
                 neutral=for_dataset(lambda wildcards: generation_params(wildcards)[1], _dataset),
@@ -151,7 +158,7 @@ for _dataset, _chunk in chunks_of("synth"):
             conda:
                 JOB_ENV
             script:
-                "../workflow_scripts/generate.py"
+                MODEL_JOB
 
 
 rule merge_manifest:

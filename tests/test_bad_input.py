@@ -279,7 +279,7 @@ def _train(tiny_sd, shots, out: Path) -> dict:
 
 def test_12_checkpoints_and_fid_weights_load_tensors_only(tmp_path, caplog):
     from datadream_core.classify.train import _load_checkpoint as load_classifier_checkpoint
-    from datadream_core.dream import _load_checkpoint as load_dream_checkpoint
+    from datadream_core.dream import resume_checkpoint as load_dream_checkpoint
     from datadream_core.metrics.fid import inception_extractor
 
     marker = tmp_path / "code_ran"

@@ -3,6 +3,7 @@ started would: same folder, environment, arguments, streams and exit status, and
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -124,3 +125,53 @@ def test_a_job_of_another_checkout_runs_cold(server, tmp_path):
     code, stdout, stderr = finished(process)
     assert code == 0, stderr
     assert f"pid {process.pid} " in stdout  # ran in its own process, with its own code
+
+
+COSTLY_ADAPTER = textwrap.dedent("""\
+    import time
+
+    block = bytearray(300 * 2**20)  # touched below, so resident
+    for page in range(0, len(block), 4096):
+        block[page] = 1
+    deadline = time.process_time() + 1.0
+    while time.process_time() < deadline:
+        pass
+    open(snakemake.output.result, "w").write("done")
+""")
+COST_SNAKEFILE = textwrap.dedent("""\
+    rule costly:
+        output:
+            result="result.txt",
+            cost="cost.json",
+        params:
+            adapter="{adapter}",
+        script:
+            "{launcher}"
+""")
+
+
+def test_a_warm_jobs_cost_record_is_its_own_as_a_cold_run_of_the_same_job_records_it(server, tmp_path):
+    """The supervisor records the forked job's usage (os.wait4), not the waiting process's: the job's 300 MB and
+    its second of CPU show in both the warm and the cold record."""
+    (tmp_path / "costly.py").write_text(COSTLY_ADAPTER)
+    records = {}
+    for kind in ("warm", "cold"):
+        folder = tmp_path / kind
+        folder.mkdir()
+        (folder / "Snakefile").write_text(COST_SNAKEFILE.format(adapter=tmp_path / "costly.py",
+                                                                launcher=REPO / "workflow_scripts/model_job.py"))
+        env = {name: value for name, value in os.environ.items() if name != SOCKET_VARIABLE}
+        env["PYTHONPATH"] = str(REPO)
+        if kind == "warm":
+            env[SOCKET_VARIABLE] = str(server)
+        run = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--quiet"], cwd=folder, env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert (folder / "result.txt").read_text() == "done"
+        records[kind] = json.loads((folder / "cost.json").read_text())
+    warm, cold = records["warm"], records["cold"]
+    assert (warm["warm"], cold["warm"]) == (True, False)
+    for record in (warm, cold):
+        assert record["max_rss_mb"] >= 300 and 1.0 <= record["cpu_s"] <= record["wall_s"] + 0.5, record
+    assert warm["max_rss_mb"] == pytest.approx(cold["max_rss_mb"], rel=0.5)
+    assert warm["cpu_s"] == pytest.approx(cold["cpu_s"], rel=0.5)  # this server preloads nothing to save

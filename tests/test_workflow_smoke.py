@@ -57,26 +57,29 @@ def test_report_holds_every_table_and_figure(smoke_run):
         assert name in html, name
 
 
-def test_compute_table_stage_totals_are_the_sums_of_the_benchmark_files(smoke_run):
-    from datadream_core.report.compute import STAGE_OF_RULE, read_benchmark
+def test_compute_table_stage_totals_are_the_sums_of_the_job_records(smoke_run):
+    from datadream_core.report.compute import STAGE_OF_RULE, read_cost
 
     work, _ = smoke_run
     root = work / "results/benchmarks"
-    files = sorted(root.rglob("*.tsv"))
+    files = sorted(root.rglob("*.json"))
     rules = {path.relative_to(root).parts[0] for path in files}
     assert rules == {"train_lora_dset", "train_lora_cls", "train_lora_image", "caption_shots", "generate",
                      "train_classifier", "evaluate_zeroshot", "fid_real_features", "fid_per_class"}
     generators = {path.relative_to(root / "generate/miniworld").parts[0] for path in root.glob("generate/*/*/*/*")}
     assert generators == {"sd", "datadream_dset", "datadream_cls", "issynth", "disef", "loft"}
-    wall, jobs = {}, {}
+    wall, cpu, jobs = {}, {}, {}
     for path in files:
         stage = STAGE_OF_RULE[path.relative_to(root).parts[0]]
-        wall[stage] = wall.get(stage, 0.0) + read_benchmark(path)[0]
+        seconds, cpu_seconds, _ = read_cost(path)
+        wall[stage] = wall.get(stage, 0.0) + seconds
+        cpu[stage] = cpu.get(stage, 0.0) + cpu_seconds
         jobs[stage] = jobs.get(stage, 0) + 1
     totals = {row["stage"]: row for row in read_csv(work / "results/summary/compute.csv") if row["rule"] == "all"}
     assert set(wall) == {"dream", "synth", "classify", "evaluate"} <= set(totals)
     for stage, seconds in wall.items():
         assert float(totals[stage]["wall_s"]) == pytest.approx(seconds, abs=1e-3), stage
+        assert float(totals[stage]["cpu_s"]) == pytest.approx(cpu[stage], abs=1e-3), stage
         assert int(totals[stage]["jobs"]) == jobs[stage], stage
 
 

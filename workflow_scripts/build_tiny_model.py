@@ -1,9 +1,5 @@
 """Snakemake adapter: build a tiny randomly initialised Stable Diffusion or CLIP folder."""
 
-from datadream_core.warm_start import run_in_warm_interpreter
-
-run_in_warm_interpreter()  # a model job: with a warm server, the rest runs in a fork of it
-
 from pathlib import Path
 
 from datadream_core.jobs import start_snakemake_job

@@ -1,9 +1,5 @@
 """Snakemake adapter: caption the K real shots of every class once, for DISEF's prompts."""
 
-from datadream_core.warm_start import run_in_warm_interpreter
-
-run_in_warm_interpreter()  # a model job: with a warm server, the rest runs in a fork of it
-
 import torch
 
 from datadream_core.config import job_settings

@@ -1,9 +1,5 @@
 """Snakemake adapter: train (unless zero-shot) and test one CLIP classifier (LoRA, CoOp or VPT)."""
 
-from datadream_core.warm_start import run_in_warm_interpreter
-
-run_in_warm_interpreter()  # a model job: with a warm server, the rest runs in a fork of it
-
 from pathlib import Path
 
 from datadream_core.classify.train import run_classifier

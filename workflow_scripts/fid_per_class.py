@@ -1,9 +1,5 @@
 """Snakemake adapter: per-class and dataset-level FID of one generator's synthetic images."""
 
-from datadream_core.warm_start import run_in_warm_interpreter
-
-run_in_warm_interpreter()  # a model job: with a warm server, the rest runs in a fork of it
-
 from datadream_core.config import job_settings
 from datadream_core.jobs import start_snakemake_job
 

@@ -1,9 +1,5 @@
 """Snakemake adapter: generate one shard of the synthetic images of a chunk of classes."""
 
-from datadream_core.warm_start import run_in_warm_interpreter
-
-run_in_warm_interpreter()  # a model job: with a warm server, the rest runs in a fork of it
-
 from datadream_core.config import job_settings
 from datadream_core.identity import with_data_identity
 from datadream_core.jobs import start_snakemake_job
@@ -17,7 +13,7 @@ run_generation_job(
     shots=int(wildcards.shots),
     classes=params.chunk.values["classes"],
     shard=params.chunk.values["shard"],
-    shard_dirs=list(snakemake.output),
+    shard_dirs=list(snakemake.output.shards),
     classes_csv=inputs.classes,
     settings=job_settings(params.settings, params.neutral),
     made_from=with_data_identity(params.made_from, inputs.identity),

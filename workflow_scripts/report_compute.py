@@ -1,4 +1,4 @@
-"""Snakemake adapter: the compute table (wall time, memory) of every model job's benchmark file."""
+"""Snakemake adapter: the compute table (wall time, CPU time, memory) of the planned model jobs' cost records."""
 
 from datadream_core.jobs import start_snakemake_job
 
@@ -6,5 +6,5 @@ log = start_snakemake_job(snakemake)
 
 from datadream_core.report.compute import write_compute_table  # noqa: E402
 
-rows = write_compute_table(snakemake.params.benchmarks, snakemake.output.csv, snakemake.output.html)
+rows = write_compute_table(snakemake.input, snakemake.output.csv, snakemake.output.html)
 log.info("compute table: %d rows", len(rows))

@@ -1,22 +1,19 @@
 """Snakemake adapter: train the dataset-wide adapter, the per-class adapters of a chunk of classes, or the
 per-image (LoFT) adapters of a chunk of classes."""
 
-from datadream_core.warm_start import run_in_warm_interpreter
-
-run_in_warm_interpreter()  # a model job: with a warm server, the rest runs in a fork of it
-
 from pathlib import Path
 
 from datadream_core.config import job_settings, section
 from datadream_core.data.fewshot import read_fewshot
 from datadream_core.data.table import prompts_of, read_classes
 from datadream_core.dream import DreamSettings, adapter_jobs, train_adapters
+from datadream_core.image_adapters import train_image_adapters
 from datadream_core.identity import with_data_identity
 from datadream_core.jobs import start_snakemake_job
 from datadream_core.layout import ADAPTER_FILES
 
 # The outputs come in pairs per adapter (weights, train.json); the weights name its folder.
-out_dirs = [Path(path).parent for path in snakemake.output[::len(ADAPTER_FILES)]]
+out_dirs = [Path(path).parent for path in snakemake.output.adapters[::len(ADAPTER_FILES)]]
 log = start_snakemake_job(snakemake, owned=out_dirs)
 params = snakemake.params
 settings = section(DreamSettings, job_settings(params.settings, params.neutral))
@@ -25,8 +22,9 @@ shots_per_class = params.chunk.values.get("shots_per_class")  # per-image adapte
 shots = read_fewshot(snakemake.input.fewshot, shots_per_class or int(snakemake.wildcards.shots))
 jobs = adapter_jobs(out_dirs, shots, prompts, params.chunk.values["classes"], per_image=shots_per_class is not None)
 made_from = with_data_identity(params.made_from, snakemake.input.identity)
-summaries = train_adapters(params.sd_location.values["path"], jobs, settings, seed=int(snakemake.wildcards.seed),
-                           sd_revision=params.sd_location.values["revision"], made_from=made_from)
+train = train_image_adapters if shots_per_class else train_adapters
+summaries = train(params.sd_location.values["path"], jobs, settings, seed=int(snakemake.wildcards.seed),
+                  sd_revision=params.sd_location.values["revision"], made_from=made_from)
 for job, summary in zip(jobs, summaries):
     log.info("%s: %d images, %d steps in %.1f s, final loss %.4f", job.out_dir, summary["images"], summary["steps"],
              summary["wall_seconds"], summary["final_loss"])

@@ -1,15 +1,15 @@
-"""Where the compute went: Snakemake's benchmark files of the model rules, summed per rule, dataset and stage.
+"""Where the compute went: the cost records of the model jobs a run planned, summed per rule, dataset and stage.
 
-Each model job writes results/benchmarks/{rule}/{dataset}/{job}.tsv (Snakemake's `benchmark:`): wall seconds
-(`s`) and peak resident memory (`max_rss`, MB). A LoRA job also records its peak GPU memory in each adapter's
-train.json (`peak_memory_mb`, when it trained on a GPU). Per rule and dataset the table gives the number of
-jobs, their summed wall time and the largest single job's memory (what one cluster allocation must hold);
-per stage the same over all of its rules and datasets.
+Each model job writes results/benchmarks/{rule}/{dataset}/{job}.json (its `cost` output, datadream_core/
+warm_start.py): its own wall seconds, CPU seconds and peak resident memory, measured in the process that ran it
+(a warm job's are its fork's, not the waiting process's). A LoRA job also records its peak GPU memory in each
+adapter's train.json (`peak_memory_mb`, when it trained on a GPU). Per rule and dataset the table gives the
+number of jobs, their summed wall and CPU time and the largest single job's memory (what one cluster allocation
+must hold); per stage the same over all of its rules and datasets.
 """
 
 from __future__ import annotations
 
-import csv
 import html
 from collections import defaultdict
 from dataclasses import dataclass
@@ -45,7 +45,8 @@ RELEASED_ESTIMATE_A100_HOURS = {
     "synth": 500 * _IMAGENET_CLASSES / 0.97 / 3600,
     "classify": 60 * 2016 * 0.38 / 3600,
 }
-COLUMNS = ("stage", "rule", "dataset", "jobs", "wall_s", "max_rss_mb", "gpu_peak_mb", "released_estimate_a100_h")
+COLUMNS = ("stage", "rule", "dataset", "jobs", "wall_s", "cpu_s", "max_rss_mb", "gpu_peak_mb",
+           "released_estimate_a100_h")
 
 
 @dataclass(frozen=True)
@@ -53,21 +54,18 @@ class JobCost:
     rule: str
     dataset: str
     wall_s: float
-    max_rss_mb: float | None
+    cpu_s: float
+    max_rss_mb: float
     gpu_peak_mb: float | None
 
 
-def _number(text: str) -> float | None:
-    return None if text in ("", "NA", "-") else float(text)
-
-
-def read_benchmark(path: Path) -> tuple[float, float | None]:
-    """(wall seconds, max RSS in MB) of one Snakemake benchmark file (its first repeat)."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t"))
-    if not rows or "s" not in rows[0]:
-        raise ValueError(f"{path}: not a Snakemake benchmark file (no 's' column)")
-    return float(rows[0]["s"]), _number(rows[0].get("max_rss", ""))
+def read_cost(path: Path) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds, peak RSS in MB) of one job's cost record."""
+    record = read_json(path)
+    missing = [key for key in ("wall_s", "cpu_s", "max_rss_mb") if key not in record]
+    if missing:
+        raise ValueError(f"{path}: not a job cost record (no {', '.join(missing)})")
+    return float(record["wall_s"]), float(record["cpu_s"]), float(record["max_rss_mb"])
 
 
 def image_adapter_count(workdir: Path, dataset: str, seed, class_index: int) -> int:
@@ -103,17 +101,17 @@ def _run(job: str) -> tuple[str, str]:
     return shots, seed
 
 
-def job_costs(root: str | Path = BENCHMARKS_DIR) -> list[JobCost]:
-    """Every benchmark file under `root`, the workflow's results/benchmarks/{rule}/{dataset}/{job}.tsv."""
-    workdir = Path(root).parents[len(Path(BENCHMARKS_DIR).parts) - 1]
+def job_costs(records: Iterable[str | Path], workdir: str | Path = ".") -> list[JobCost]:
+    """The cost of each record, given as results/benchmarks/{rule}/{dataset}/{job}.json relative to `workdir`."""
     costs = []
-    for path in sorted(Path(root).rglob("*.tsv")):
-        rule, dataset, *job = path.relative_to(root).with_suffix("").parts
+    for record in sorted(map(str, records)):
+        path = Path(record)
+        rule, dataset, *job = path.relative_to(BENCHMARKS_DIR).with_suffix("").parts
         if rule not in STAGE_OF_RULE:
-            raise ValueError(f"{path}: benchmark of unknown rule '{rule}' (known: {', '.join(STAGE_OF_RULE)})")
-        wall, rss = read_benchmark(path)
-        gpu = lora_gpu_peak_mb(workdir, rule, dataset, "/".join(job)) if rule.startswith("train_lora_") else None
-        costs.append(JobCost(rule, dataset, wall, rss, gpu))
+            raise ValueError(f"{path}: cost record of unknown rule '{rule}' (known: {', '.join(STAGE_OF_RULE)})")
+        wall, cpu, rss = read_cost(Path(workdir) / path)
+        gpu = lora_gpu_peak_mb(Path(workdir), rule, dataset, "/".join(job)) if rule.startswith("train_lora_") else None
+        costs.append(JobCost(rule, dataset, wall, cpu, rss, gpu))
     return costs
 
 
@@ -124,7 +122,7 @@ def _largest(values: Iterable[float | None]) -> float | None:
 
 def _summary(stage: str, rule: str, dataset: str, costs: list[JobCost], estimate: float | None = None) -> dict:
     return {"stage": stage, "rule": rule, "dataset": dataset, "jobs": len(costs),
-            "wall_s": sum(cost.wall_s for cost in costs), "max_rss_mb": _largest(cost.max_rss_mb for cost in costs),
+            "wall_s": sum(cost.wall_s for cost in costs), "cpu_s": sum(cost.cpu_s for cost in costs), "max_rss_mb": _largest(cost.max_rss_mb for cost in costs),
             "gpu_peak_mb": _largest(cost.gpu_peak_mb for cost in costs), "released_estimate_a100_h": estimate}
 
 
@@ -154,14 +152,15 @@ def to_html(rows: Iterable[Mapping]) -> str:
     body = "".join(
         ("<tr style='font-weight:bold'>" if row["rule"] == "all" else "<tr>")
         + "".join(f"<td>{html.escape(_cell(row[name]))}</td>" for name in COLUMNS) + "</tr>\n" for row in rows)
-    note = ("<p>wall_s: summed over jobs; max_rss_mb and gpu_peak_mb: the largest single job. "
+    note = ("<p>wall_s and cpu_s: summed over jobs; max_rss_mb and gpu_peak_mb: the largest single job. "
             "released_estimate_a100_h: estimated cost of the released code in the paper's ImageNet setting "
             "(it publishes no timings).</p>")
     return f"<table border='1'>\n<tr>{header}</tr>\n{body}</table>\n{note}\n"
 
 
-def write_compute_table(root: str | Path, csv_path: str | Path, html_path: str | Path) -> list[dict]:
-    rows = compute_rows(job_costs(root))
+def write_compute_table(records: Iterable[str | Path], csv_path: str | Path, html_path: str | Path) -> list[dict]:
+    """The table of the jobs whose cost `records` are given (a run's planned jobs, no others)."""
+    rows = compute_rows(job_costs(records))
     write_csv(csv_path, COLUMNS, ([_cell(row[name], digits=4) for name in COLUMNS] for row in rows))
     write_text(html_path, to_html(rows))
     return rows
