@@ -18,7 +18,7 @@ from PIL import Image
 
 from datadream_core.config import ConfigError, DatasetSpec, validate_config
 from datadream_core.data.build import class_count, index_and_write
-from datadream_core.data.images import load_rgb
+from datadream_core.data.images import ImageLimits, load_rgb
 from datadream_core.data.sources import (LAYOUT_CLASSES, LAYOUT_SPLITS, DatasetError, read_coop, read_imagefolder,
                                          split_of)
 from datadream_core.io import atomic_folder, clean_stale_temporaries, read_csv
@@ -159,7 +159,7 @@ def test_06_hidden_and_oversized_images_are_recorded(tmp_path):
     hidden = _image(root / "cat" / ".hidden.png")
     _image(root / "dog" / ".thumbs" / "x.png")
     huge = _image(root / "dog" / "huge.png", size=(1500, 1000))
-    index = read_imagefolder(root, max_megapixels=1.0)
+    index = read_imagefolder(root, limits=ImageLimits(max_megapixels=1.0))
     problems = _problems(index)
     assert problems == {
         str(hidden): "hidden, skipped",
