@@ -123,6 +123,12 @@ def code_points(name: str) -> str:
                    else f"\\U{ord(char):08x}" for char in name)
 
 
+def _shown(name: str) -> str:
+    """A name quoted, with its code points where they are not plain ASCII (two spellings of `é` look alike)."""
+    spelled = code_points(name)
+    return f"'{name}'" + (f" ({spelled})" if spelled != name else "")
+
+
 def _twins(names: Sequence[str]) -> list[list[str]]:
     """Groups of two or more `names` that are one name after `name_key`."""
     groups: dict[str, list[str]] = {}
@@ -136,7 +142,7 @@ def check_distinct_folders(folders: Sequence[str], where: str | Path) -> None:
     encodes their prompts to the same tokens, so they would be two classes that nothing can tell apart."""
     twins = _twins(folders)
     if twins:
-        shown = "; ".join(" and ".join(f"'{folder}' ({code_points(folder)})" for folder in group) for group in twins)
+        shown = "; ".join(" and ".join(map(_shown, group)) for group in twins)
         raise DatasetError(f"class folders in {where} differ only in Unicode normalisation (NFC): {shown}. They would"
                            " be classes with the same name and the same prompt; move the images of one folder into"
                            " the other (or rename one) so that each class has one folder")
@@ -151,8 +157,8 @@ def display_names(folders: Sequence[str], overrides: Mapping[str, str] | None) -
         hints = []
         for key in unknown:
             nearest = difflib.get_close_matches(name_key(key), list(folder_of), n=3, cutoff=0.5)
-            found = ", ".join(f"'{folder_of[match]}'" for match in nearest) or "none close"
-            hints.append(f"'{key}' ({code_points(key)}; nearest class folders: {found})")
+            found = ", ".join(_shown(folder_of[match]) for match in nearest) or "none close"
+            hints.append(f"{_shown(key)} (nearest class folders: {found})")
         raise DatasetError(f"class_names names classes that do not exist: {'; '.join(hints)}")
     names = [overrides.get(folder, folder) for folder in folders]
     seen: dict[str, tuple[str, str]] = {}
