@@ -11,6 +11,7 @@ from datadream_core.chunks import chunk_classes, class_chunks, shard_count
 from datadream_core.config import (SPEED_ONLY_KEYS, DatasetSpec, OutputNeutral, canonical, dataset_section,
                                    dream_mode_settings, fewshot_size, split_settings, synth_count)
 from datadream_core.data.build import class_count
+from datadream_core.data.fewshot import split_needs
 from datadream_core.identity import DigestCache, clip_identity, digest, listing_digest, model_identity
 
 DATASETS = sorted(config["datasets"])

@@ -8,6 +8,12 @@ def dataset_entry(wildcards):
                       "class_names": spec.class_names, "split": spec.split, "world": spec.world})
 
 
+def split_needs_of(wildcards):
+    """What the config draws from each split, for the jobs that make the splits to check before any model job.
+    Output-neutral: a check passes (the same outputs) or stops the run."""
+    return OutputNeutral({"needs": split_needs(config, wildcards.dataset)})
+
+
 rule render_world:
     output:
         manifest=layout.world_manifest("{dataset}"),
@@ -43,6 +49,8 @@ rule index_dataset:
         prompt_template=lambda wildcards: config["prompt_template"],  # a function: "{name}" is no wildcard
         verify_images=config["data"]["verify_images"],
         max_megapixels=config["data"]["max_megapixels"],
+        min_image_side=config["data"]["min_image_side"],
+        needs=split_needs_of,
     threads: config["threads"]["data"]
     resources:
         mem_mb=4000,
@@ -63,6 +71,7 @@ rule sample_fewshot:
         "logs/sample_fewshot/{dataset}_seed{seed}.log",
     params:
         max_shots=FEWSHOT_SIZE,
+        needs=split_needs_of,
     threads: 1
     resources:
         mem_mb=2000,

@@ -18,7 +18,7 @@ from PIL import Image
 
 from datadream_core.config import ConfigError, DatasetSpec, validate_config
 from datadream_core.data.build import class_count, index_and_write
-from datadream_core.data.images import load_rgb
+from datadream_core.data.images import ImageLimits, load_rgb
 from datadream_core.data.sources import (LAYOUT_CLASSES, LAYOUT_SPLITS, DatasetError, read_coop, read_imagefolder,
                                          split_of)
 from datadream_core.io import atomic_folder, clean_stale_temporaries, read_csv
@@ -159,7 +159,7 @@ def test_06_hidden_and_oversized_images_are_recorded(tmp_path):
     hidden = _image(root / "cat" / ".hidden.png")
     _image(root / "dog" / ".thumbs" / "x.png")
     huge = _image(root / "dog" / "huge.png", size=(1500, 1000))
-    index = read_imagefolder(root, max_megapixels=1.0)
+    index = read_imagefolder(root, limits=ImageLimits(max_megapixels=1.0))
     problems = _problems(index)
     assert problems == {
         str(hidden): "hidden, skipped",
@@ -428,3 +428,115 @@ def test_16_class_names_are_plain_text_and_missing_glyphs_are_named(tmp_path, ca
     assert ("class 'private \ue000 glyph' (index 3): no installed font draws '\ue000' (U+E000); the grid shows"
             " empty boxes there") in caplog.text
     assert "'$\\frac{$'" not in caplog.text and "cost $5" not in caplog.text
+
+
+# --- round 3: names that look alike, splits too small for the config, tiny and animated images -------
+
+CAFE_NFC, CAFE_NFD = "caf\u00e9", "cafe\u0301"
+
+
+def test_17_folders_differing_only_in_unicode_normalisation_stop_before_any_job(tmp_path):
+    root = _classes(tmp_path / "data", names=(CAFE_NFC, CAFE_NFD, "tea"))
+    if len(list(root.iterdir())) < 3:
+        pytest.skip("this file system normalises names itself")
+    message = (f"differ only in Unicode normalisation (NFC): '{CAFE_NFD}' (cafe\\u0301) and '{CAFE_NFC}' (caf\\u00e9)."
+               " They would be classes with the same name and the same prompt; move the images of one folder into"
+               " the other (or rename one)")
+    for stop in (lambda: class_count(DatasetSpec("d", "imagefolder", root=str(root))), lambda: read_imagefolder(root)):
+        with pytest.raises(DatasetError) as error:
+            stop()
+        assert f"class folders in {root} " in str(error.value) and message in str(error.value)
+    renamed = {"tea": CAFE_NFD}  # a class_names entry that makes two names one is stopped the same way
+    only_nfc = _classes(tmp_path / "one", names=(CAFE_NFC, "tea"))
+    with pytest.raises(DatasetError) as error:
+        read_imagefolder(only_nfc, class_names=renamed)
+    assert str(error.value).startswith(f"duplicate class name '{CAFE_NFD}' (classes '{CAFE_NFC}' and 'tea') (caf\\u00e9"
+                                       " vs cafe\\u0301): names are compared after Unicode NFC normalisation")
+
+
+def test_18_class_names_match_folders_after_nfc_and_name_the_nearest_folders(tmp_path):
+    root = _classes(tmp_path / "data", names=(CAFE_NFD, "cat", "dog"))
+    index = read_imagefolder(root, class_names={CAFE_NFC: "coffee", "dog": "hound"})
+    assert [(info.folder, info.name) for info in index.classes] == [(CAFE_NFD, "coffee"), ("cat", "cat"),
+                                                                   ("dog", "hound")]
+    spec = DatasetSpec("d", "imagefolder", root=str(root), class_names={"cafe": "coffee", "dgo": "hound"})
+    with pytest.raises(DatasetError) as error:
+        class_count(spec)  # at DAG parsing, before any job
+    assert str(error.value) == ("dataset 'd': class_names names classes that do not exist: 'cafe' (nearest class"
+                                f" folders: '{CAFE_NFD}' (cafe\\u0301), 'cat'); 'dgo' (nearest class folders: 'dog')")
+
+
+def _split_dataset(root: Path, counts: dict[str, dict[str, int]]) -> Path:
+    for split, per_class in counts.items():
+        for name, count in per_class.items():
+            for i in range(count):
+                _image(root / split / name / f"{i}.png")
+    return root
+
+
+def _needs(**config) -> tuple:
+    from datadream_core.data.fewshot import split_needs
+
+    return split_needs(validate_config({"datasets": {"d": {"source": "miniworld"}}, **config}), "d")
+
+
+def test_19_splits_too_small_for_the_config_stop_the_index_listing_every_short_class(tmp_path):
+    root = _split_dataset(tmp_path / "data", {"train": {"cat": 2, "dog": 1, "owl": 2},
+                                              "val": {"cat": 2, "dog": 1, "owl": 1},
+                                              "test": {"cat": 1, "dog": 1}})
+    spec = DatasetSpec("d", "imagefolder", root=str(root))
+    out = tmp_path / "results"
+    needs = _needs(shots=[1, 2], classify={"selection": "val"})
+    with pytest.raises(DatasetError) as error:
+        index_and_write(spec, "a photo of a {name}", out / "classes.csv", out / "splits.csv", out / "problems.csv",
+                        needs=needs)
+    assert str(error.value) == (
+        "dataset 'd': 2 of 3 classes have fewer images in a split than this config draws from it:"
+        " class 'dog' (folder 'dog'): train 1 of 2, val 1 of 2; class 'owl' (folder 'owl'): val 1 of 2, test 0 of 1."
+        " Needed: train: 2 per class for the largest K (2, shots / scaling.shots): lower the largest K or add train"
+        " images; val: 2 per class for classify.selection and classify.validation (val, fewshot: min(K, 4) val images"
+        " per class): set validation: full or selection: last, or give the class more val images; test: 1 per class"
+        " for the classifiers' test split (every class is scored on its own images): give the class test images")
+    assert sorted(path.name for path in out.iterdir()) == ["problems.csv"]
+    override = _needs(shots=[1], classify={"selection": "val"},
+                      datasets={"d": {"source": "miniworld", "overrides": {"classify": {"validation": "full"}}}})
+    assert [(need.split, need.count) for need in override] == [("train", 1), ("test", 1)]
+    # a K raised after the index was made is caught by the few-shot job, before any model job
+    from datadream_core.data.fewshot import draw_fewshot
+
+    index_and_write(spec, "a photo of a {name}", out / "classes.csv", out / "splits.csv", out / "problems.csv",
+                    needs=_needs(shots=[1])[:1])
+    with pytest.raises(DatasetError, match=r"splits.csv: 1 of 3 classes .*class 'dog' \(folder 'dog'\): train 1 of 2"):
+        draw_fewshot(out / "classes.csv", out / "splits.csv", 2, 0, _needs(shots=[2])[:1])
+
+
+def test_20_tiny_images_are_left_out_and_animated_ones_named(tmp_path, caplog):
+    root = _classes(tmp_path / "data")
+    pixel = _image(root / "cat" / "pixel.png", size=(1, 1))
+    strip = _image(root / "dog" / "strip.png", size=(64, 7))
+    frames = [Image.new("RGB", (16, 16), (i * 80, 0, 0)) for i in range(3)]
+    animated = root / "dog" / "moving.gif"
+    frames[0].save(animated, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    with caplog.at_level(logging.WARNING, logger="datadream"):
+        index = read_imagefolder(root)
+    assert _problems(index) == {
+        str(pixel): "image is 1x1, below the minimum side of 8 px (data.min_image_side): replace it with a larger"
+                    " image or lower the limit",
+        str(strip): "image is 64x7, below the minimum side of 8 px (data.min_image_side): replace it with a larger"
+                    " image or lower the limit",
+    }
+    assert str(animated) in {item.path for item in index.items}
+    assert [record.getMessage() for record in caplog.records if "animated" in record.getMessage()] == [
+        f"{animated} is animated (3 frames): only its first frame is used"]
+    assert np.asarray(load_rgb(animated))[0, 0].tolist() == [0, 0, 0]
+    assert len(read_imagefolder(root, limits=ImageLimits(min_side=1)).items) == 15
+    assert validate_config({"datasets": {"d": {"source": "miniworld"}}})["data"]["min_image_side"] == 8
+
+
+def test_21_a_class_with_one_image_is_warned_about_in_the_singular(tmp_path, caplog):
+    root = _classes(tmp_path / "data", per_class=30)
+    name = next(f"{i}.png" for i in range(100) if split_of(f"{i}.png", 0, 0.1, 0.2) == "train")
+    _image(root / "solo" / name)
+    with caplog.at_level(logging.WARNING, logger="datadream"):
+        read_imagefolder(root)
+    assert "class 'solo' (folder 'solo'): its 1 image gives it no val and no test image" in caplog.text

@@ -2,6 +2,7 @@
 
 from datadream_core.config import DatasetSpec
 from datadream_core.data.build import index_and_write
+from datadream_core.data.images import ImageLimits
 from datadream_core.io import write_json
 from datadream_core.jobs import start_snakemake_job
 
@@ -11,7 +12,8 @@ spec = DatasetSpec.from_entry(snakemake.wildcards.dataset, {**params.entry, **pa
 world_dir = snakemake.input[1] if spec.source == "miniworld" else None
 index = index_and_write(spec, params.prompt_template, snakemake.output.classes, snakemake.output.splits,
                         snakemake.output.problems, world_dir, verify=params.verify_images, workers=snakemake.threads,
-                        max_megapixels=params.max_megapixels)
+                        limits=ImageLimits(params.max_megapixels, params.min_image_side),
+                        needs=params.needs.values["needs"])
 write_json(snakemake.output.identity, {"data_identity": params.data})
 counts = index.split_counts()
 log.info("%s (%s): %d classes; train/val/test images %d/%d/%d; %d files left out (problems.csv)", spec.name,

@@ -14,7 +14,7 @@ from torchvision import transforms as T
 from torchvision.transforms import v2
 
 from datadream_core.classify.trainsets import TrainSet
-from datadream_core.data.fewshot import read_fewshot, sample_fewshot
+from datadream_core.data.fewshot import FEWSHOT_VAL_MAX, read_fewshot, sample_fewshot
 from datadream_core.data.images import load_rgb
 from datadream_core.data.sources import DatasetError
 from datadream_core.data.table import ClassRow, read_splits
@@ -30,10 +30,6 @@ class Example:
 
 def split_examples(splits_csv: str | Path, split: str) -> list[Example]:
     return [Example(row.path, row.class_index, True) for row in read_splits(splits_csv, split)]
-
-
-# The few-shot protocol's validation set: min(K, 4) images per class.
-FEWSHOT_VAL_MAX = 4
 
 
 def validation_examples(splits_csv: str | Path, classes: Sequence[ClassRow], shots: int, seed: int,

@@ -6,10 +6,11 @@ import logging
 from pathlib import Path
 
 from datadream_core.config import DatasetSpec
-from datadream_core.data.images import DEFAULT_MAX_MEGAPIXELS
+from datadream_core.data.fewshot import SplitNeed, check_split_sizes
+from datadream_core.data.images import ImageLimits
 from datadream_core.data.miniworld import WORLD_CLASSES
-from datadream_core.data.sources import (COOP_SPECS, DatasetError, DatasetIndex, list_class_folders, read_coop,
-                                         read_imagefolder)
+from datadream_core.data.sources import (COOP_SPECS, DatasetError, DatasetIndex, display_names, list_class_folders,
+                                         read_coop, read_imagefolder)
 from datadream_core.data.table import write_index, write_problems
 from datadream_core.layout import world_images
 
@@ -17,27 +18,30 @@ LOG = logging.getLogger("datadream")
 
 
 def index_dataset(spec: DatasetSpec, world_dir: str | Path | None = None, verify: bool = True, workers: int = 1,
-                  max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> DatasetIndex:
+                  limits: ImageLimits = ImageLimits()) -> DatasetIndex:
     """Index `spec`'s images; a miniworld dataset is read from `world_dir` (default: where the workflow renders it)."""
     if spec.source == "coop":
         name = spec.coop_name or spec.name
         return read_coop(spec.root, name, spec.class_names, spec.domain_word, verify=verify, workers=workers,
-                         expected_classes=COOP_SPECS[name].num_classes, max_megapixels=max_megapixels)
+                         expected_classes=COOP_SPECS[name].num_classes, limits=limits)
     root = spec.root if spec.source == "imagefolder" else (world_dir or world_images(spec.name))
     return read_imagefolder(root, spec.class_names, spec.split, spec.domain_word or "", verify=verify, workers=workers,
-                            max_megapixels=max_megapixels)
+                            limits=limits)
 
 
 def index_and_write(spec: DatasetSpec, prompt_template: str, classes_csv: str | Path, splits_csv: str | Path,
                     problems_csv: str | Path, world_dir: str | Path | None = None, verify: bool = True,
-                    workers: int = 1, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> DatasetIndex:
-    """Index the dataset and write classes.csv, splits.csv and problems.csv.
+                    workers: int = 1, limits: ImageLimits = ImageLimits(),
+                    needs: tuple[SplitNeed, ...] = ()) -> DatasetIndex:
+    """Index the dataset, check its splits against the counts the config will draw (`needs`, from
+    `split_needs`), and write classes.csv, splits.csv and problems.csv.
 
     When the dataset cannot be used, the files left out so far still go to problems.csv and, one
     line each, to the log (Snakemake removes a failed job's outputs, but keeps its log) before the error.
     """
     try:
-        index = index_dataset(spec, world_dir, verify=verify, workers=workers, max_megapixels=max_megapixels)
+        index = index_dataset(spec, world_dir, verify=verify, workers=workers, limits=limits)
+        check_split_sizes(index.classes, index.split_counts(), needs, f"dataset '{spec.name}'", index.problems)
     except DatasetError as error:
         write_problems(problems_csv, error.problems)
         for path, reason in sorted(error.problems):
@@ -50,7 +54,8 @@ def index_and_write(spec: DatasetSpec, prompt_template: str, classes_csv: str | 
 def class_count(spec: DatasetSpec) -> int:
     """The number of classes, known before indexing, so the DAG can plan per-class jobs.
 
-    CoOp benchmarks have fixed sizes; an ImageFolder's classes are found as `read_imagefolder` finds them.
+    CoOp benchmarks have fixed sizes; an ImageFolder's classes are found as `read_imagefolder` finds them, and
+    their names checked (folders that are one name, `class_names` entries naming no folder) before any job runs.
     """
     if spec.source == "coop":
         return COOP_SPECS[spec.coop_name or spec.name].num_classes
@@ -59,4 +64,9 @@ def class_count(spec: DatasetSpec) -> int:
     root = Path(spec.root)
     if not root.is_dir():
         raise DatasetError(f"dataset root not found: {root} (dataset '{spec.name}')")
-    return len(list_class_folders(root))
+    folders = list_class_folders(root)
+    try:
+        display_names(folders, spec.class_names)
+    except DatasetError as error:
+        raise DatasetError(f"dataset '{spec.name}': {error}") from None
+    return len(folders)

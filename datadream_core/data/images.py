@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 DEFAULT_MAX_MEGAPIXELS = 64.0
+DEFAULT_MIN_SIDE = 8
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
@@ -65,11 +67,27 @@ def load_rgb(path: str | Path, draft_size: int | None = None) -> Image.Image:
         raise ImageProblem(path, f"unreadable or truncated image ({exc})") from None
 
 
-def check_image(path: str | Path, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> str | None:
-    """Return None when `path` decodes and is at most `max_megapixels`, else the reason it is not usable.
+@dataclass(frozen=True)
+class ImageLimits:
+    """The sizes an image must have to be indexed (data.max_megapixels, data.min_image_side)."""
+
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+    min_side: int = DEFAULT_MIN_SIDE
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    reason: str | None  # why the file is not usable, None when it is
+    digest: str | None  # SHA-256 of its bytes, None when unreadable
+    frames: int = 1  # an animated image's frame count; only the first frame is ever read
+
+
+def check_image(path: str | Path, limits: ImageLimits = ImageLimits()) -> str | None:
+    """Return None when `path` decodes and is within `limits`, else the reason it is not usable.
 
     A huge image would be decoded in full at every later load, by every stage, to become a 512-px
-    sample: it is refused here, once, with its size.
+    sample, and a tiny one (a 1x1 tracking pixel, an icon) holds nothing to learn from: both are refused
+    here, once, with their size.
     """
     try:
         with warnings.catch_warnings():
@@ -79,10 +97,13 @@ def check_image(path: str | Path, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
     except Image.DecompressionBombError as exc:
         return f"image too large to open safely ({exc}); downscale it"
     except (OSError, SyntaxError, ValueError):
-        width = height = 0  # load_rgb names what is wrong with the file
-    if width * height > max_megapixels * 1e6:
+        width = height = None  # load_rgb names what is wrong with the file
+    if width is not None and width * height > limits.max_megapixels * 1e6:
         return (f"image is {width * height / 1e6:.1f} megapixels ({width}x{height}), above the limit of"
-                f" {max_megapixels:g} (data.max_megapixels): downscale it or raise the limit")
+                f" {limits.max_megapixels:g} (data.max_megapixels): downscale it or raise the limit")
+    if width is not None and min(width, height) < limits.min_side:
+        return (f"image is {width}x{height}, below the minimum side of {limits.min_side} px"
+                " (data.min_image_side): replace it with a larger image or lower the limit")
     try:
         load_rgb(path, draft_size=64)
     except ImageProblem as problem:
@@ -90,15 +111,25 @@ def check_image(path: str | Path, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
     return None
 
 
-def inspect_file(path: str | Path, verify: bool = True,
-                 max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> tuple[str | None, str | None]:
-    """(reason the file is not usable or None, SHA-256 of its bytes or None when unreadable)."""
+def frame_count(path: str | Path) -> int:
+    """An animated image's number of frames (1 for a still one); every loader reads the first frame only."""
+    try:
+        with Image.open(path) as image:
+            return image.n_frames if getattr(image, "is_animated", False) else 1
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return 1
+
+
+def inspect_file(path: str | Path, verify: bool = True, limits: ImageLimits = ImageLimits()) -> FileCheck:
     try:
         with open(path, "rb") as handle:
             digest = hashlib.file_digest(handle, "sha256").hexdigest()
     except OSError as exc:
-        return f"unreadable file ({exc.strerror or exc})", None
-    return (check_image(path, max_megapixels) if verify else None), digest
+        return FileCheck(f"unreadable file ({exc.strerror or exc})", None)
+    if not verify:
+        return FileCheck(None, digest)
+    reason = check_image(path, limits)
+    return FileCheck(reason, digest, frame_count(path) if reason is None else 1)
 
 
 def is_image_name(path: Path) -> bool:

@@ -7,11 +7,13 @@ on, so names may contain "/", spaces or unicode.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import logging
 import os
 import re
+import unicodedata
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -20,7 +22,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from datadream_core.data.images import DEFAULT_MAX_MEGAPIXELS, inspect_file, is_image_name
+from datadream_core.data.images import ImageLimits, inspect_file, is_image_name
 
 RELEASED_NAMES_FILE = "released_class_names.json"
 
@@ -63,10 +65,15 @@ class DatasetIndex:
     problems: list[tuple[str, str]] = field(default_factory=list)
 
     def split_counts(self) -> dict[str, np.ndarray]:
-        counts = {split: np.zeros(len(self.classes), dtype=int) for split in SPLITS}
-        for item in self.items:
-            counts[item.split][item.class_index] += 1
-        return counts
+        return count_by_split(self.items, len(self.classes))
+
+
+def count_by_split(items: Iterable[Item], n_classes: int) -> dict[str, np.ndarray]:
+    """Split -> images per class index, of index items or splits.csv rows."""
+    counts = {split: np.zeros(n_classes, dtype=int) for split in SPLITS}
+    for item in items:
+        counts[item.split][item.class_index] += 1
+    return counts
 
 
 # The paper's benchmarks in CoOp's layout (github.com/KaiyangZhou/CoOp DATASETS.md).
@@ -103,32 +110,85 @@ def _require_file(path: Path, what: str) -> None:
         raise DatasetError(f"{what} not found: {path}")
 
 
-def _display_names(folders: Sequence[str], overrides: Mapping[str, str] | None) -> list[str]:
-    overrides = dict(overrides or {})
+def name_key(name: str) -> str:
+    """A class name as compared: NFC, so that a name typed one way matches a folder stored the other way
+    (macOS stores `é` as `e` + a combining accent). Compatibility forms are not folded: NFKC makes `h₂o`
+    equal to `h2o`, which CLIP's tokenizer tells apart."""
+    return unicodedata.normalize("NFC", name)
+
+
+def code_points(name: str) -> str:
+    """`name` with every character outside printable ASCII written as its code point: caf\\u00e9."""
+    return "".join(char if " " <= char <= "~" else f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF
+                   else f"\\U{ord(char):08x}" for char in name)
+
+
+def _shown(name: str) -> str:
+    """A name quoted, with its code points where they are not plain ASCII (two spellings of `é` look alike)."""
+    spelled = code_points(name)
+    return f"'{name}'" + (f" ({spelled})" if spelled != name else "")
+
+
+def _twins(names: Sequence[str]) -> list[list[str]]:
+    """Groups of two or more `names` that are one name after `name_key`."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(name_key(name), []).append(name)
+    return [group for group in groups.values() if len(group) > 1]
+
+
+def check_distinct_folders(folders: Sequence[str], where: str | Path) -> None:
+    """Stop on class folders that differ only in Unicode normalisation: their names look the same and CLIP
+    encodes their prompts to the same tokens, so they would be two classes that nothing can tell apart."""
+    twins = _twins(folders)
+    if twins:
+        shown = "; ".join(" and ".join(map(_shown, group)) for group in twins)
+        raise DatasetError(f"class folders in {where} differ only in Unicode normalisation (NFC): {shown}. They would"
+                           " be classes with the same name and the same prompt; move the images of one folder into"
+                           " the other (or rename one) so that each class has one folder")
+
+
+def display_names(folders: Sequence[str], overrides: Mapping[str, str] | None) -> list[str]:
+    """Each folder's class name: its `class_names` entry (matched after `name_key`), else the folder's name."""
+    folder_of = {name_key(folder): folder for folder in folders}
+    overrides = {folder_of.get(name_key(key), key): value for key, value in dict(overrides or {}).items()}
     unknown = sorted(set(overrides) - set(folders))
     if unknown:
-        raise DatasetError(f"class_names names classes that do not exist: {', '.join(unknown)}")
+        hints = []
+        for key in unknown:
+            nearest = difflib.get_close_matches(name_key(key), list(folder_of), n=3, cutoff=0.5)
+            found = ", ".join(_shown(folder_of[match]) for match in nearest) or "none close"
+            hints.append(f"{_shown(key)} (nearest class folders: {found})")
+        raise DatasetError(f"class_names names classes that do not exist: {'; '.join(hints)}")
     names = [overrides.get(folder, folder) for folder in folders]
-    seen: dict[str, str] = {}
+    seen: dict[str, tuple[str, str]] = {}
+    clashes = []
     for folder, name in zip(folders, names):
-        if name in seen:
-            raise DatasetError(f"duplicate class name '{name}' (classes '{seen[name]}' and '{folder}')")
-        seen[name] = folder
+        first_folder, first_name = seen.setdefault(name_key(name), (folder, name))
+        if first_folder != folder:
+            spelled = f" ({code_points(first_name)} vs {code_points(name)})" if first_name != name else ""
+            clashes.append(f"duplicate class name '{name}' (classes '{first_folder}' and '{folder}'){spelled}")
+    if clashes:
+        raise DatasetError(f"{'; '.join(clashes)}: names are compared after Unicode NFC normalisation; give the"
+                           " classes different names in class_names")
     return names
 
 
 def _inspect(items: list[Item], workers: int, verify: bool,
-             max_megapixels: float) -> tuple[list[Item], list[str], list[tuple[str, str]]]:
+             limits: ImageLimits) -> tuple[list[Item], list[str], list[tuple[str, str]]]:
     """Keep the items that decode (when `verify`), with the SHA-256 of each kept file's bytes."""
     paths = [item.path for item in items]
-    inspect = partial(inspect_file, verify=verify, max_megapixels=max_megapixels)
+    inspect = partial(inspect_file, verify=verify, limits=limits)
     if workers > 1 and len(paths) > 256:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             results = list(pool.map(inspect, paths, chunksize=64))
     else:
         results = [inspect(path) for path in paths]
-    kept = [(item, digest) for item, (reason, digest) in zip(items, results) if reason is None]
-    problems = [(item.path, reason) for item, (reason, _) in zip(items, results) if reason is not None]
+    for path, check in zip(paths, results):
+        if check.frames > 1:
+            LOG.warning("%s is animated (%d frames): only its first frame is used", path, check.frames)
+    kept = [(item, check.digest) for item, check in zip(items, results) if check.reason is None]
+    problems = [(item.path, check.reason) for item, check in zip(items, results) if check.reason is not None]
     return [item for item, _ in kept], [digest for _, digest in kept], problems
 
 
@@ -161,11 +221,11 @@ def _drop_duplicates(items: list[Item], digests: list[str],
 
 
 def _screen(items: list[Item], classes: Sequence[ClassInfo], workers: int, verify: bool,
-            max_megapixels: float, problems: list[tuple[str, str]]) -> list[Item]:
+            limits: ImageLimits, problems: list[tuple[str, str]]) -> list[Item]:
     """Leave out unusable files and duplicates (recorded in `problems`); stop, with problems.csv's
     rows in the error, when a class has nothing left."""
     class_of = {item.path: item.class_index for item in items}
-    items, digests, unusable = _inspect(items, workers, verify, max_megapixels)
+    items, digests, unusable = _inspect(items, workers, verify, limits)
     items, duplicates = _drop_duplicates(items, digests, classes)
     problems.extend(unusable + duplicates)
     counts = np.bincount([item.class_index for item in items], minlength=len(classes))
@@ -202,9 +262,10 @@ def _hashed_split(items: list[Item], classes: Sequence[ClassInfo], base: Path, v
         empty = [split for split in SPLITS if wanted[split] > 0 and counts[split][info.index] == 0]
         if empty:
             total = sum(int(counts[split][info.index]) for split in SPLITS)
-            LOG.warning("class '%s' (folder '%s'): its %d images give it no %s image (split: val_fraction %g,"
+            LOG.warning("class '%s' (folder '%s'): its %d image%s give%s it no %s image (split: val_fraction %g,"
                         " test_fraction %g, seed %d); add images or give the dataset train/ val/ test/ folders",
-                        info.name, info.folder, total, " and no ".join(empty), val_fraction, test_fraction, seed)
+                        info.name, info.folder, total, "" if total == 1 else "s", "s" if total == 1 else "",
+                        " and no ".join(empty), val_fraction, test_fraction, seed)
     return sorted(result, key=lambda it: (it.split, it.class_index, it.path))
 
 
@@ -304,9 +365,12 @@ def class_folders_by_split(root: Path, problems: list[tuple[str, str]] | None = 
     return {split_name: _class_folders(base, problems) for split_name, base in split_roots(root).items()}
 
 
-def list_class_folders(root: Path) -> list[str]:
-    """The class folder names of an ImageFolder root, in either layout, sorted."""
-    return sorted({folder for folders in class_folders_by_split(root).values() for folder in folders})
+def list_class_folders(root: Path, problems: list[tuple[str, str]] | None = None) -> list[str]:
+    """The class folder names of an ImageFolder root, in either layout, sorted; a DatasetError when two of
+    them are one name (`check_distinct_folders`)."""
+    folders = sorted({folder for folders in class_folders_by_split(root, problems).values() for folder in folders})
+    check_distinct_folders(folders, root)
+    return folders
 
 
 def read_imagefolder(
@@ -316,7 +380,7 @@ def read_imagefolder(
     domain_word: str = "",
     verify: bool = True,
     workers: int = 1,
-    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+    limits: ImageLimits = ImageLimits(),
 ) -> DatasetIndex:
     """`root/<class>/<image>`, or `root/{train,val,test}/<class>/<image>` (see `detect_layout`)."""
     root = Path(root)
@@ -327,9 +391,10 @@ def read_imagefolder(
     bases = split_roots(root)
     folders_by_split = class_folders_by_split(root, problems)
     folders = sorted({folder for split_folders in folders_by_split.values() for folder in split_folders})
+    check_distinct_folders(folders, root)
     if not folders:
         raise DatasetError(f"dataset root {root} holds no class folders (layout detected: {layout})", problems)
-    names = _display_names(folders, class_names)
+    names = display_names(folders, class_names)
     classes = [ClassInfo(index, name, folder) for index, (name, folder) in enumerate(zip(names, folders))]
     items = []
     for split_name, base in bases.items():
@@ -341,7 +406,7 @@ def read_imagefolder(
     for info in classes:
         if not any(item.class_index == info.index for item in items):
             raise DatasetError(f"class folder '{info.folder}' in {root} is empty", problems)
-    items = _screen(items, classes, workers, verify, max_megapixels, problems)
+    items = _screen(items, classes, workers, verify, limits, problems)
     if layout == LAYOUT_CLASSES:
         split = dict(split or {})
         items = _hashed_split(items, classes, root, split.get("val_fraction", 0.1), split.get("test_fraction", 0.2),
@@ -513,7 +578,7 @@ def read_coop(
     verify: bool = True,
     workers: int = 1,
     expected_classes: int | None = None,
-    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+    limits: ImageLimits = ImageLimits(),
 ) -> DatasetIndex:
     """One of the paper's 10 benchmarks, with CoOp's splits and the paper's domain word.
 
@@ -534,10 +599,10 @@ def read_coop(
         names = released_class_names(coop_name)
         check_released_order(coop_name, names, raw_names, _label_folders(listed, base / spec.image_dir, len(raw_names)),
                              listing_file)
-        names = _display_names(names, None)
+        names = display_names(names, None)
     else:
-        names = _display_names(raw_names, class_names)
+        names = display_names(raw_names, class_names)
     classes = [ClassInfo(index, name, raw) for index, (name, raw) in enumerate(zip(names, raw_names))]
-    items = _screen(_check_listed_images(listed, listing_file), classes, workers, verify, max_megapixels, problems)
+    items = _screen(_check_listed_images(listed, listing_file), classes, workers, verify, limits, problems)
     word = spec.domain_word if domain_word is None else domain_word
     return DatasetIndex(classes, items, word, problems)
