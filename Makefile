@@ -43,13 +43,14 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/run.py --quick --out benchmarks/results.json $(BENCH_ARGS)
 
-# The GPU benchmark (benchmarks/gpu.py) in one call on a lent GPU machine, or with BENCH_ARGS="--tiny --out FILE"
-# on a CPU. It uses .venv where there is one; on a GPU machine, python3 and the wheels of bench-gpu-wheels.
+# The GPU benchmark (benchmarks/gpu.py) on a CUDA machine, or with BENCH_ARGS="--tiny --out FILE" on a CPU.
+# It uses .venv where there is one; elsewhere python3 and the wheels of bench-gpu-wheels.
 bench-gpu:
 	PYTHON=$(if $(wildcard $(BIN)/python),$(BIN)/python,python3) bash benchmarks/gpu_run.sh $(BENCH_ARGS)
 
-# Wheels for the GPU machines' Python 3.12 of what they lack (the device tool's KINDS.md): the project's pins of
-# diffusers, open_clip_torch and pytorch-fid, and the dependencies missing there, each named (no resolver runs).
+# Wheels for a GPU machine without network that has Python 3.12, CUDA torch, transformers, peft and timm: the
+# project's pins of diffusers, open_clip_torch and pytorch-fid and their other dependencies, each named (no
+# resolver runs).
 GPU_WHEELS := .gpu-wheels
 GPU_WHEEL_DEPS := ftfy==6.3.1 wcwidth==0.9.4 jsonschema==4.26.0 jsonschema-specifications==2025.9.1 \
 	referencing==0.37.0 rpds-py==2026.9.1

@@ -29,7 +29,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # benchmarks/ and datadream_core/ are not installed on a lent GPU machine
+    sys.path.insert(0, str(REPO))  # benchmarks/ and datadream_core/ need not be installed
 # Before the model libraries load: the GPU machine has no network, and progress bars would bury the table.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -231,8 +231,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--stages", default="all",
                         help="comma-separated subset of: " + ",".join(stage_functions("inductor")))
     parser.add_argument("--budget-s", type=float, default=360.0,
-                        help="start no stage after this many seconds: the last one (compiling) may take 3 minutes more, and a "
-                             "lent machine's call ends at 10")
+                        help="start no stage after this many seconds: the last one (compiling) may take 3 minutes more")
     parser.add_argument("--compile-backend", default=None,
                         help="torch.compile backend of the generation lever (default: inductor; eager with --tiny, "
                              "which traces the UNet as inductor would but skips the minute of C++ compilation on a CPU)")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The GPU benchmark in one call on a lent GPU machine (no network there): install the wheels that
-# `make bench-gpu-wheels` downloaded and the call carried, then run benchmarks/gpu.py with any arguments given.
-# Where $OUT is set (the device tool's folder that comes back), the JSON and the log are written there.
+# The GPU benchmark on a CUDA machine without network: install the wheels that `make bench-gpu-wheels`
+# downloaded into .gpu-wheels (copied there with the checkout), then run benchmarks/gpu.py with any arguments
+# given. Where $OUT names a folder, the JSON and the log are written there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}

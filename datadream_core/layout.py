@@ -6,7 +6,7 @@ may be Snakemake wildcard patterns ("{dataset}") as well as values; class indice
 Per-class outputs (adapters, shard folders) put the class before the run (k{K}_seed{s}): a class chunk's rule
 names its dataset and classes literally and leaves the run to wildcards, and Snakemake's output index groups
 outputs by their text before the first wildcard, so for each file it plans it looks at that class's outputs
-alone instead of every class's of the dataset (for paper.yaml, a quarter of the planning time it took).
+alone instead of every class's of the dataset.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 # Named targets: one per stage and one per dataset; the default `all` is in the Snakefile.
-# The big ones list their files through an input function, called only when the target is planned: as plain
-# lists, every parse of the workflow (a cluster job parses it too) built their ~100k file objects for paper.yaml.
+# The big ones list their files through an input function, called only when the target is planned, so that
+# parsing the workflow (every cluster job does) builds none of paper.yaml's ~100k file objects.
 from functools import partial
 
 

@@ -1,8 +1,9 @@
-"""Every command that README.md's bash blocks and the config comments show runs as written.
+"""Every command that the bash blocks of README.md and docs/*.md and the config comments show runs as written.
 
 `snakemake` commands run as dry runs (`-n`), `make` commands as `make -n`, from a scratch copy of the
-repository whose configs point their dataset roots at fabricated benchmarks. Any other program fails
-until this file learns to check it.
+repository whose configs point their dataset roots at fabricated datasets. A YAML example whose first line
+names a file the repository does not have (`# my_dataset.yaml`) is written into that copy, so the commands
+that read it are checked against it. Any other program fails until this file learns to check it.
 """
 
 import os
@@ -16,9 +17,11 @@ import pytest
 import yaml
 
 from coop_layout import coop_root
-from shown_commands import Shown, bash_block_commands, comment_commands
+from coop_layout import write_image
+from shown_commands import Shown, bash_block_commands, comment_commands, example_files
 
 REPO = Path(__file__).resolve().parents[1]
+DOCUMENTS = ["README.md", *sorted(f"docs/{p.name}" for p in (REPO / "docs").glob("*.md"))]
 CONFIG_FILES = ["config.yaml", *sorted(f"configs/{p.name}" for p in (REPO / "configs").glob("*.yaml"))]
 COMMENTED_FILES = [*CONFIG_FILES, *sorted(f"profiles/{p.parent.name}/config.yaml"
                                           for p in (REPO / "profiles").glob("*/config.yaml"))]
@@ -29,7 +32,9 @@ NOT_COPIED = {".git", ".snakemake", ".pytest_cache", ".venv", "results", "logs",
 
 def shown_commands() -> dict[tuple[str, ...], list[str]]:
     """Each distinct command and every place that shows it."""
-    shown = bash_block_commands((REPO / "README.md").read_text(encoding="utf-8"), "README.md")
+    shown = []
+    for name in DOCUMENTS:
+        shown += bash_block_commands((REPO / name).read_text(encoding="utf-8"), name)
     for name in COMMENTED_FILES:
         shown += comment_commands((REPO / name).read_text(encoding="utf-8"), name)
     places: dict[tuple[str, ...], list[str]] = {}
@@ -39,6 +44,27 @@ def shown_commands() -> dict[tuple[str, ...], list[str]]:
 
 
 SHOWN = shown_commands()
+# The config examples that the documents show as new files: file name -> (YAML text, where it is shown).
+EXAMPLES = {name: example for document in DOCUMENTS
+            for name, example in example_files((REPO / document).read_text(encoding="utf-8"), document).items()
+            if not (REPO / name).exists()}
+
+
+def imagefolder_root(root: Path) -> Path:
+    """Three classes of four images each, in the plain <class>/<image> layout."""
+    for label in range(3):
+        for i in range(4):
+            write_image(root / f"class_{label}" / f"{i}.png", label * 40)
+    return root
+
+
+def with_fabricated_roots(config: dict, name: str, benchmarks: Path, images: Path) -> dict:
+    for dataset_name, dataset in config.get("datasets", {}).items():
+        if "root" in dataset:
+            assert dataset["source"] in ("coop", "imagefolder"), \
+                f"{name}: no fabricated data for source of {dataset_name}"
+            dataset["root"] = str(benchmarks if dataset["source"] == "coop" else images)
+    return config
 
 
 def _left_out(folder: str, names: list[str]) -> set[str]:
@@ -48,17 +74,17 @@ def _left_out(folder: str, names: list[str]) -> set[str]:
 
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory):
-    """The repository as a user has it, with every configured dataset root at fabricated benchmarks."""
+    """The repository as a user has it, with every configured dataset root at fabricated data, and the config
+    examples that the documents show written where they say."""
     scratch = tmp_path_factory.mktemp("checkout") / "repo"
     benchmarks = coop_root(tmp_path_factory.mktemp("coop"))
+    images = imagefolder_root(tmp_path_factory.mktemp("imagefolder"))
     shutil.copytree(REPO, scratch, symlinks=True, ignore=_left_out)
     (scratch / "configs").mkdir()
-    for name in CONFIG_FILES:
-        config = yaml.safe_load((REPO / name).read_text(encoding="utf-8"))
-        for dataset_name, dataset in config.get("datasets", {}).items():
-            if "root" in dataset:
-                assert dataset["source"] == "coop", f"{name}: no fabricated data for source of {dataset_name}"
-                dataset["root"] = str(benchmarks)
+    configs = {name: ((REPO / name).read_text(encoding="utf-8"), name) for name in CONFIG_FILES}
+    for name, (text, where) in {**configs, **EXAMPLES}.items():
+        config = with_fabricated_roots(yaml.safe_load(text), where, benchmarks, images)
+        (scratch / name).parent.mkdir(parents=True, exist_ok=True)
         (scratch / name).write_text(yaml.safe_dump(config), encoding="utf-8")
     return scratch
 
@@ -100,6 +126,18 @@ def test_every_place_that_shows_commands_is_read():
     assert {"snakemake", "make"} <= programs_by_file["README.md"]
     assert "snakemake" in programs_by_file["profiles/slurm/config.yaml"]
     assert ("snakemake", "dataset_eurosat", "--profile", "slurm", "--configfile", "configs/paper.yaml") in SHOWN
+    # every docs page that has a bash block is read, and README's own-dataset example is written and used
+    pages_with_blocks = {f"docs/{p.name}" for p in (REPO / "docs").glob("*.md")
+                         if "```bash" in p.read_text(encoding="utf-8")}
+    assert pages_with_blocks and pages_with_blocks <= set(programs_by_file)
+    assert "my_dataset.yaml" in EXAMPLES
+    assert any("my_dataset.yaml" in argv for argv in SHOWN)
+
+
+def test_example_files_are_yaml_blocks_that_name_a_file():
+    markdown = ("```yaml\n# mine.yaml\nseeds: [0]\n```\n```yaml\nseeds: [1]\n```\n"
+                "```yaml\n# a comment, not a file\nshots: [2]\n```\n")
+    assert example_files(markdown, "X.md") == {"mine.yaml": ("# mine.yaml\nseeds: [0]\n", "X.md:2")}
 
 
 def test_extraction_follows_fences_continuations_and_comments():
