@@ -21,8 +21,8 @@ from datadream_core.layout import GENERATORS
 from datadream_core.models.sd import load_sd_parts
 from datadream_core.report import GENERATOR_LABELS
 from datadream_core.report.figures import generator_color
-from datadream_core.synth.loft import AdapterMixer, loft_renderer, pair_of, pair_schedule
-from datadream_core.synth.sampler import ShardJob, batches, make_shard
+from datadream_core.synth.loft import PairMixer, loft_renderer, pair_of, pair_schedule
+from datadream_core.synth.sampler import ShardJob, make_shard
 from datadream_core.synth.text2img import SamplingSettings, load_text2img, text2img_renderer
 from killed_runs import kill_once_written
 
@@ -205,11 +205,6 @@ def test_pair_schedule_covers_every_pair_before_repeating():
     assert sorted(pair_schedule(3, seed=0, class_index=0)) == [(0, 1), (0, 2), (1, 2)]
 
 
-def test_batches_never_mix_groups():
-    assert list(batches(range(7), 3)) == [[0, 1, 2], [3, 4, 5], [6]]
-    assert list(batches(range(7), 2, lambda i: i % 3)) == [[0, 3], [6], [1, 4], [2, 5]]
-
-
 @pytest.fixture(scope="module")
 def image_adapters(tiny_sd, shots, tmp_path_factory):
     root = tmp_path_factory.mktemp("image_adapters")
@@ -228,13 +223,14 @@ def _unet_state(pipe):
     return {key: value.clone() for key, value in pipe.unet.state_dict().items()}
 
 
-def test_merged_pair_equals_diffusers_adapter_mixing(tiny_sd, image_adapters):
-    merged = load_text2img(tiny_sd, SAMPLING, CPU)
-    base_state, base = _unet_state(merged), _sample(merged)
-    mixer = AdapterMixer(merged, weight=0.5)
+def test_mixed_pair_equals_diffusers_adapter_mixing(tiny_sd, image_adapters):
+    mixed_here = load_text2img(tiny_sd, SAMPLING, CPU)
+    base_state, base = _unet_state(mixed_here), _sample(mixed_here)
+    mixer = PairMixer(mixed_here, weight=0.5)
     mixer.load(image_adapters)
-    mixer.use((0, 2))
-    ours = _sample(merged)
+    assert np.abs(_sample(mixed_here) - base).max() == 0  # loaded, not used: the base model
+    mixer.use([(0, 2)])
+    ours = _sample(mixed_here)
 
     mixed = load_text2img(tiny_sd, SAMPLING, CPU)
     mixed.load_lora_weights(image_adapters[0], adapter_name="a")
@@ -246,12 +242,12 @@ def test_merged_pair_equals_diffusers_adapter_mixing(tiny_sd, image_adapters):
     assert np.abs(ours - base).max() > 1e-3 and np.abs(ours - alone).max() > 1e-3
 
     mixer.weight = 1.0  # weight 1: the pair's first adapter alone
-    mixer.load(image_adapters)
-    mixer.use((0, 2))
-    assert np.abs(_sample(merged) - alone).max() < 1e-4
-    mixer.load(image_adapters)  # back to the exact base weights
-    state = _unet_state(merged)
-    assert all(torch.equal(state[key], base_state[key]) for key in base_state)
+    mixer.use([(0, 2)])
+    assert np.abs(_sample(mixed_here) - alone).max() < 1e-4
+    mixer.load(image_adapters)  # the model's own weights were never changed
+    state = {key.replace(".base.", "."): value for key, value in _unet_state(mixed_here).items()}
+    assert state.keys() == base_state.keys() and all(torch.equal(state[key], base_state[key]) for key in base_state)
+    assert np.abs(_sample(mixed_here) - base).max() == 0
 
 
 def _pixels(folder):
@@ -260,32 +256,30 @@ def _pixels(folder):
 
 def test_loft_images_do_not_depend_on_shards_or_batches(tiny_sd, image_adapters, tmp_path):
     pipe = load_text2img(tiny_sd, SAMPLING, CPU)
-    mixer = AdapterMixer(pipe, weight=0.5)
+    mixer = PairMixer(pipe, weight=0.5)
     mixer.load(image_adapters)
     schedule = pair_schedule(3, seed=2, class_index=1)
     seen = []
 
     def recording(prompts, generators, indices):
-        seen.append((list(indices), mixer.current))
+        seen.append(list(indices))
         return text2img_renderer(pipe, SAMPLING)(prompts, generators, indices)
 
     render = loft_renderer(recording, mixer, schedule)
-    group_of = lambda index: pair_of(schedule, index)  # noqa: E731
-    make_shard(ShardJob("loft", 1, PROMPTS[1], 2, 0, 7), render, tmp_path / "whole", 4, group_of)
-    assert [pair for _, pair in seen] == [schedule[0], schedule[1], schedule[2]]  # one merge per pair
-    assert [indices for indices, _ in seen] == [[0, 3, 6], [1, 4], [2, 5]]
-    make_shard(ShardJob("loft", 1, PROMPTS[1], 2, 0, 3), render, tmp_path / "a", 1, group_of)
-    make_shard(ShardJob("loft", 1, PROMPTS[1], 2, 3, 7), render, tmp_path / "b", 2, group_of)
-    merged_for = {index: pair for indices, pair in seen for index in indices}
-    assert [indices for indices, _ in seen[3:]] == [[0], [1], [2], [3, 6], [4], [5]]
-    assert merged_for == {index: schedule[index % 3] for index in range(7)}
+    make_shard(ShardJob("loft", 1, PROMPTS[1], 2, 0, 7), render, tmp_path / "whole", 4)
+    assert seen == [[0, 1, 2, 3], [4, 5, 6]]  # pairs share a batch
+    make_shard(ShardJob("loft", 1, PROMPTS[1], 2, 0, 3), render, tmp_path / "a", 1)
+    make_shard(ShardJob("loft", 1, PROMPTS[1], 2, 3, 7), render, tmp_path / "b", 2)
+    assert seen[2:] == [[0], [1], [2], [3, 4], [5, 6]]
     whole, parts = _pixels(tmp_path / "whole"), {**_pixels(tmp_path / "a"), **_pixels(tmp_path / "b")}
     assert whole.keys() == parts.keys() and len(whole) == 7
     # the same image; a batch of another size may round a pixel the other way (float sums in another order)
     assert max(np.abs(whole[name].astype(int) - parts[name]).max() for name in whole) <= 1
     assert np.abs(whole["000000.png"].astype(int) - whole["000003.png"]).mean() > 1.0
-    with pytest.raises(ValueError, match="use the adapter pairs"):
-        render([PROMPTS[1]] * 2, [torch.Generator(), torch.Generator()], [0, 1])
+    with pytest.raises(ValueError, match="a batch of 3 samples for 2 images' adapter pairs"):
+        mixer.use([(0, 1), (1, 2)])
+        layer = next(layer for (model, _), layer in mixer.layers.items() if model == "unet")
+        layer(torch.zeros(3, 4, layer.base.in_features))
 
 
 def test_every_generator_has_its_own_label_and_colour():

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from functools import partial
 from typing import Mapping, Sequence
 
 import torch
@@ -23,7 +22,7 @@ from datadream_core.data.table import prompts_of, read_classes
 from datadream_core.identity import digest, file_sha256
 from datadream_core.jobs import LOG
 from datadream_core.layout import LORA_FILE, REAL_SHOT_GENERATORS
-from datadream_core.synth.loft import AdapterMixer, loft_renderer, pair_of, pair_schedule
+from datadream_core.synth.loft import PairMixer, loft_renderer, pair_schedule
 from datadream_core.synth.manifest import SHARD_HEADER
 from datadream_core.synth.sampler import ShardJob, make_shard, publish_shard, run_shard, staging_dir
 from datadream_core.synth.text2img import AdapterSwitcher, SamplingSettings, load_text2img, text2img_renderer
@@ -106,28 +105,26 @@ def text2img_shards(request: ShardRequest, switcher: AdapterSwitcher, sampling: 
     classes = read_classes(request.classes_csv)
     mixer = None
     if request.generator == "loft":
-        mixer = AdapterMixer(switcher.pipe, request.settings["loft_interpolation_weight"])
+        mixer = PairMixer(switcher.pipe, request.settings["loft_interpolation_weight"])
     rows = []
     for class_index, out_dir in sorted(request.shard_dirs.items()):
         adapters = list(request.adapters.get(class_index, ()))
         if request.generator != "sd" and not adapters:
             raise ValueError(f"{request.generator}: no adapter for class {class_index}")
         prompt = classes[class_index].prompt
-        group_of = None
         if mixer is None:
             class_render = text2img_renderer(switcher.pipe, sampling, switcher.use(adapters[0] if adapters else None,
                                                                                    prompt))
         else:
-            # per-image adapters may change the text encoder too, so each batch encodes under its pair's merge
+            # per-image adapters may change the text encoder too, so each batch encodes its prompts under its pairs
             mixer.load(adapters)
-            schedule = pair_schedule(len(adapters), request.seed, class_index)
-            class_render = loft_renderer(text2img_renderer(switcher.pipe, sampling), mixer, schedule)
-            group_of = partial(pair_of, schedule)
+            class_render = loft_renderer(text2img_renderer(switcher.pipe, sampling), mixer,
+                                         pair_schedule(len(adapters), request.seed, class_index))
         digests = "+".join(file_sha256(Path(adapter) / LORA_FILE)[:16] for adapter in adapters)
         model = request.sd_identity + (f"+lora:{digests}" if adapters else "")
         job = ShardJob(request.generator, class_index, prompt, request.seed, request.start, request.stop,
                        digest(request.settings_digest, model, prompt), _made_from(request, model))
-        rows += make_shard(job, class_render, out_dir, sampling.batch_size, group_of)
+        rows += make_shard(job, class_render, out_dir, sampling.batch_size)
     return SHARD_HEADER, rows
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Hashable, Sequence
+from typing import Callable, Sequence
 
 import torch
 from PIL import Image, PngImagePlugin
@@ -71,23 +71,16 @@ def staging_dir(out_dir: str | Path) -> Path:
     return out_dir.with_name(f".{out_dir.name}.partial")
 
 
-def batches(indices: Sequence[int], batch_size: int, group_of: Callable[[int], Hashable] | None = None):
-    """Runs of at most `batch_size` indices, in order; with `group_of`, a batch holds one group's indices only
-    (groups in the order of their first index)."""
-    groups: dict[Hashable, list[int]] = {}
-    for index in indices:
-        groups.setdefault(None if group_of is None else group_of(index), []).append(index)
-    for group in groups.values():
-        for begin in range(0, len(group), batch_size):
-            yield group[begin:begin + batch_size]
+def batches(indices: Sequence[int], batch_size: int):
+    """Runs of at most `batch_size` indices, in order."""
+    for begin in range(0, len(indices), batch_size):
+        yield indices[begin:begin + batch_size]
 
 
-def run_shard(job: ShardJob, render: Renderer, out_dir: str | Path, batch_size: int,
-              group_of: Callable[[int], Hashable] | None = None) -> list[tuple]:
+def run_shard(job: ShardJob, render: Renderer, out_dir: str | Path, batch_size: int) -> list[tuple]:
     """Make the shard's missing (or stale) images in its staging folder; return its rows (final paths).
 
-    `group_of` (image index -> key) keeps images of different keys out of one batch (LoFT: one adapter merge
-    per batch). `publish_shard` then writes shard.csv and moves the shard into `out_dir`.
+    `publish_shard` then writes shard.csv and moves the shard into `out_dir`.
     """
     out_dir = Path(out_dir)
     staging = staging_dir(out_dir)
@@ -98,7 +91,7 @@ def run_shard(job: ShardJob, render: Renderer, out_dir: str | Path, batch_size: 
         LOG.info("%s: %d of %d images made before; making the other %d", out_dir, len(indices) - len(missing),
                  len(indices), len(missing))
     bar = progress(len(indices), f"{job.generator} c{job.class_index:04d}", initial=len(indices) - len(missing), unit="img")
-    for batch in batches(missing, batch_size, group_of):
+    for batch in batches(missing, batch_size):
         generators = [image_generator(job.seed, job.class_index, i) for i in batch]
         images = render([job.prompt] * len(batch), generators, batch)
         for image_index, image in zip(batch, images):
@@ -116,9 +109,8 @@ def publish_shard(out_dir: str | Path, header: Sequence[str], rows: Sequence[Seq
     publish_folder(staging, Path(out_dir))
 
 
-def make_shard(job: ShardJob, render: Renderer, out_dir: str | Path, batch_size: int,
-               group_of: Callable[[int], Hashable] | None = None) -> list[tuple]:
+def make_shard(job: ShardJob, render: Renderer, out_dir: str | Path, batch_size: int) -> list[tuple]:
     """`run_shard`, then publish the shard with its shard.csv (generators without columns of their own)."""
-    rows = run_shard(job, render, out_dir, batch_size, group_of)
+    rows = run_shard(job, render, out_dir, batch_size)
     publish_shard(out_dir, SHARD_HEADER, rows)
     return rows
