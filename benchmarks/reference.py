@@ -144,7 +144,7 @@ def reference_train_lora(sd_path: str, examples, settings, seed: int, scope: int
     per-step work: pixels decoded, resized, cropped and VAE-encoded every step, text encoder on every prompt."""
     import math
 
-    from datadream_core.dream import _schedule, add_lora, save_lora, step_generator
+    from datadream_core.dream import add_lora, learning_rate_schedule, save_lora, step_generator
     from datadream_core.models.sd import load_sd_parts
 
     parts = load_sd_parts(sd_path, device=device)
@@ -157,7 +157,7 @@ def reference_train_lora(sd_path: str, examples, settings, seed: int, scope: int
     total_steps = settings.epochs * steps_per_epoch
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, betas=(settings.adam_beta1, settings.adam_beta2),
                                   weight_decay=settings.weight_decay, eps=settings.adam_epsilon)
-    lr_schedule = _schedule(optimizer, settings, total_steps)
+    lr_schedule = learning_rate_schedule(optimizer, settings, total_steps)
     losses = []
     for step in range(total_steps):
         epoch, position = divmod(step, steps_per_epoch)
