@@ -22,7 +22,8 @@ def index_dataset(spec: DatasetSpec, world_dir: str | Path | None = None, verify
     if spec.source == "coop":
         name = spec.coop_name or spec.name
         return read_coop(spec.root, name, spec.class_names, spec.domain_word, verify=verify, workers=workers,
-                         expected_classes=COOP_SPECS[name].num_classes, max_megapixels=max_megapixels)
+                         expected_classes=COOP_SPECS[name].num_classes, max_megapixels=max_megapixels,
+                         first_classes=spec.num_classes)
     root = spec.root if spec.source == "imagefolder" else (world_dir or world_images(spec.name))
     return read_imagefolder(root, spec.class_names, spec.split, spec.domain_word or "", verify=verify, workers=workers,
                             max_megapixels=max_megapixels)
@@ -53,7 +54,7 @@ def class_count(spec: DatasetSpec) -> int:
     CoOp benchmarks have fixed sizes; an ImageFolder's classes are found as `read_imagefolder` finds them.
     """
     if spec.source == "coop":
-        return COOP_SPECS[spec.coop_name or spec.name].num_classes
+        return spec.num_classes or COOP_SPECS[spec.coop_name or spec.name].num_classes
     if spec.source == "miniworld":
         return dict(spec.world or {}).get("num_classes", len(WORLD_CLASSES))
     root = Path(spec.root)
