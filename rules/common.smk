@@ -12,6 +12,7 @@ from datadream_core.config import (SPEED_ONLY_KEYS, DatasetSpec, OutputNeutral, 
                                    dream_mode_settings, fewshot_size, split_settings, synth_count)
 from datadream_core.data.build import class_count
 from datadream_core.identity import DigestCache, clip_identity, digest, listing_digest, model_identity
+from datadream_core.memory import memory_ask
 
 DATASETS = sorted(config["datasets"])
 SEEDS = config["seeds"]

@@ -1,0 +1,61 @@
+"""Per-rule peak memory of the rehearsal (`make rehearse`, docs/rehearsal.md): reads the Snakemake benchmark
+files its model jobs wrote, prints each rule family's jobs, summed wall time and largest peak RSS beside the
+memory ask the rules derive from it (datadream_core/memory.py), and writes JSON.
+
+    .venv/bin/python benchmarks/rehearsal.py --out benchmarks/results-rehearsal.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from datadream_core.layout import BENCHMARKS_DIR  # noqa: E402
+from datadream_core.memory import HEADROOM, REHEARSAL_PEAK_MB, memory_ask_mb  # noqa: E402
+from datadream_core.report.compute import job_costs  # noqa: E402
+
+
+def rule_peaks(root: Path) -> dict[str, dict]:
+    """Rule family -> jobs, summed wall seconds and the largest peak RSS (MB, rounded up) of its jobs."""
+    by_rule = defaultdict(list)
+    for cost in job_costs(root):
+        by_rule[cost.rule].append(cost)
+    return {rule: {"jobs": len(costs), "wall_s": round(sum(cost.wall_s for cost in costs), 1),
+                   "max_rss_mb": int(-(-max(cost.max_rss_mb for cost in costs) // 1))}
+            for rule, costs in sorted(by_rule.items())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", default=str(REPO), help="the folder the rehearsal ran in")
+    parser.add_argument("--out", default=str(REPO / "benchmarks/results-rehearsal.json"))
+    args = parser.parse_args()
+    rules = rule_peaks(Path(args.workdir) / BENCHMARKS_DIR)
+    missing = sorted(set(REHEARSAL_PEAK_MB) - set(rules))
+    print(f"{'rule':<20} {'jobs':>5} {'wall s':>8} {'peak RSS MB':>12} {'mem_mb ask now':>15} "
+          f"{f'{HEADROOM}x this run':>14}")
+    for rule, row in rules.items():
+        ask = memory_ask_mb(rule) if rule in REHEARSAL_PEAK_MB else None
+        derived = -(-int(HEADROOM * row["max_rss_mb"]) // 1024) * 1024
+        print(f"{rule:<20} {row['jobs']:>5} {row['wall_s']:>8} {row['max_rss_mb']:>12} {ask or '':>15} {derived:>14}")
+        row["mem_mb_ask"] = ask
+    stale = {rule: row["max_rss_mb"] for rule, row in rules.items() if REHEARSAL_PEAK_MB.get(rule) != row["max_rss_mb"]}
+    if stale:
+        print(f"datadream_core/memory.py REHEARSAL_PEAK_MB differs from this run for {sorted(stale)}: {stale}")
+    if missing:
+        print(f"no benchmark file of {missing}: the rehearsal did not run them")
+    result = {"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+              "headroom": HEADROOM, "rules": rules}
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
