@@ -128,6 +128,8 @@ rule real_size_models:
         inception=f"{REAL_SIZE_MODELS}/pt_inception_random.pth",
     log:
         "logs/real_size_models.log",
+    params:
+        seed=0,
     threads: 2
     resources:
         mem_mb=12000,

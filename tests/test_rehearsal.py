@@ -61,6 +61,25 @@ def test_rehearsal_config_keeps_the_papers_model_settings():
     assert entry["source"] == "coop" and entry["class_names"] == "released"
 
 
+def test_bf16_runs_the_gpus_casting_code_on_a_cpu_and_fp16_stays_fp32_there():
+    import torch
+
+    from datadream_core.classify.train import _autocast
+    from datadream_core.models.sd import compute_dtype
+    from datadream_core.synth.text2img import SamplingSettings, pipeline_dtype
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert [compute_dtype(setting, cpu) for setting in ("no", "fp16", "bf16")] == [None, None, torch.bfloat16]
+    assert [compute_dtype(setting, cuda) for setting in ("no", "fp16", "bf16")] == [None, torch.float16, torch.bfloat16]
+    assert pipeline_dtype(SamplingSettings(mixed_precision="bf16"), cpu) == torch.bfloat16
+    assert pipeline_dtype(SamplingSettings(mixed_precision="fp16"), cpu) == torch.float32
+    square = torch.ones(4, 4)
+    with _autocast(cpu, "bf16"):
+        assert (square @ square).dtype == torch.bfloat16
+    with _autocast(cpu, "fp16"):
+        assert (square @ square).dtype == torch.float32
+
+
 def test_real_size_lora_has_the_papers_parameters_and_adapter_keys(tmp_path):
     from safetensors.torch import load_file
 
