@@ -175,14 +175,15 @@ def lora_targets(dataset):
     return targets
 
 
-def synth_targets(dataset):
-    """Every generator's manifests and shard folders, and disef's captions."""
+def synth_targets(dataset, shards=True):
+    """Every generator's manifests and disef's captions, and (`shards`) every shard folder."""
     runs = {(generator, layout.synth_shots(generator, shots), seed) for generator in GENERATORS
             for shots in run_shots(dataset, generator) for seed in SEEDS}
     targets = []
     for generator, shots, seed in sorted(runs):
         targets.append(layout.synth_manifest(dataset, generator, shots, seed))
-        targets += shard_dirs(dataset, generator, shots, seed)
+        if shards:
+            targets += shard_dirs(dataset, generator, shots, seed)
         if generator == "disef":
             targets.append(layout.captions_csv(dataset, shots, seed))
     return targets
