@@ -7,18 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-
-# stabilityai/stable-diffusion-2-1-base vae/config.json and scheduler/scheduler_config.json (network-shaping fields)
-SD21_BASE_VAE = {
-    "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 2, "norm_num_groups": 32,
-    "block_out_channels": [128, 256, 512, 512], "sample_size": 512,
-    "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
-}
-SD21_BASE_SCHEDULER = {
-    "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "num_train_timesteps": 1000,
-    "skip_prk_steps": True, "steps_offset": 1, "set_alpha_to_one": False, "prediction_type": "epsilon",
-}
 
 
 def build_sd(folder: Path, real_size: bool, seed: int = 0) -> str:
@@ -29,22 +17,9 @@ def build_sd(folder: Path, real_size: bool, seed: int = 0) -> str:
         from datadream_core.models.tiny import build_tiny_sd
 
         return str(build_tiny_sd(folder, seed=seed))
-    import tempfile
+    from datadream_core.models.architectures import build_real_size_sd
 
-    from diffusers import AutoencoderKL, PNDMScheduler
-
-    from datadream_core.models.architectures import SD21_BASE_UNET, SD21_TEXT_ENCODER, build_text_encoder, build_unet
-    from datadream_core.models.tiny import save_sd_folder, write_clip_tokenizer
-
-    torch.manual_seed(seed)
-    with tempfile.TemporaryDirectory() as scratch:
-        from transformers import CLIPTokenizer
-
-        tokenizer = CLIPTokenizer.from_pretrained(write_clip_tokenizer(scratch, model_max_length=77))
-    text_config = dict(SD21_TEXT_ENCODER, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                       eos_token_id=tokenizer.eos_token_id)
-    return str(save_sd_folder(folder, AutoencoderKL(**SD21_BASE_VAE), build_unet(SD21_BASE_UNET),
-                              build_text_encoder(text_config), tokenizer, PNDMScheduler(**SD21_BASE_SCHEDULER)))
+    return str(build_real_size_sd(folder, seed=seed))
 
 
 def build_clip(folder: Path, real_size: bool, seed: int = 0):
@@ -62,22 +37,14 @@ def build_clip(folder: Path, real_size: bool, seed: int = 0):
 
 def write_images(folder: Path, count: int, size: tuple[int, int], seed: int, fmt: str = "png") -> list[str]:
     """Smooth random colour images (a few blobs on a gradient), `size` = (width, height)."""
+    from datadream_core.data.fabricate import fabricated_image
+
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    width, height = size
-    ys, xs = np.mgrid[0:height, 0:width]
     paths = []
     for index in range(count):
-        canvas = np.zeros((height, width, 3))
-        canvas += rng.uniform(0, 255, 3) * (ys / height)[..., None] + rng.uniform(0, 255, 3) * (1 - ys / height)[..., None]
-        for _ in range(3):
-            cy, cx, radius = rng.uniform(0, height), rng.uniform(0, width), rng.uniform(0.1, 0.4) * min(size)
-            blob = np.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * radius**2))[..., None]
-            canvas = canvas * (1 - blob) + rng.uniform(0, 255, 3) * blob
-        canvas += rng.normal(0, 6, canvas.shape)
         path = folder / f"{index:05d}.{fmt}"
-        image = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
-        image.save(path, **({"quality": 90} if fmt == "jpg" else {}))
+        fabricated_image(size, rng).save(path, **({"quality": 90} if fmt == "jpg" else {}))
         paths.append(str(path))
     return paths
 

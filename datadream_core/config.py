@@ -255,6 +255,7 @@ class DatasetSpec:
     coop_name: str | None = None
     domain_word: str | None = None
     class_names: Mapping[str, str] | str | None = None  # a map, or "released"
+    num_classes: int | None = None  # coop: the benchmark's first N classes
     split: Mapping[str, Any] | None = None
     world: Mapping[str, Any] | None = None
 

@@ -38,7 +38,7 @@ from datadream_core.identity import digest
 from datadream_core.io import FILE_MODE, atomic_path, load_checkpoint, read_json, write_csv, write_json
 from datadream_core.jobs import LOG, progress
 from datadream_core.layout import ADAPTER_FILES, LORA_FILE
-from datadream_core.models.sd import HALF_DTYPES, SDParts, encode_prompts, load_sd_parts
+from datadream_core.models.sd import SDParts, compute_dtype, encode_prompts, load_sd_parts
 from datadream_core.seeding import seed_from, seeded_generator, seeded_rng
 
 UNET_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
@@ -299,7 +299,7 @@ def prepare_training(sd_path: str, examples: Sequence[Example], settings: DreamS
                      device: torch.device, sd_revision: str | None = None) -> LoraTraining:
     """Load the model, cache the shots' latents, attach fresh adapters (initialised from (seed, scope)) and
     build the optimizer and learning-rate schedule."""
-    half = HALF_DTYPES.get(settings.mixed_precision) if device.type == "cuda" else None
+    half = compute_dtype(settings.mixed_precision, device)
     if settings.mixed_precision != "no" and half is None:
         LOG.info("mixed_precision=%s ignored on %s: training in fp32", settings.mixed_precision, device)
     parts = load_sd_parts(sd_path, device=device, dtype=half or torch.float32, revision=sd_revision)

@@ -110,7 +110,7 @@ rule train_classifier:
         **CLASSIFIER_PARAMS,
     threads: config["threads"]["classify"]
     resources:
-        mem_mb=16000,
+        mem_mb=memory_ask("train_classifier"),
         runtime=720,
     conda:
         JOB_ENV
@@ -139,7 +139,7 @@ rule evaluate_zeroshot:
         clip_location=CLIP_LOCATION,
     threads: config["threads"]["classify"]
     resources:
-        mem_mb=16000,
+        mem_mb=memory_ask("evaluate_zeroshot"),
         runtime=240,
     conda:
         JOB_ENV
@@ -182,7 +182,7 @@ rule train_search_point:
         **CLASSIFIER_PARAMS,
     threads: config["threads"]["classify"]
     resources:
-        mem_mb=16000,
+        mem_mb=memory_ask("train_search_point"),
         runtime=720,
     conda:
         JOB_ENV

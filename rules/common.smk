@@ -13,6 +13,7 @@ from datadream_core.config import (SPEED_ONLY_KEYS, DatasetSpec, OutputNeutral, 
 from datadream_core.data.build import class_count
 from datadream_core.data.fewshot import split_needs
 from datadream_core.identity import DigestCache, clip_identity, digest, listing_digest, model_identity
+from datadream_core.memory import memory_ask
 
 DATASETS = sorted(config["datasets"])
 SEEDS = config["seeds"]
@@ -178,12 +179,16 @@ def lora_targets(dataset):
     return targets
 
 
+def synth_runs(dataset):
+    """(generator, K of its images, seed) of every generation run of `dataset`."""
+    return sorted({(generator, layout.synth_shots(generator, shots), seed) for generator in GENERATORS
+                   for shots in run_shots(dataset, generator) for seed in SEEDS})
+
+
 def synth_targets(dataset):
     """Every generator's manifests and shard folders, and disef's captions."""
-    runs = {(generator, layout.synth_shots(generator, shots), seed) for generator in GENERATORS
-            for shots in run_shots(dataset, generator) for seed in SEEDS}
     targets = []
-    for generator, shots, seed in sorted(runs):
+    for generator, shots, seed in synth_runs(dataset):
         targets.append(layout.synth_manifest(dataset, generator, shots, seed))
         targets += shard_dirs(dataset, generator, shots, seed)
         if generator == "disef":

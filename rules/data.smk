@@ -4,8 +4,10 @@
 def dataset_entry(wildcards):
     """The dataset's `datasets:` entry as the readers see it; where its files are is output-neutral."""
     spec = DatasetSpec.from_config(config, wildcards.dataset)
+    # num_classes only where set: an entry without it keeps the params, so finished runs are not redone
+    subset = {"num_classes": spec.num_classes} if spec.num_classes else {}
     return canonical({"source": spec.source, "coop_name": spec.coop_name, "domain_word": spec.domain_word,
-                      "class_names": spec.class_names, "split": spec.split, "world": spec.world})
+                      "class_names": spec.class_names, "split": spec.split, "world": spec.world, **subset})
 
 
 def split_needs_of(wildcards):
@@ -80,3 +82,32 @@ rule sample_fewshot:
         JOB_ENV
     script:
         "../workflow_scripts/sample_fewshot.py"
+
+
+# A fabricated copy of a benchmark in CoOp's layout for the rehearsal (`make rehearse`, docs/rehearsal.md), which
+# makes it before the workflow that reads it, as a real dataset is there before. DTD's photos are 300 to 640 px.
+from datadream_core.data.sources import COOP_SPECS
+
+ZHOU_BENCHMARKS = {spec.folder: name for name, spec in COOP_SPECS.items() if spec.split_file.startswith("split_zhou")}
+
+
+rule fabricate_coop:
+    output:
+        directory("results/fabricated/coop/{benchmark}"),
+    log:
+        "logs/fabricate_coop/{benchmark}.log",
+    wildcard_constraints:
+        benchmark="|".join(ZHOU_BENCHMARKS),
+    params:
+        coop_name=lambda wildcards: ZHOU_BENCHMARKS[wildcards.benchmark],
+        per_split={"train": 2, "val": 1, "test": 2},
+        size=[500, 375],
+        seed=0,
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        JOB_ENV
+    script:
+        "../workflow_scripts/fabricate_coop.py"

@@ -58,7 +58,7 @@ rule train_lora_dset:
     threads: config["threads"]["lora"]
     priority: 2  # the longest chains (adapter -> images -> classifiers) start first
     resources:
-        mem_mb=lambda wildcards, attempt: 24000 * attempt,
+        mem_mb=memory_ask("train_lora_dset"),
         runtime=lambda wildcards, attempt: 720 * attempt,
         gpu=1,
     conda:
@@ -93,7 +93,7 @@ for _dataset, _chunk in chunks_of("dream"):
         threads: config["threads"]["lora"]
         priority: 2
         resources:
-            mem_mb=lambda wildcards, attempt: 24000 * attempt,
+            mem_mb=memory_ask("train_lora_cls"),
             runtime=lambda wildcards, attempt: 240 * attempt,
             gpu=1,
         conda:
@@ -130,7 +130,7 @@ if "loft" in GENERATORS:
             threads: config["threads"]["lora"]
             priority: 2
             resources:
-                mem_mb=lambda wildcards, attempt: 24000 * attempt,
+                mem_mb=memory_ask("train_lora_image"),
                 runtime=lambda wildcards, attempt: 1440 * attempt,  # 25 classes x 16 shots x 600 steps: ~14 h (README)
                 gpu=1,
             conda:

@@ -60,7 +60,7 @@ rule fid_real_features:
         neutral=lambda wildcards: fid_params(wildcards)[1],
     threads: config["threads"]["fid"]
     resources:
-        mem_mb=8000,
+        mem_mb=memory_ask("fid_real_features"),
         runtime=240,
         gpu=1,  # runs on CPU too; on a cluster the GPU makes feature extraction and sqrtm fast
     conda:
@@ -89,7 +89,7 @@ rule fid_per_class:
         n_synth=config["synth"]["n_synth"],  # the images the main classifiers train on, not the scaling extras
     threads: config["threads"]["fid"]
     resources:
-        mem_mb=8000,
+        mem_mb=memory_ask("fid_per_class"),
         runtime=360,
         gpu=1,
     conda:

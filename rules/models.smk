@@ -116,3 +116,30 @@ rule fetch_models:
 rule models:
     input:
         MODEL_PINS,
+
+
+# The rehearsal's models (`make rehearse`, docs/rehearsal.md): every model of configs/paper.yaml at its real size
+# with random weights, in the layouts their loaders read. configs/rehearsal.yaml names these paths; like
+# `snakemake models`, it runs once before the workflow, whose jobs then find the models on disk.
+REAL_SIZE_MODELS = "results/models/real_size"
+
+
+rule real_size_models:
+    output:
+        sd=directory(f"{REAL_SIZE_MODELS}/sd"),
+        clip=directory(f"{REAL_SIZE_MODELS}/clip_vit_b16"),
+        disef_filter=directory(f"{REAL_SIZE_MODELS}/clip_vit_h14"),
+        captioner=directory(f"{REAL_SIZE_MODELS}/blip_base"),
+        inception=f"{REAL_SIZE_MODELS}/pt_inception_random.pth",
+    log:
+        "logs/real_size_models.log",
+    params:
+        seed=0,
+    threads: 2
+    resources:
+        mem_mb=12000,
+        runtime=30,
+    conda:
+        JOB_ENV
+    script:
+        "../workflow_scripts/build_real_size_models.py"

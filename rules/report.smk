@@ -128,8 +128,7 @@ def job_costs(wildcards):
                                    else [dream_cost(mode, dataset, shots, seed, chunk) for chunk in chunks])]
         if "loft" in GENERATORS:
             costs += [image_cost(dataset, seed, chunk) for seed in SEEDS for chunk in chunks]
-        runs = {(generator, layout.synth_shots(generator, shots), seed) for generator in GENERATORS
-                for shots in run_shots(dataset, generator) for seed in SEEDS}
+        runs = synth_runs(dataset)
         costs += [caption_cost(dataset, shots, seed) for generator, shots, seed in runs if generator == "disef"]
         costs += [generation_cost(dataset, *run, chunk, shard) for run in runs
                   for of_dataset, chunk in chunks_of("synth") if of_dataset == dataset for shard in range(n_shards(dataset))]

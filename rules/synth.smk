@@ -89,8 +89,9 @@ def generation_cost(dataset, generator, shots, seed, chunk, shard):
 
 
 def shard_dirs(dataset, generator, shots, seed):
+    shards = range(n_shards(dataset))  # once, not once per class: planning paper.yaml calls this ~600 times
     return [layout.shard_dir(dataset, generator, shots, seed, index, shard)
-            for index in range(CLASS_COUNT[dataset]) for shard in range(n_shards(dataset))]
+            for index in range(CLASS_COUNT[dataset]) for shard in shards]
 
 
 rule caption_shots:
@@ -110,7 +111,7 @@ rule caption_shots:
         captioner=lambda wildcards: captioner_identity(),
     threads: config["threads"]["synth"]
     resources:
-        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        mem_mb=memory_ask("caption_shots"),
         runtime=lambda wildcards, attempt: 60 * attempt,
         gpu=1,
     conda:
@@ -152,7 +153,7 @@ for _dataset, _chunk in chunks_of("synth"):
             threads: config["threads"]["synth"]
             priority: 1
             resources:
-                mem_mb=lambda wildcards, attempt: 16000 * attempt,
+                mem_mb=memory_ask("generate"),
                 runtime=lambda wildcards, attempt: 240 * attempt,
                 gpu=1,
             conda:

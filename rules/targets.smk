@@ -5,8 +5,8 @@ from functools import partial
 
 
 def dataset_targets(dataset):
-    return (dataset_files(dataset) + lora_targets(dataset) + synth_targets(dataset) + classifier_targets(dataset)
-            + fid_targets(dataset) + grid_targets(dataset))
+    return (dataset_files(dataset) + lora_targets(dataset) + synth_targets(dataset)
+            + classifier_targets(dataset) + fid_targets(dataset) + grid_targets(dataset))
 
 
 def when_planned(files):

@@ -31,7 +31,7 @@ from datadream_core.data.table import read_classes
 from datadream_core.identity import digest
 from datadream_core.io import atomic_path, load_checkpoint, write_csv, write_json
 from datadream_core.models.clip import load_clip
-from datadream_core.models.sd import HALF_DTYPES
+from datadream_core.models.sd import compute_dtype
 from datadream_core.seeding import seed_from
 
 LOG = logging.getLogger("datadream")
@@ -130,9 +130,8 @@ def class_logits(model: torch.nn.Module, images: torch.Tensor, texts: torch.Tens
 
 
 def _autocast(device: torch.device, mixed_precision: str):
-    # Mixed precision is a GPU speed-up; on CPU it would only change the numbers.
-    dtype = HALF_DTYPES.get(mixed_precision)
-    return torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda" and dtype is not None)
+    dtype = compute_dtype(mixed_precision, device)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
 def _seed_everything(seed: int) -> None:

@@ -23,7 +23,8 @@ def index_dataset(spec: DatasetSpec, world_dir: str | Path | None = None, verify
     if spec.source == "coop":
         name = spec.coop_name or spec.name
         return read_coop(spec.root, name, spec.class_names, spec.domain_word, verify=verify, workers=workers,
-                         expected_classes=COOP_SPECS[name].num_classes, limits=limits)
+                         expected_classes=COOP_SPECS[name].num_classes, limits=limits,
+                         first_classes=spec.num_classes)
     root = spec.root if spec.source == "imagefolder" else (world_dir or world_images(spec.name))
     return read_imagefolder(root, spec.class_names, spec.split, spec.domain_word or "", verify=verify, workers=workers,
                             limits=limits)
@@ -58,7 +59,7 @@ def class_count(spec: DatasetSpec) -> int:
     their names checked (folders that are one name, `class_names` entries naming no folder) before any job runs.
     """
     if spec.source == "coop":
-        return COOP_SPECS[spec.coop_name or spec.name].num_classes
+        return spec.num_classes or COOP_SPECS[spec.coop_name or spec.name].num_classes
     if spec.source == "miniworld":
         return dict(spec.world or {}).get("num_classes", len(WORLD_CLASSES))
     root = Path(spec.root)

@@ -579,10 +579,12 @@ def read_coop(
     workers: int = 1,
     expected_classes: int | None = None,
     limits: ImageLimits = ImageLimits(),
+    first_classes: int | None = None,
 ) -> DatasetIndex:
     """One of the paper's 10 benchmarks, with CoOp's splits and the paper's domain word.
 
     `class_names`: a map from CoOp name to display name, or "released" for the released code's names.
+    `first_classes`: keep only the classes labelled below it (None: all).
     """
     if coop_name not in COOP_SPECS:
         raise DatasetError(f"unknown CoOp dataset '{coop_name}' (known: {', '.join(sorted(COOP_SPECS))})")
@@ -595,8 +597,10 @@ def read_coop(
     if expected_classes is not None and len(raw_names) != expected_classes:
         # The workflow plans one job per class before reading the data, from the benchmark's known size.
         raise DatasetError(f"{listing_file} lists {len(raw_names)} classes; {coop_name} has {expected_classes}")
+    if first_classes is not None:
+        raw_names, listed = raw_names[:first_classes], [entry for entry in listed if entry[1] < first_classes]
     if class_names == "released":
-        names = released_class_names(coop_name)
+        names = released_class_names(coop_name)[:len(raw_names)]
         check_released_order(coop_name, names, raw_names, _label_folders(listed, base / spec.image_dir, len(raw_names)),
                              listing_file)
         names = display_names(names, None)

@@ -15,6 +15,18 @@ from datadream_core.models.hub import check_model_path, hub_offline, not_in_cach
 HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+def compute_dtype(mixed_precision: str, device: torch.device) -> torch.dtype | None:
+    """The half dtype a `mixed_precision` setting computes in on `device`; None: fp32.
+
+    On a GPU fp16 or bf16. On a CPU bf16 only: torch's CPU kernels support it (fast where the CPU has AMX or
+    AVX-512 BF16), and a CPU run of a bf16 setting (the rehearsal) goes through the GPU's casting code; fp16 on
+    a CPU would only be slow, so it runs in fp32.
+    """
+    if device.type == "cuda" or mixed_precision == "bf16":
+        return HALF_DTYPES.get(mixed_precision)
+    return None
+
+
 @dataclass
 class SDParts:
     tokenizer: object

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from datadream_core.layout import LORA_FILE
-from datadream_core.models.sd import HALF_DTYPES, load_sd_pipeline
+from datadream_core.models.sd import compute_dtype, load_sd_pipeline
 from datadream_core.synth.sampler import Renderer
 
 
@@ -33,7 +33,7 @@ class SamplingSettings:
 
 
 def pipeline_dtype(settings: SamplingSettings, device: torch.device) -> torch.dtype:
-    return HALF_DTYPES.get(settings.mixed_precision, torch.float32) if device.type == "cuda" else torch.float32
+    return compute_dtype(settings.mixed_precision, device) or torch.float32
 
 
 def load_text2img(sd_path: str, settings: SamplingSettings, device: torch.device, revision: str | None = None):
