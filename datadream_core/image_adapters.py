@@ -136,6 +136,7 @@ def _train_group(parts: SDParts, group: Sequence[AdapterJob], settings: DreamSet
             raise ValueError(f"{job.out_dir}: a per-image adapter trains on one image, not {len(job.examples)}")
         job.out_dir.mkdir(parents=True, exist_ok=True)
     examples = [job.examples[0] for job in group]
+    steps = total_steps(1, settings)  # one image per adapter: an epoch is one step
     resolution = settings.resolution or parts.resolution
     latents = encode_images(parts, [example.path for example in examples], resolution, device)
     latent_size = resolution // parts.vae_scale
@@ -157,16 +158,16 @@ def _train_group(parts: SDParts, group: Sequence[AdapterJob], settings: DreamSet
                 fixed_embeds = parts.text_encoder(tokens)[0]
         optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay,
                                       betas=(settings.adam_beta1, settings.adam_beta2), eps=settings.adam_epsilon)
-        schedule = learning_rate_schedule(optimizer, settings, total_steps(1, settings))
+        schedule = learning_rate_schedule(optimizer, settings, steps)
         scaler = torch.amp.GradScaler("cuda") if half == torch.float16 else None
         checkpoint = group[0].out_dir / CHECKPOINT_FILE
         step, losses = resume_checkpoint(checkpoint, identity, params, optimizer, schedule, scaler)
         if step:
-            LOG.info("resuming %s from step %d of %d", group[0].out_dir, step, total_steps(1, settings))
+            LOG.info("resuming %s from step %d of %d", group[0].out_dir, step, steps)
         losses = losses or [[] for _ in group]
         bar.update(step)
         timesteps_in = parts.noise_scheduler.config.num_train_timesteps
-        while step < total_steps(1, settings):
+        while step < steps:
             generators = [step_generator(seed, job.scope, step) for job in group]
             # per adapter, in the order one trained alone draws them: its crop, its noise, its timestep
             crops = [sample_crop(latent, latent_size, generator, settings.crop)
@@ -197,7 +198,7 @@ def _train_group(parts: SDParts, group: Sequence[AdapterJob], settings: DreamSet
             schedule.step()
             step += 1
             bar.update(1)
-            if step % settings.checkpoint_every == 0 and step < total_steps(1, settings):
+            if step % settings.checkpoint_every == 0 and step < steps:
                 save_checkpoint(checkpoint, identity, step, params, optimizer, schedule, scaler, losses)
         summaries = []
         for index, job in enumerate(group):
