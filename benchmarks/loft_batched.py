@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from benchmarks.models import build_sd  # noqa: E402
-from datadream_core.config import dream_mode_settings, section, validate_config  # noqa: E402
+from datadream_core.config import dream_mode_settings, settings_dataclass, validate_config  # noqa: E402
 from datadream_core.data.fewshot import Shot  # noqa: E402
 from datadream_core.data.miniworld import render_world  # noqa: E402
 from datadream_core.dream import DreamSettings, adapter_jobs, train_adapters  # noqa: E402
@@ -38,7 +38,7 @@ SIZES = {"miniature": (16, 40, 32, True), "real": (2, 2, 512, False)}
 
 def loft_settings(steps: int) -> DreamSettings:
     dream = validate_config({"datasets": {"w": {"source": "miniworld"}}})["dream"]
-    return section(DreamSettings, {**dream_mode_settings(dream, "image"), "epochs": steps, "warmup_steps": 0})
+    return settings_dataclass(DreamSettings, {**dream_mode_settings(dream, "image"), "epochs": steps, "warmup_steps": 0})
 
 
 def shots_of_one_class(folder: Path, count: int, side: int) -> list[Shot]:

@@ -11,7 +11,7 @@ import string
 from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import jsonschema
 import yaml
@@ -87,17 +87,22 @@ def validate_config(config: Mapping[str, Any]) -> dict:
     return resolved
 
 
-# Sections a dataset may override (`datasets.<name>.overrides`), and the keys it may not: those decide
-# which runs exist, so the tables would compare different sets of runs across datasets.
+# Sections a dataset may override (`datasets.<name>.overrides`).
 OVERRIDABLE_SECTIONS = ("dream", "synth", "classify", "fid")
-SHARED_KEYS = {"dream": {"modes"}, "synth": {"generators", "n_synth"}, "classify": {"trainsets", "methods", "search"}}
+# Keys that decide which runs exist: a dataset may not override them, or the tables would compare different
+# sets of runs across datasets.
+RUN_KEYS = {"dream": {"modes"}, "synth": {"generators", "n_synth"}, "classify": {"trainsets", "methods", "search"}}
+# Keys that shape the DAG rather than any one job's outputs: which runs exist, and how many classes one job
+# takes. No job's settings hold them.
+DAG_KEYS = {**RUN_KEYS, "dream": RUN_KEYS["dream"] | {"classes_per_job"},
+            "synth": RUN_KEYS["synth"] | {"classes_per_job"}}
 
 
 def _check_overrides(config: dict, schema: dict) -> None:
     for name, dataset in config["datasets"].items():
         for section_name, values in (dataset.get("overrides") or {}).items():
             where = f"datasets.{name}.overrides.{section_name}"
-            shared = sorted(set(values) & SHARED_KEYS.get(section_name, set()))
+            shared = sorted(set(values) & RUN_KEYS.get(section_name, set()))
             if shared:
                 raise ConfigError(f"config key '{where}.{shared[0]}' cannot be set per dataset: it decides which runs"
                                   f" the tables compare; set '{section_name}.{shared[0]}' for all datasets")
@@ -113,6 +118,12 @@ def dataset_section(config: Mapping[str, Any], dataset: str, name: str) -> dict:
     """Section `name` as dataset `dataset` runs it: the global section with the dataset's overrides on top."""
     overrides = (config["datasets"][dataset].get("overrides") or {}).get(name, {})
     return {**config[name], **overrides}
+
+
+def job_section(config: Mapping[str, Any], dataset: str, name: str) -> dict:
+    """`dataset_section` less the keys that shape the DAG: the settings a job of that stage may read."""
+    return {key: value for key, value in dataset_section(config, dataset, name).items()
+            if key not in DAG_KEYS.get(name, ())}
 
 
 def check_prompt_template(template: str) -> None:
@@ -195,24 +206,36 @@ def dream_mode_settings(dream: Mapping[str, Any], mode: str) -> dict:
 
 
 # Keys proven not to change any output, only how fast a job runs (resume is exact whatever the checkpoint
-# interval; image i depends on (seed, class, i) alone whatever the batch or chunk; the val cache and loader
-# workers return the same pixels). Jobs get them as `OutputNeutral`, which Snakemake's params trigger ignores.
+# interval; image i depends on (seed, class, i) alone whatever the batch; the val cache and loader workers
+# return the same pixels). A job's JobSettings leave them out of what Snakemake's rerun check compares.
 SPEED_ONLY_KEYS = {
-    "dream": frozenset({"classes_per_job", "checkpoint_every"}),
-    "synth": frozenset({"classes_per_job", "batch_size"}),
+    "dream": frozenset({"checkpoint_every"}),
+    "synth": frozenset({"batch_size"}),
     "classify": frozenset({"workers", "eval_cache_mb"}),
 }
 
 
 @dataclass(frozen=True)
 class OutputNeutral:
-    """Job settings that cannot change the job's outputs (speed keys, where a model lives on disk).
-
-    They still reach the job through its rule's `params`, but Snakemake records only params of builtin
-    types for its rerun check, so wrapping them here keeps a change to them from replanning anything.
-    """
+    """A params value that cannot change the job's outputs (where a model lives on disk, which classes a chunk
+    job takes: its outputs name them). Snakemake records only params of builtin types for its rerun check, so
+    wrapping them here keeps a change to them from replanning anything."""
 
     values: Mapping[str, Any]
+
+
+class JobSettings(dict):
+    """Every setting a job reads, one params value: `tracked` are those that can change its outputs, the rest
+    (speed keys, where a model lives) cannot. Snakemake's rerun check compares a params value by its repr, so
+    the repr shows the tracked settings only; a change to the rest replans nothing."""
+
+    def __init__(self, values: Mapping[str, Any], untracked: Iterable[str] = ()):
+        super().__init__(canonical(dict(values)))
+        untracked = set(untracked)
+        self.tracked = {key: value for key, value in self.items() if key not in untracked}
+
+    def __repr__(self) -> str:
+        return repr(self.tracked)
 
 
 def canonical(value: Any) -> Any:
@@ -228,18 +251,7 @@ def canonical(value: Any) -> Any:
     return value
 
 
-def split_settings(values: Mapping[str, Any], neutral_keys) -> tuple[dict, OutputNeutral]:
-    """(the settings that determine outputs, in canonical key order; the output-neutral rest)."""
-    tracked = canonical({key: value for key, value in values.items() if key not in neutral_keys})
-    return tracked, OutputNeutral({key: value for key, value in values.items() if key in neutral_keys})
-
-
-def job_settings(tracked: Mapping[str, Any], neutral: OutputNeutral) -> dict:
-    """What a job script works with: both halves of `split_settings` again."""
-    return {**neutral.values, **tracked}
-
-
-def section(cls, values: Mapping[str, Any]):
+def settings_dataclass(cls, values: Mapping[str, Any]):
     """Build a settings dataclass from a validated config section, ignoring keys it does not use."""
     names = {field.name for field in fields(cls)}
     return cls(**{key: value for key, value in values.items() if key in names})

@@ -1,7 +1,7 @@
 # Classifier stage: one CLIP classifier per dataset, train set (with its method: lora, coop, vpt), shots, seed
 # and n_synth; the zero-shot classifier, which trains on nothing, is evaluated once per dataset and filed under
 # every (shots, seed). With classify.search, each grid point is a job of its own and the best-val point is filed.
-from datadream_core.classify.trainsets import classifier_trainsets, method_settings, parse_trainset, search_points
+from datadream_core.classify.trainsets import KINDS, classifier_trainsets, method_settings, parse_trainset, search_points
 
 # Zero-shot CLIP is only evaluated: of the classify section, these keys can change its result.
 ZEROSHOT_KEYS = ("logit_scale", "eval_batch_size", "mixed_precision")
@@ -36,46 +36,39 @@ def classifier_inputs(wildcards):
     return files
 
 
-def classifier_params(wildcards):
-    """(tracked, OutputNeutral) settings of one classifier job: its method's resolved section for the dataset
-    and K, with the search point's values when the job is one point of classify.search."""
+def classifier_settings(dataset, wildcards):
+    """One classifier job's settings: its method's resolved section for the dataset and K, with the search
+    point's values when the job is one point of classify.search."""
     point = wildcards.point if "point" in wildcards.keys() else None
-    return resolved_classifier_settings(wildcards.dataset, parse_trainset(wildcards.trainset).method,
-                                        int(wildcards.shots), point)
+    return resolved_classifier_settings(dataset, parse_trainset(wildcards.trainset).method, int(wildcards.shots), point)
 
 
 @lru_cache(maxsize=None)
 def resolved_classifier_settings(dataset, method, shots, point):
-    """Computed once per (dataset, method, K, point): four params of every classifier job read it."""
     resolved = method_settings(dataset_section(config, dataset, "classify"), method, shots,
                                SEARCH_POINTS[point] if point else None)
-    return split_settings(resolved, SPEED_ONLY_KEYS["classify"])
+    return JobSettings(resolved, SPEED_ONLY_KEYS["classify"])
 
 
-def zeroshot_params(wildcards):
-    resolved = method_settings(dataset_section(config, wildcards.dataset, "classify"), "lora", 0)
-    tracked = canonical({key: value for key, value in resolved.items() if key in ZEROSHOT_KEYS})
-    return tracked, OutputNeutral({key: value for key, value in resolved.items() if key not in ZEROSHOT_KEYS})
+def zeroshot_settings(dataset, wildcards):
+    resolved = method_settings(dataset_section(config, dataset, "classify"), "lora", 0)
+    return JobSettings(resolved, set(resolved) - set(ZEROSHOT_KEYS))
 
 
-def classifier_made_from(settings_of):
-    def made_from(wildcards):
-        return {"settings_digest": digest(settings_of(wildcards)[0]), "model_identity": CLIP_IDENTITY}
-
-    return made_from
-
-
-def classifier_runs():
-    """(train set, shots, seed, n_synth) of every configured method, train set, shots and seed; synthetic sets use
-    synth.n_synth images."""
-    return [(name, shots, seed, config["synth"]["n_synth"] if parse_trainset(name).generator else 0)
-            for name in classifier_trainsets(config["classify"], GENERATORS) for shots in SHOTS for seed in SEEDS]
+def classifier_runs(methods=None, kinds=KINDS, shots=SHOTS, n_synth=(N_SYNTH,), generators=GENERATORS,
+                    datasets=DATASETS):
+    """(dataset, train set, shots, seed, n_synth) of the classifier runs of `methods` (default: every configured
+    one) and train set `kinds` at these K and n_synth values; train sets without synthetic images use n_synth 0.
+    The one list of runs: the classifier targets, the tables and the compute table read it."""
+    return sorted({(dataset, name, k, seed, n if parse_trainset(name).generator else 0)
+                   for name in classifier_trainsets(config["classify"], generators, methods, kinds)
+                   for dataset in datasets for k in shots for seed in SEEDS for n in n_synth})
 
 
 def classifier_targets(dataset):
     """metrics.json and per_class.csv of every classifier run, and of the one zero-shot evaluation."""
-    paths = [path for run in classifier_runs()
-             for path in (layout.clf_metrics(dataset, *run), layout.clf_per_class(dataset, *run))]
+    paths = [path for run in classifier_runs(datasets=[dataset])
+             for path in (layout.clf_metrics(*run), layout.clf_per_class(*run))]
     if "zeroshot" in config["classify"]["trainsets"]:
         paths += [f"{layout.zeroshot_dir(dataset)}/metrics.json", f"{layout.zeroshot_dir(dataset)}/per_class.csv"]
     return paths
@@ -86,9 +79,7 @@ CLASSIFIER_PARAMS = dict(
     shots=lambda wildcards: int(wildcards.shots),
     seed=lambda wildcards: int(wildcards.seed),
     n_synth=lambda wildcards: int(wildcards.n_synth),
-    settings=lambda wildcards: classifier_params(wildcards)[0],
-    neutral=lambda wildcards: classifier_params(wildcards)[1],
-    made_from=classifier_made_from(classifier_params),
+    **settings_params(classifier_settings, model=CLIP_IDENTITY),
     clip_location=CLIP_LOCATION,
 )
 
@@ -133,9 +124,7 @@ rule evaluate_zeroshot:
         shots=0,
         seed=0,
         n_synth=0,
-        settings=lambda wildcards: zeroshot_params(wildcards)[0],
-        neutral=lambda wildcards: zeroshot_params(wildcards)[1],
-        made_from=classifier_made_from(zeroshot_params),
+        **settings_params(zeroshot_settings, model=CLIP_IDENTITY),
         clip_location=CLIP_LOCATION,
     threads: config["threads"]["classify"]
     resources:

@@ -1,15 +1,15 @@
 # Names, paths and job settings shared by the rule files: plain functions of the config, no torch.
 #
-# The cache contract: every setting that can change a job's outputs reaches it through `params` (Snakemake
-# replans the job when one changes); settings proven not to (speed keys, where a model lives on disk) reach
-# it as OutputNeutral, which the rerun check ignores. Models and data enter params by content identity.
+# The cache contract: every setting a job reads reaches it through `params` (`settings_params`); Snakemake
+# replans the job when one that can change its outputs changes, and ignores the rest (speed keys, where a
+# model lives on disk). Models and data enter params by content identity.
 from functools import lru_cache
 from pathlib import Path
 
 from datadream_core import layout
 from datadream_core.chunks import chunk_classes, class_chunks, shard_count
-from datadream_core.config import (SPEED_ONLY_KEYS, DatasetSpec, OutputNeutral, canonical, dataset_section,
-                                   dream_mode_settings, fewshot_size, split_settings, synth_count)
+from datadream_core.config import (SPEED_ONLY_KEYS, DatasetSpec, JobSettings, OutputNeutral, canonical,
+                                   dataset_section, dream_mode_settings, fewshot_size, job_section, synth_count)
 from datadream_core.data.build import class_count
 from datadream_core.data.fewshot import split_needs
 from datadream_core.identity import DigestCache, clip_identity, digest, listing_digest, model_identity
@@ -19,6 +19,7 @@ DATASETS = sorted(config["datasets"])
 SEEDS = config["seeds"]
 SHOTS = config["shots"]
 FEWSHOT_SIZE = fewshot_size(config)
+N_SYNTH = config["synth"]["n_synth"]  # per class, for the main tables; SYNTH_COUNT adds the scaling runs
 SYNTH_COUNT = synth_count(config)
 GENERATORS = config["synth"]["generators"]
 SCALING = config["scaling"]
@@ -35,9 +36,8 @@ JOB_ENV = "../envs/datadream.yaml"
 # The script of every model rule: it runs the rule's `adapter` script, forked from a warm interpreter where the
 # run has one (`make run`), and writes the job's cost record (its `cost` output) for the compute table.
 MODEL_JOB = "../workflow_scripts/model_job.py"
-# Keys of a section that shape the DAG (which runs exist) rather than any one job's outputs.
-# (classify's are dropped by classify.trainsets.method_settings.)
-DAG_KEYS = {"dream": {"modes", "classes_per_job"}, "synth": {"generators", "n_synth", "classes_per_job"}}
+# The resources of a light job (tables, figures, merges): the slurm profile's smallest ask.
+LIGHT_RESOURCES = {"mem_mb": 2000, "runtime": 10}
 
 
 wildcard_constraints:
@@ -89,21 +89,20 @@ def clip_model_input(wildcards):
     return [CLIP_MODEL_MARKER] if CLIP_CONFIG["build_tiny"] else []
 
 
-# ---- settings per dataset and stage -----------------------------------------------------------------------
-def section_of(dataset, name):
-    """Section `name` as `dataset` runs it (its `overrides` on top), without the DAG-shaping keys."""
-    values = dataset_section(config, dataset, name)
-    return {key: value for key, value in values.items() if key not in DAG_KEYS.get(name, set())}
+# ---- settings: the one way a job gets them -----------------------------------------------------------------
+def settings_params(settings_of, model=None, dataset=None):
+    """`**`-expanded into a model rule's params: `settings`, the job's JobSettings `settings_of(dataset,
+    wildcards)`, and given the `model`'s identity, `made_from`: the provenance its outputs record (the job adds
+    its data's identity). `dataset` stands for the {dataset} wildcard of a rule whose paths name it literally."""
 
+    def settings(wildcards):
+        return settings_of(dataset or wildcards.dataset, wildcards)
 
-@lru_cache(maxsize=None)
-def stage_settings(dataset, name, keys=None):
-    """(tracked settings, OutputNeutral rest) of a section for one dataset; `keys` narrows the tracked ones."""
-    tracked, neutral = split_settings(section_of(dataset, name), SPEED_ONLY_KEYS.get(name, frozenset()))
-    if keys is not None:
-        neutral = OutputNeutral({**neutral.values, **{k: v for k, v in tracked.items() if k not in keys}})
-        tracked = {k: v for k, v in tracked.items() if k in keys}
-    return tracked, neutral
+    params = {"settings": settings}
+    if model is not None:
+        params["made_from"] = lambda wildcards: {"settings_digest": digest(settings(wildcards).tracked),
+                                                 "model_identity": model}
+    return params
 
 
 def classes_per_job(dataset, stage):

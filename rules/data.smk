@@ -74,10 +74,8 @@ rule sample_fewshot:
     params:
         max_shots=FEWSHOT_SIZE,
         needs=split_needs_of,
-    threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **LIGHT_RESOURCES,
     conda:
         JOB_ENV
     script:
@@ -103,10 +101,8 @@ rule fabricate_coop:
         per_split={"train": 2, "val": 1, "test": 2},
         size=[500, 375],
         seed=0,
-    threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **LIGHT_RESOURCES,
     conda:
         JOB_ENV
     script:

@@ -4,18 +4,10 @@
 # one small adapter per real shot, in the same class chunks: each chunk declares every shot's adapter files.
 
 
-def dream_params(wildcards, mode="cls"):
-    """The dataset's dream settings for one mode (see datadream_core.config.dream_mode_settings)."""
-    tracked, neutral = stage_settings(wildcards.dataset, "dream")
-    return dream_mode_settings(tracked, mode), neutral
-
-
-def dset_params(wildcards):
-    return dream_params(wildcards, "dset")
-
-
-def image_params(wildcards):
-    return dream_params(wildcards, "image")
+def dream_settings(mode):
+    """The dream settings of one adapter kind as a dataset runs them (datadream_core.config.dream_mode_settings)."""
+    return lambda dataset, wildcards: JobSettings(dream_mode_settings(job_section(config, dataset, "dream"), mode),
+                                                  SPEED_ONLY_KEYS["dream"])
 
 
 def dream_cost(mode, dataset, shots, seed, chunk=None):
@@ -26,15 +18,6 @@ def dream_cost(mode, dataset, shots, seed, chunk=None):
 def image_cost(dataset, seed, chunk):
     """The cost record of a LoFT job: the per-image adapters of a class chunk."""
     return layout.job_cost_file("train_lora_image", dataset, f"seed{seed}/{chunk}")
-
-
-def adapter_made_from(settings_of):
-    """Provenance recorded in every adapter's train.json (the job adds the data identity of its index)."""
-
-    def made_from(wildcards):
-        return {"settings_digest": digest(settings_of(wildcards)[0]), "model_identity": SD_IDENTITY}
-
-    return made_from
 
 
 rule train_lora_dset:
@@ -51,9 +34,7 @@ rule train_lora_dset:
     params:
         adapter="train_lora.py",
         chunk=OutputNeutral({"classes": None}),
-        settings=lambda wildcards: dset_params(wildcards)[0],
-        neutral=lambda wildcards: dset_params(wildcards)[1],
-        made_from=adapter_made_from(dset_params),
+        **settings_params(dream_settings("dset"), model=SD_IDENTITY),
         sd_location=SD_LOCATION,
     threads: config["threads"]["lora"]
     priority: 2  # the longest chains (adapter -> images -> classifiers) start first
@@ -86,9 +67,7 @@ for _dataset, _chunk in chunks_of("dream"):
         params:
             adapter="train_lora.py",
             chunk=OutputNeutral({"classes": list(chunk_classes(_chunk))}),  # named by the outputs
-            settings=for_dataset(lambda wildcards: dream_params(wildcards)[0], _dataset),
-            neutral=for_dataset(lambda wildcards: dream_params(wildcards)[1], _dataset),
-            made_from=for_dataset(adapter_made_from(dream_params), _dataset),
+            **settings_params(dream_settings("cls"), model=SD_IDENTITY, dataset=_dataset),
             sd_location=SD_LOCATION,
         threads: config["threads"]["lora"]
         priority: 2
@@ -123,9 +102,7 @@ if "loft" in GENERATORS:
                 adapter="train_lora.py",
                 # which adapters, not how: see output
                 chunk=OutputNeutral({"classes": list(chunk_classes(_chunk)), "shots_per_class": FEWSHOT_SIZE}),
-                settings=for_dataset(lambda wildcards: image_params(wildcards)[0], _dataset),
-                neutral=for_dataset(lambda wildcards: image_params(wildcards)[1], _dataset),
-                made_from=for_dataset(adapter_made_from(image_params), _dataset),
+                **settings_params(dream_settings("image"), model=SD_IDENTITY, dataset=_dataset),
                 sd_location=SD_LOCATION,
             threads: config["threads"]["lora"]
             priority: 2

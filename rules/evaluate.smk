@@ -2,9 +2,9 @@
 # Real-image features are extracted once per dataset, real split and feature type, then reused.
 
 
-def fid_params(wildcards):
-    """The dataset's fid section, with the feature model's identity."""
-    fid = section_of(wildcards.dataset, "fid")
+def fid_settings(dataset, wildcards):
+    """The dataset's fid section with the feature model: by identity, and where it lives."""
+    fid = dataset_section(config, dataset, "fid")
     weights = fid["inception_weights"]
     if fid["features"] == "clip":
         model = CLIP_IDENTITY
@@ -12,12 +12,12 @@ def fid_params(wildcards):
         model = model_identity(weights, cache=_DIGESTS)
     else:
         model = "pytorch-fid:pt_inception-2015-12-05"
-    tracked = {key: value for key, value in fid.items() if key != "inception_weights"}
-    return canonical({**tracked, "model_identity": model}), OutputNeutral({"inception_weights": weights, **CLIP_LOCATION.values})
+    return JobSettings({**fid, "model_identity": model, **CLIP_LOCATION.values},
+                       {"inception_weights", *CLIP_LOCATION.values})
 
 
 def fid_real_path(dataset):
-    fid = section_of(dataset, "fid")
+    fid = dataset_section(config, dataset, "fid")
     return layout.fid_real_features(dataset, fid["real_split"], fid["features"])
 
 
@@ -31,7 +31,7 @@ def fid_cost(dataset, generator, shots, seed):
 
 def fid_model_input(wildcards):
     """The tiny CLIP when this workflow builds the CLIP that FID uses; else nothing."""
-    return clip_model_input(wildcards) if section_of(wildcards.dataset, "fid")["features"] == "clip" else []
+    return clip_model_input(wildcards) if dataset_section(config, wildcards.dataset, "fid")["features"] == "clip" else []
 
 
 def fid_targets(dataset):
@@ -56,8 +56,7 @@ rule fid_real_features:
         features="inception|clip",
     params:
         adapter="fid_real_features.py",
-        settings=lambda wildcards: fid_params(wildcards)[0],
-        neutral=lambda wildcards: fid_params(wildcards)[1],
+        **settings_params(fid_settings),
     threads: config["threads"]["fid"]
     resources:
         mem_mb=memory_ask("fid_real_features"),
@@ -84,9 +83,8 @@ rule fid_per_class:
         "logs/fid_per_class/{dataset}_{generator}_k{shots}_seed{seed}.log",
     params:
         adapter="fid_per_class.py",
-        settings=lambda wildcards: fid_params(wildcards)[0],
-        neutral=lambda wildcards: fid_params(wildcards)[1],
-        n_synth=config["synth"]["n_synth"],  # the images the main classifiers train on, not the scaling extras
+        **settings_params(fid_settings),
+        n_synth=N_SYNTH,  # the images the main classifiers train on, not the scaling extras
     threads: config["threads"]["fid"]
     resources:
         mem_mb=memory_ask("fid_per_class"),

@@ -12,10 +12,8 @@ if config["models"]["sd"]["build_tiny"]:
         params:
             adapter="build_tiny_model.py",
             kind="sd",
-        threads: 1
         resources:
-            mem_mb=2000,
-            runtime=10,
+            **LIGHT_RESOURCES,
         conda:
             JOB_ENV
         script:
@@ -32,10 +30,8 @@ if config["models"]["clip"]["build_tiny"]:
         params:
             adapter="build_tiny_model.py",
             kind="clip",
-        threads: 1
         resources:
-            mem_mb=2000,
-            runtime=10,
+            **LIGHT_RESOURCES,
         conda:
             JOB_ENV
         script:
@@ -53,10 +49,8 @@ if config["synth"]["captioner_build_tiny"]:
             "logs/build_tiny_models/captioner.log",
         params:
             adapter="build_tiny_captioner.py",
-        threads: 1
         resources:
-            mem_mb=2000,
-            runtime=10,
+            **LIGHT_RESOURCES,
         conda:
             JOB_ENV
         script:

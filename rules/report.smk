@@ -5,39 +5,17 @@ REPORT = config["report"]
 REPORT_SHOTS = REPORT["shots"] or max(SHOTS)
 if REPORT_SHOTS not in set(SHOTS) | set(config["scaling"]["shots"]):
     raise ValueError(f"report.shots {REPORT_SHOTS} is in neither `shots` {SHOTS} nor `scaling.shots`: no runs have that K")
-REPORT_GENERATORS = config["synth"]["generators"]
-REPORT_N_SYNTH = config["synth"]["n_synth"]
-REPORT_KINDS = config["classify"]["trainsets"]
-SCALING_N_SYNTH = sorted(set(config["scaling"]["n_synth"]) | {REPORT_N_SYNTH})
+SCALING_N_SYNTH = sorted(set(config["scaling"]["n_synth"]) | {N_SYNTH})
 SCALING_SHOTS = sorted(set(config["scaling"]["shots"]) | set(SHOTS))
 TABLE_STEMS = ["table1_accuracy", "table2_comparison", "table_fid"]
-# Table 2's few-shot baselines: the real shots under each configured method other than LoRA.
-REPORT_METHODS = config["classify"]["methods"]
-BASELINE_TRAINSETS = [f"real/{method}" for method in REPORT_METHODS
-                      if method != "lora" and "real" in config["classify"][method]["trainsets"]]
+# The train set kinds of the paper's classifier (LoRA), in config order: the rows of Table 1.
+LORA_KINDS = config["classify"]["trainsets"]
+CLASSIFY_METHODS = config["classify"]["methods"]
 
 
-def trainsets_of(kinds, n_synth, generators):
-    """(trainset, n_synth) of each configured classifier kind in `kinds`; zero-shot and real use n0."""
-    pairs = []
-    for kind in REPORT_KINDS:
-        if kind not in kinds:
-            continue
-        if kind in ("zeroshot", "real"):
-            pairs.append((kind, 0))
-        else:
-            pairs += [(f"{kind}_{generator}", n_synth) for generator in generators]
-    return pairs
-
-
-def run_keys(shots_values, n_values, kinds, generators=REPORT_GENERATORS, datasets=DATASETS):
-    """(dataset, trainset, shots, seed, n_synth) of the classifier runs of `kinds` at these K and n_synth values."""
-    return {(dataset, trainset, shots, seed, n) for dataset in datasets for seed in SEEDS for shots in shots_values
-            for n_synth in n_values for trainset, n in trainsets_of(kinds, n_synth, generators)}
-
-
-def metrics_files(shots_values, n_values, kinds, generators=REPORT_GENERATORS, datasets=DATASETS):
-    return sorted(layout.clf_metrics(*key) for key in run_keys(shots_values, n_values, kinds, generators, datasets))
+def metrics_files(**runs):
+    """metrics.json of `classifier_runs(**runs)`, LoRA's unless `methods` says otherwise."""
+    return [layout.clf_metrics(*run) for run in classifier_runs(**{"methods": ["lora"], **runs})]
 
 
 def paper_names():
@@ -51,18 +29,18 @@ def paper_names():
 
 def fid_summaries():
     return [layout.fid_summary(dataset, generator, REPORT_SHOTS, seed)
-            for dataset in DATASETS for generator in REPORT_GENERATORS for seed in SEEDS]
+            for dataset in DATASETS for generator in GENERATORS for seed in SEEDS]
 
 
 def fid_histogram_inputs(wildcards):
     return {generator: [layout.fid_per_class(wildcards.dataset, generator, REPORT_SHOTS, seed) for seed in SEEDS]
-            for generator in REPORT_GENERATORS}
+            for generator in GENERATORS}
 
 
 def grid_inputs(wildcards):
     manifests = {
         generator: layout.synth_manifest(wildcards.dataset, generator, REPORT_SHOTS, SEEDS[0])
-        for generator in REPORT_GENERATORS
+        for generator in GENERATORS
     }
     return {
         "classes": layout.classes_csv(wildcards.dataset),
@@ -91,11 +69,11 @@ def grid_targets(dataset):
 def trained_runs():
     """(dataset, trainset, shots, seed, n_synth) of every trained run, the scaling figures' too (their inputs
     less zero-shot, which trains nothing)."""
-    main = {(dataset, *run) for dataset in DATASETS for run in classifier_runs() if parse_trainset(run[0]).trains}
-    scaling = (run_keys([REPORT_SHOTS], SCALING_N_SYNTH, ["real", "synth", "real+synth"], SCALING_GENERATORS,
-                        SCALING_DATASETS)
-               | run_keys(SCALING_SHOTS, [REPORT_N_SYNTH], ["real", "real+synth"], SCALING_GENERATORS, SCALING_DATASETS))
-    return sorted(main | scaling)
+    scaling = dict(methods=["lora"], generators=SCALING_GENERATORS, datasets=SCALING_DATASETS)
+    return sorted({run for run in classifier_runs() if parse_trainset(run[1]).trains}
+                  | set(classifier_runs(kinds=["real", "synth", "real+synth"], shots=[REPORT_SHOTS],
+                                        n_synth=SCALING_N_SYNTH, **scaling))
+                  | set(classifier_runs(kinds=["real", "real+synth"], shots=SCALING_SHOTS, **scaling)))
 
 
 def searched_runs():
@@ -132,7 +110,7 @@ def job_costs(wildcards):
         costs += [caption_cost(dataset, shots, seed) for generator, shots, seed in runs if generator == "disef"]
         costs += [generation_cost(dataset, *run, chunk, shard) for run in runs
                   for of_dataset, chunk in chunks_of("synth") if of_dataset == dataset for shard in range(n_shards(dataset))]
-        fid = section_of(dataset, "fid")
+        fid = dataset_section(config, dataset, "fid")
         costs.append(fid_real_cost(dataset, fid["real_split"], fid["features"]))
         costs += [fid_cost(dataset, generator, shots, seed) for generator in GENERATORS for shots in SHOTS for seed in SEEDS]
         if "zeroshot" in config["classify"]["trainsets"]:
@@ -156,10 +134,8 @@ rule compute_table:
         ),
     log:
         "logs/report/compute_table.log",
-    threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **LIGHT_RESOURCES,
     conda:
         JOB_ENV
     script:
@@ -168,8 +144,8 @@ rule compute_table:
 
 rule table_accuracy:
     input:
-        metrics_files([REPORT_SHOTS], [REPORT_N_SYNTH], ["zeroshot", "real", "synth", "real+synth"])
-        + [layout.clf_metrics(d, trainset, REPORT_SHOTS, seed, 0) for d in DATASETS for trainset in BASELINE_TRAINSETS for seed in SEEDS],
+        metrics_files(shots=[REPORT_SHOTS])  # Table 2's few-shot baselines: the other methods on the real shots
+        + metrics_files(methods=[m for m in CLASSIFY_METHODS if m != "lora"], kinds=["real"], shots=[REPORT_SHOTS]),
     output:
         table1_csv=layout.summary_file("table1_accuracy.csv"),
         table1_md=layout.summary_file("table1_accuracy.md"),
@@ -191,17 +167,15 @@ rule table_accuracy:
         "logs/report/table_accuracy.log",
     params:
         datasets=DATASETS,
-        generators=REPORT_GENERATORS,
-        trainsets=REPORT_KINDS,
+        generators=GENERATORS,
+        trainsets=LORA_KINDS,
         seeds=SEEDS,
         shots=REPORT_SHOTS,
-        n_synth=REPORT_N_SYNTH,
+        n_synth=N_SYNTH,
         paper_names=paper_names(),
-        methods=REPORT_METHODS,
-    threads: 1
+        methods=CLASSIFY_METHODS,
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **LIGHT_RESOURCES,
     conda:
         JOB_ENV
     script:
@@ -225,15 +199,13 @@ rule table_fid:
         "logs/report/table_fid.log",
     params:
         datasets=DATASETS,
-        generators=REPORT_GENERATORS,
+        generators=GENERATORS,
         seeds=SEEDS,
         shots=REPORT_SHOTS,
         features=config["fid"]["features"],
         split=config["fid"]["real_split"],
-    threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **LIGHT_RESOURCES,
     conda:
         JOB_ENV
     script:
@@ -254,15 +226,13 @@ rule fid_histogram:
     log:
         "logs/report/fid_histogram_{dataset}.log",
     params:
-        generators=REPORT_GENERATORS,
+        generators=GENERATORS,
         seeds=SEEDS,
         shots=REPORT_SHOTS,
         features=config["fid"]["features"],
         split=config["fid"]["real_split"],
-    threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **LIGHT_RESOURCES,
     conda:
         JOB_ENV
     script:
@@ -271,8 +241,8 @@ rule fid_histogram:
 
 rule scaling_nsynth:
     input:
-        metrics_files([REPORT_SHOTS], SCALING_N_SYNTH, ["zeroshot", "real", "synth", "real+synth"], SCALING_GENERATORS,
-                      SCALING_DATASETS),
+        metrics_files(shots=[REPORT_SHOTS], n_synth=SCALING_N_SYNTH, generators=SCALING_GENERATORS,
+                      datasets=SCALING_DATASETS),
     output:
         report(
             layout.summary_file("figures/scaling_nsynth.png"),
@@ -286,14 +256,12 @@ rule scaling_nsynth:
         axis="n_synth",
         datasets=SCALING_DATASETS,
         generators=SCALING_GENERATORS,
-        trainsets=REPORT_KINDS,
+        trainsets=LORA_KINDS,
         seeds=SEEDS,
         shots=REPORT_SHOTS,
         points=SCALING_N_SYNTH,
-    threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **LIGHT_RESOURCES,
     conda:
         JOB_ENV
     script:
@@ -302,8 +270,9 @@ rule scaling_nsynth:
 
 rule scaling_shots:
     input:
-        metrics_files(SCALING_SHOTS, [REPORT_N_SYNTH], ["real", "real+synth"], SCALING_GENERATORS, SCALING_DATASETS)
-        + metrics_files([REPORT_SHOTS], [REPORT_N_SYNTH], ["zeroshot"], datasets=SCALING_DATASETS),
+        metrics_files(kinds=["real", "real+synth"], shots=SCALING_SHOTS, generators=SCALING_GENERATORS,
+                      datasets=SCALING_DATASETS)
+        + metrics_files(kinds=["zeroshot"], shots=[REPORT_SHOTS], datasets=SCALING_DATASETS),
     output:
         report(
             layout.summary_file("figures/scaling_shots.png"),
@@ -317,14 +286,12 @@ rule scaling_shots:
         axis="shots",
         datasets=SCALING_DATASETS,
         generators=SCALING_GENERATORS,
-        trainsets=REPORT_KINDS,
+        trainsets=LORA_KINDS,
         seeds=SEEDS,
-        n_synth=REPORT_N_SYNTH,
+        n_synth=N_SYNTH,
         points=SCALING_SHOTS,
-    threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **LIGHT_RESOURCES,
     conda:
         JOB_ENV
     script:
@@ -344,15 +311,13 @@ rule sample_grid:
     log:
         "logs/report/sample_grid_{dataset}.log",
     params:
-        generators=REPORT_GENERATORS,
+        generators=GENERATORS,
         shots=REPORT_SHOTS,
         seed=SEEDS[0],
         images=REPORT["grid_images"],
         classes=REPORT["grid_classes"],
-    threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **LIGHT_RESOURCES,
     conda:
         JOB_ENV
     script:

@@ -18,13 +18,18 @@ GENERATOR_KEYS = {
 CAPTION_KEYS = ("caption_max_tokens", "caption_batch_size")
 
 
-def generation_params(wildcards):
-    tracked, neutral = stage_settings(wildcards.dataset, "synth", GENERATOR_KEYS[wildcards.generator])
-    return canonical({**tracked, "n_images": SYNTH_COUNT}), neutral
+def synth_settings(dataset, tracked, **more):
+    """The dataset's synth section and `more`, of which `tracked` (and `more`) can change the job's outputs."""
+    values = {**job_section(config, dataset, "synth"), **more}
+    return JobSettings(values, set(values) - set(tracked) - set(more))
 
 
-def generation_made_from(wildcards):
-    return {"settings_digest": digest(generation_params(wildcards)[0]), "model_identity": SD_IDENTITY}
+def generation_settings(dataset, wildcards):
+    return synth_settings(dataset, GENERATOR_KEYS[wildcards.generator], n_images=SYNTH_COUNT)
+
+
+def caption_settings(dataset, wildcards):
+    return synth_settings(dataset, CAPTION_KEYS)
 
 
 def captioner_input(wildcards):
@@ -106,8 +111,7 @@ rule caption_shots:
     params:
         adapter="caption_shots.py",
         shots=lambda wildcards: int(wildcards.shots),
-        settings=lambda wildcards: stage_settings(wildcards.dataset, "synth", CAPTION_KEYS)[0],
-        neutral=lambda wildcards: stage_settings(wildcards.dataset, "synth", CAPTION_KEYS)[1],
+        **settings_params(caption_settings),
         captioner=lambda wildcards: captioner_identity(),
     threads: config["threads"]["synth"]
     resources:
@@ -144,9 +148,7 @@ for _dataset, _chunk in chunks_of("synth"):
             params:
                 adapter="generate.py",
                 chunk=OutputNeutral({"classes": list(chunk_classes(_chunk)), "shard": _shard}),  # named by the outputs
-                settings=for_dataset(lambda wildcards: generation_params(wildcards)[0], _dataset),
-                neutral=for_dataset(lambda wildcards: generation_params(wildcards)[1], _dataset),
-                made_from=for_dataset(generation_made_from, _dataset),
+                **settings_params(generation_settings, model=SD_IDENTITY, dataset=_dataset),
                 filter_clip=filter_clip,
                 sd_location=SD_LOCATION,
                 filter_clip_location=FILTER_CLIP_LOCATION,
@@ -169,10 +171,8 @@ rule merge_manifest:
         layout.synth_manifest("{dataset}", "{generator}", "{shots}", "{seed}"),
     log:
         "logs/merge_manifest/{dataset}/{generator}/k{shots}_seed{seed}.log",
-    threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **LIGHT_RESOURCES,
     conda:
         JOB_ENV
     script:

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from datadream_core.config import dream_mode_settings, section, validate_config
+from datadream_core.config import dream_mode_settings, settings_dataclass, validate_config
 from datadream_core.data.fewshot import Shot, read_fewshot
 from datadream_core.data.miniworld import render_world
 from datadream_core.dream import (FINISHED_DIR, LORA_FILE, UNET_LORA_TARGETS, DreamSettings, adapted_modules, add_lora,
@@ -33,7 +33,7 @@ PROMPTS = ["a photo of a blicket", "a photo of a dax"]
 def loft_settings(**changes) -> DreamSettings:
     """The per-image adapter settings a workflow job gets from the schema's defaults."""
     dream = validate_config({"datasets": {"w": {"source": "miniworld"}}})["dream"]
-    return section(DreamSettings, {**dream_mode_settings(dream, "image"), **changes})
+    return settings_dataclass(DreamSettings, {**dream_mode_settings(dream, "image"), **changes})
 
 
 @pytest.fixture(scope="module")

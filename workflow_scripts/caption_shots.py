@@ -2,13 +2,12 @@
 
 import torch
 
-from datadream_core.config import job_settings
 from datadream_core.data.fewshot import read_fewshot
 from datadream_core.jobs import start_snakemake_job
 from datadream_core.synth.captions import caption_shots
 
 log = start_snakemake_job(snakemake)
-settings = job_settings(snakemake.params.settings, snakemake.params.neutral)
+settings = snakemake.params.settings
 shots = read_fewshot(snakemake.input.fewshot, snakemake.params.shots)
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 count = caption_shots(shots, snakemake.output[0], settings["captioner"], batch_size=settings["caption_batch_size"],

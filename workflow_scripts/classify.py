@@ -3,7 +3,6 @@
 from pathlib import Path
 
 from datadream_core.classify.train import run_classifier
-from datadream_core.config import job_settings
 from datadream_core.identity import with_data_identity
 from datadream_core.jobs import start_snakemake_job
 
@@ -21,7 +20,7 @@ run_classifier(
     fewshot_csv=snakemake.input.get("fewshot"),
     manifest_csv=snakemake.input.get("manifest"),
     clip=params.clip_location.values,
-    classify=job_settings(params.settings, params.neutral),
+    classify=params.settings,
     metrics_json=snakemake.output.metrics,
     per_class_csv=snakemake.output.per_class,
     checkpoint=checkpoint,

@@ -1,6 +1,5 @@
 """Snakemake adapter: per-class and dataset-level FID of one generator's synthetic images."""
 
-from datadream_core.config import job_settings
 from datadream_core.jobs import start_snakemake_job
 
 log = start_snakemake_job(snakemake)
@@ -8,7 +7,7 @@ log = start_snakemake_job(snakemake)
 from datadream_core.metrics.fid import load_real_features, make_extractor, per_class_fid, write_per_class_fid  # noqa: E402
 
 params, wildcards = snakemake.params, snakemake.wildcards
-fid = job_settings(params.settings, params.neutral)
+fid = params.settings
 extractor = make_extractor(fid["features"], fid["inception_weights"], fid["name"], fid["pretrained"])
 real_features, real_classes = load_real_features(snakemake.input.real, fid["features"])
 results, summary = per_class_fid(snakemake.input.manifest, snakemake.input.classes, real_features, real_classes,

@@ -1,6 +1,5 @@
 """Snakemake adapter: generate one shard of the synthetic images of a chunk of classes."""
 
-from datadream_core.config import job_settings
 from datadream_core.identity import with_data_identity
 from datadream_core.jobs import start_snakemake_job
 from datadream_core.synth.generate import run_generation_job
@@ -15,7 +14,7 @@ run_generation_job(
     shard=params.chunk.values["shard"],
     shard_dirs=list(snakemake.output.shards),
     classes_csv=inputs.classes,
-    settings=job_settings(params.settings, params.neutral),
+    settings=params.settings,
     made_from=with_data_identity(params.made_from, inputs.identity),
     sd_location=params.sd_location.values,
     adapter_weights=list(inputs.loras),

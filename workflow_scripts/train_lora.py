@@ -3,7 +3,7 @@ per-image (LoFT) adapters of a chunk of classes."""
 
 from pathlib import Path
 
-from datadream_core.config import job_settings, section
+from datadream_core.config import settings_dataclass
 from datadream_core.data.fewshot import read_fewshot
 from datadream_core.data.table import prompts_of, read_classes
 from datadream_core.dream import DreamSettings, adapter_jobs, train_adapters
@@ -16,7 +16,7 @@ from datadream_core.layout import ADAPTER_FILES
 out_dirs = [Path(path).parent for path in snakemake.output.adapters[::len(ADAPTER_FILES)]]
 log = start_snakemake_job(snakemake, owned=out_dirs)
 params = snakemake.params
-settings = section(DreamSettings, job_settings(params.settings, params.neutral))
+settings = settings_dataclass(DreamSettings, params.settings)
 prompts = prompts_of(read_classes(snakemake.input.classes))
 shots_per_class = params.chunk.values.get("shots_per_class")  # per-image adapters: every listed shot
 shots = read_fewshot(snakemake.input.fewshot, shots_per_class or int(snakemake.wildcards.shots))

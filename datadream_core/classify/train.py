@@ -26,7 +26,7 @@ from datadream_core.classify.lora import encode_text, truncate_context
 from datadream_core.classify.methods import (adapt_model, class_tokens, load_trainable_state, method_options,
                                              trainable_state)
 from datadream_core.classify.trainsets import parse_trainset
-from datadream_core.config import SPEED_ONLY_KEYS, section
+from datadream_core.config import SPEED_ONLY_KEYS, settings_dataclass
 from datadream_core.data.table import read_classes
 from datadream_core.identity import digest
 from datadream_core.io import atomic_path, load_checkpoint, write_csv, write_json
@@ -277,7 +277,7 @@ def run_classifier(*, dataset: str, trainset: str, shots: int, seed: int, n_synt
     if classify.get("method") != spec.method:
         raise ValueError(f"train set '{trainset}' trains method '{spec.method}', but the classifier settings are for"
                          f" '{classify.get('method')}' (resolve them with trainsets.method_settings)")
-    settings = section(ClassifySettings, classify)
+    settings = settings_dataclass(ClassifySettings, classify)
     options = method_options(classify, spec.method)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     checkpoint = Path(checkpoint) if checkpoint else Path(metrics_json).with_name("checkpoint.pt")

@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
+from datadream_core.config import DAG_KEYS
+
 KINDS = ("zeroshot", "real", "synth", "real+synth")
 METHODS = ("lora", "coop", "vpt")
 DEFAULT_METHOD = "lora"
-# Keys of a method's own config section that are not training settings of the job.
-METHOD_PLANNING_KEYS = ("trainsets",)
 
 
 @dataclass(frozen=True)
@@ -67,10 +67,13 @@ def method_kinds(classify: Mapping[str, Any], method: str) -> list[str]:
     return list(classify["trainsets"] if method == DEFAULT_METHOD else classify[method]["trainsets"])
 
 
-def classifier_trainsets(classify: Mapping[str, Any], generators: Iterable[str]) -> list[str]:
-    """Every train set name of every configured method, in config order."""
-    generators = list(generators)
-    return [name for method in classify["methods"] for name in trainset_names(method_kinds(classify, method), generators, method)]
+def classifier_trainsets(classify: Mapping[str, Any], generators: Iterable[str], methods: Iterable[str] | None = None,
+                         kinds: Iterable[str] = KINDS) -> list[str]:
+    """The train set names of `methods` (default: every configured one) of the configured kinds among `kinds`."""
+    generators, kinds = list(generators), set(kinds)
+    return [name for method in (methods or classify["methods"])
+            for name in trainset_names([kind for kind in method_kinds(classify, method) if kind in kinds], generators,
+                                       method)]
 
 
 def epochs_for_shots(epochs: int, epochs_by_shots: Mapping[str, int], shots: int) -> int:
@@ -90,10 +93,9 @@ def method_settings(classify: Mapping[str, Any], method: str, shots: int,
     """
     if method not in METHODS:
         raise ValueError(f"unknown classifier method '{method}' (known: {', '.join(METHODS)})")
-    resolved = {key: value for key, value in classify.items()
-                if key not in METHODS and key not in ("methods", "trainsets", "search")}
+    resolved = {key: value for key, value in classify.items() if key not in METHODS and key not in DAG_KEYS["classify"]}
     own = classify.get(method, {}) if method != DEFAULT_METHOD else {}
-    resolved.update({key: value for key, value in own.items() if key not in METHOD_PLANNING_KEYS})
+    resolved.update({key: value for key, value in own.items() if key not in DAG_KEYS["classify"]})
     resolved.update(overrides or {})
     resolved["method"] = method
     if "epochs" not in (overrides or {}):

@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 import torch
 
 from datadream_core.chunks import shard_range
-from datadream_core.config import section
+from datadream_core.config import settings_dataclass
 from datadream_core.data.fewshot import read_fewshot
 from datadream_core.data.table import prompts_of, read_classes
 from datadream_core.identity import digest, file_sha256
@@ -90,7 +90,7 @@ def run_generation_job(*, generator: str, seed: int, shots: int, classes: Sequen
 
 def generate_shards(request: ShardRequest, device: torch.device) -> tuple[tuple[str, ...], list[tuple]]:
     """Make and publish every class's shard; return the header and rows of all of them."""
-    sampling = section(SamplingSettings, request.settings)
+    sampling = settings_dataclass(SamplingSettings, request.settings)
     switcher = AdapterSwitcher(load_text2img(request.sd_path, sampling, device, revision=request.sd_revision))
     if request.generator in REAL_SHOT_GENERATORS:
         return _img2img_shards(request, switcher.pipe, sampling, device)
