@@ -4,7 +4,8 @@
     python benchmarks/gpu.py --tiny --out x.json # the same code path on tiny models (a CPU does it in 2 to 3 minutes)
 
 Stages, each ours against the released code's behaviour (benchmarks/reference.py):
-- lora: one LoRA step (batch 8, rank 16, UNet + text encoder) in fp32, TF32 and bf16 autocast with fp32 LoRA weights;
+- lora: one cls adapter's run (batch 8, rank 16, UNet + text encoder) in fp32, TF32 and bf16 autocast with fp32 LoRA
+  weights, per step;
 - generation: a cls job over several classes (50 steps, CFG 2.0, batch 10, fp16, SDPA), one pipeline against a
   reload per class, with the floor of its UNet calls;
 - classifier_train / classifier_eval: a train step (batch 64, fp16) and an evaluation (batch 256), 100 and 1000 classes;
@@ -39,20 +40,21 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks import models, reference, stages  # noqa: E402
-from benchmarks.harness import Measured, compare, time_once  # noqa: E402
-from benchmarks.stages import Context, Work  # noqa: E402
+from benchmarks.harness import compare, time_once  # noqa: E402
+from benchmarks.stages.common import Context, Work, fresh, table_row  # noqa: E402
+from benchmarks.stages.generation import gen_settings  # noqa: E402
 
 # Sized to end within about 7 minutes on an H100 (an estimate: no GPU has run it yet), model building and
 # torch.compile included; the generation job times its first run of each path (no untimed warm-up) to fit.
 GPU = Work("gpu", real_size=True, reps=2, lora_images=16, lora_image_size=(640, 512), lora_epochs=2, lora_batch=8,
            lora_resolution=512, gen_classes=3, gen_images=10, gen_steps=50, gen_batch=10, gen_reps=2,
-           gen_warmup=False, gen_parts=False, ablations=False, eval_classes=(100, 1000), eval_images=256,
-           eval_epochs=2, train_classes=(100, 1000), train_batch=64, train_steps=3, fid=[], compile=True)
+           gen_warmup=False, gen_parts=False, eval_classes=(100, 1000), eval_images=256, eval_epochs=2,
+           train_classes=(100, 1000), train_batch=64, train_steps=3, fid=[])
 # The same stages on the tiny models, with less work.
 TINY = Work("gpu-tiny", reps=2, lora_images=8, lora_image_size=(80, 64), lora_epochs=1, lora_batch=8,
             gen_classes=2, gen_images=4, gen_steps=10, gen_batch=4, gen_reps=2, gen_warmup=False, gen_parts=False,
-            ablations=False, eval_classes=(100, 1000), eval_images=64, eval_epochs=2, train_classes=(100, 1000),
-            train_batch=64, train_steps=2, fid=[], compile=True)
+            eval_classes=(100, 1000), eval_images=64, eval_epochs=2, train_classes=(100, 1000), train_batch=64,
+            train_steps=2, fid=[])
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 LEVER_REPS = 3  # timed sampler calls per side of a generation lever
@@ -72,86 +74,68 @@ def matmul_precision(precision: str):
 
 
 def lora_precisions(ctx: Context) -> list[dict]:
-    """One cls adapter's steps in each precision, ours against the released loop at the same precision; each row
+    """One cls adapter's run in each precision, ours against the released loop at the same precision; each row
     also gives ours against the released loop in fp32, the precision it shipped with (speedup_vs_released)."""
-    from datadream_core.dream import DreamSettings
+    from datadream_core.dream import DreamSettings, Example
 
     work = ctx.work
     sd = models.build_sd(ctx.root / f"sd_{ctx.tag}", work.real_size)
     paths = models.write_images(ctx.dir("lora_shots"), work.lora_images, work.lora_image_size, seed=1, fmt="jpg")
-    settings = DreamSettings(rank=16, alpha=16, batch_size=work.lora_batch, resolution=work.lora_resolution)
-    steps = work.lora_epochs * math.ceil(len(paths) / settings.batch_size)
-    batches = [np.random.default_rng([ctx.seed, step]).permutation(len(paths))[:settings.batch_size]
-               for step in range(steps)]
+    examples = [Example(path, "a photo of a dax") for path in paths]  # mode cls: one class, one prompt
     rows = []
     for precision in PRECISIONS:
-        rows.append(lora_precision(ctx, sd, paths, settings, batches, precision,
+        settings = DreamSettings(rank=16, alpha=16, batch_size=work.lora_batch, epochs=work.lora_epochs,
+                                 resolution=work.lora_resolution, checkpoint_every=10**9,
+                                 mixed_precision="bf16" if precision == "bf16" else "no")
+        rows.append(lora_precision(ctx, sd, examples, settings, precision,
                                    released_s=rows[0]["reference_median_s"] if rows else None))
         _free_memory(ctx.device)
     return rows
 
 
-def lora_precision(ctx: Context, sd: str, paths: list[str], settings, batches, precision: str,
-                   released_s: float | None) -> dict:
-    """Both paths in `precision`, every call from the same LoRA initialisation with a fresh optimizer, so their
-    losses can be compared. `released_s`: the released loop's time per step in fp32 (None: this is fp32)."""
-    from datadream_core.dream import LoraTraining, add_lora, encode_images, step_generator
-    from datadream_core.models.sd import load_sd_parts
+def lora_precision(ctx: Context, sd: str, examples, settings, precision: str, released_s: float | None) -> dict:
+    """Both paths' whole adapter runs in `precision`, from the same LoRA initialisation and per-step randomness,
+    so their losses can be compared. `released_s`: the released loop's time per step in fp32 (None: this is fp32)."""
+    from datadream_core.dream import train_datadream
+    from datadream_core.io import read_csv
+    from datadream_core.models.sd import compute_dtype
 
-    half = torch.bfloat16 if precision == "bf16" else None
-    parts = load_sd_parts(sd, device=ctx.device, dtype=half or torch.float32)
-    torch.manual_seed(0)
-    params = add_lora(parts, settings)
-    parts.unet.train()
-    parts.text_encoder.train()
-    initial = [p.detach().clone() for p in params]
-    resolution = settings.resolution or parts.resolution
-    prompts = ["a photo of a dax"]  # mode cls: one class, one prompt
-    prompt_of = np.zeros(len(paths), dtype=int)
-    steps = len(batches)
-
-    def fresh_optimizer():
-        with torch.no_grad():
-            for param, start in zip(params, initial):
-                param.copy_(start)
-        return torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-2)
+    half = compute_dtype(settings.mixed_precision, ctx.device)  # train_datadream's: fp32 on a CPU
+    steps = settings.epochs * math.ceil(len(examples) / settings.batch_size)
+    ours_dirs, ref_dirs = fresh(ctx.dir(f"lora_{precision}_ours")), fresh(ctx.dir(f"lora_{precision}_reference"))
 
     def ours():
         with matmul_precision(precision):
-            optimizer = fresh_optimizer()
-            started = time.perf_counter()
-            latents = encode_images(parts, paths, resolution, ctx.device)
-            cache_s = time.perf_counter() - started
-            training = LoraTraining(parts=parts, params=params, latents=latents,
-                                    latent_size=resolution // parts.vae_scale, prompts=prompts, prompt_of=prompt_of,
-                                    optimizer=optimizer, max_grad_norm=settings.max_grad_norm, device=ctx.device,
-                                    half=half)
-            losses = [stages.lora_step(training, batch, step_generator(ctx.seed, 1, step))
-                      for step, batch in enumerate(batches)]
-            # the steps, plus the one-time latent cache charged per step over one paper cls adapter
-            return Measured(time.perf_counter() - started - cache_s * (1 - steps / stages.PAPER_CLS_STEPS), losses)
+            out_dir = ours_dirs()
+            train_datadream(sd, examples, out_dir, settings, seed=ctx.seed, scope=1, device=str(ctx.device))
+            return [float(line["loss"]) for line in read_csv(out_dir / "losses.csv")]
 
     def released():
         with matmul_precision(precision):
-            optimizer = fresh_optimizer()
-            return [reference.reference_lora_step(parts, [paths[i] for i in batch], [prompts[0]] * len(batch),
-                                                  resolution, step_generator(ctx.seed, 1, step), ctx.device,
-                                                  params, optimizer, settings.max_grad_norm, half=half)
-                    for step, batch in enumerate(batches)]
+            return reference.reference_train_lora(sd, examples, settings, ctx.seed, 1, ctx.device, ref_dirs(), half)
 
     result = compare(ours, released, ctx.work.reps, ctx.device, per=steps)
     tolerance = {"loss_rel": 5e-2}  # latent crops against pixel crops (about 1e-3), plus bf16 rounding
     difference = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(result.ours_out, result.reference_out))
     equal = difference <= tolerance["loss_rel"]
-    return stages._row(
+    return table_row(
         f"lora train step, {precision} ({ctx.tag})", result, "s/step", equal,
         f"{'yes' if equal else 'NO'} (loss rel {difference:.1e})",
-        {"precision": precision, "batch": settings.batch_size, "rank": settings.rank, "resolution": resolution,
-         "text_encoder_lora": True, "steps_timed": steps, "image_size": ctx.work.lora_image_size,
-         "frozen_weights": "bf16" if half else "fp32", "lora_weights": "fp32",
+        {"precision": precision, "batch": settings.batch_size, "rank": settings.rank,
+         "resolution": settings.resolution or "model", "text_encoder_lora": True, "steps_timed": steps,
+         "image_size": ctx.work.lora_image_size, "frozen_weights": "bf16" if half else "fp32", "lora_weights": "fp32",
          "reference": "the released loop (VAE encode of pixel crops, text encoder on every prompt) at this precision",
-         "cache": f"ours includes the latent cache charged over {stages.PAPER_CLS_STEPS} steps"},
+         "timed": "whole adapter runs (model load, latent cache, steps, adapter file) / steps"},
         tolerance=tolerance, speedup_vs_released=(released_s or result.reference_median) / result.ours_median)
+
+
+def use_channels_last(pipe) -> None:
+    pipe.unet.to(memory_format=torch.channels_last)
+    pipe.vae.to(memory_format=torch.channels_last)
+
+
+def compile_unet(pipe, backend: str = "inductor") -> None:
+    pipe.unet = torch.compile(pipe.unet, backend=backend)
 
 
 def generation_levers(ctx: Context, compile_backend: str) -> list[dict]:
@@ -165,7 +149,7 @@ def generation_levers(ctx: Context, compile_backend: str) -> list[dict]:
     adapters = models.build_adapters(sd, ctx.root / f"adapters_{ctx.tag}", work.gen_classes, rank=16,
                                      b_std=0.002 if work.real_size else 0.02)
     prompt = models.class_prompts(1)[0]
-    settings = stages._gen_settings(ctx)
+    settings = gen_settings(ctx)
     n_images = work.gen_batch
 
     def sampler(prepare=None):
@@ -178,9 +162,9 @@ def generation_levers(ctx: Context, compile_backend: str) -> list[dict]:
                               list(range(n_images)))
 
     plain = sampler()
-    levers = [("channels_last vs contiguous", stages.use_channels_last),
+    levers = [("channels_last vs contiguous", use_channels_last),
               (f"torch.compile(unet, backend={compile_backend}) vs eager",
-               lambda pipe: stages.compile_unet(pipe, backend=compile_backend))]
+               lambda pipe: compile_unet(pipe, backend=compile_backend))]
     rows = []
     for label, prepare in levers:
         stage = f"ablation gen: {label} ({ctx.tag})"
@@ -199,7 +183,7 @@ def generation_levers(ctx: Context, compile_backend: str) -> list[dict]:
         images = [np.asarray(im, dtype=np.int16) for im in result.ours_out], [np.asarray(im, dtype=np.int16) for im in result.reference_out]
         max_diff = max(int(np.abs(a - b).max()) for a, b in zip(*images))
         equal = max_diff <= 8  # fp16 kernels of another memory layout or compiled fusion round differently
-        rows.append(stages._row(stage, result, "s/image", equal, f"{'yes' if equal else 'NO'} (px max|d| {max_diff}/255)",
+        rows.append(table_row(stage, result, "s/image", equal, f"{'yes' if equal else 'NO'} (px max|d| {max_diff}/255)",
                                 {"images": n_images, "batch": n_images, "steps": work.gen_steps,
                                  "first_call_s": first_call_s, "note": "ours = lever on, reference = lever off; "
                                  "sampling only (pipeline loaded once per side)"}, ablation=True))

@@ -139,15 +139,16 @@ def reference_frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndar
 
 
 def reference_train_lora(sd_path: str, examples, settings, seed: int, scope: int, device: torch.device,
-                         out_dir: Path) -> list[float]:
+                         out_dir: Path, half: torch.dtype | None = None) -> list[float]:
     """datadream.py's loop on our schedule, order, LoRA init and per-step randomness, with the released
-    per-step work: pixels decoded, resized, cropped and VAE-encoded every step, text encoder on every prompt."""
+    per-step work: pixels decoded, resized, cropped and VAE-encoded every step, text encoder on every prompt.
+    `half`: the frozen weights in that dtype, the steps under autocast."""
     import math
 
     from datadream_core.dream import add_lora, learning_rate_schedule, save_lora, step_generator
     from datadream_core.models.sd import load_sd_parts
 
-    parts = load_sd_parts(sd_path, device=device)
+    parts = load_sd_parts(sd_path, device=device, dtype=half or torch.float32)
     resolution = settings.resolution or parts.resolution
     torch.manual_seed(int(np.random.SeedSequence([seed, scope]).generate_state(1)[0]))
     params = add_lora(parts, settings)
@@ -165,7 +166,7 @@ def reference_train_lora(sd_path: str, examples, settings, seed: int, scope: int
         batch = [examples[i] for i in order[position * settings.batch_size:(position + 1) * settings.batch_size]]
         losses.append(reference_lora_step(parts, [e.path for e in batch], [e.prompt for e in batch], resolution,
                                           step_generator(seed, scope, step), device, params, optimizer,
-                                          settings.max_grad_norm))
+                                          settings.max_grad_norm, half=half))
         lr_schedule.step()
     out_dir.mkdir(parents=True, exist_ok=True)
     save_lora(parts, settings, out_dir)

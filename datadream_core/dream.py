@@ -10,9 +10,7 @@ latent space (offsets on the VAE's pixel grid) and a fresh latent sample is draw
 distribution at every step, so no step re-runs the VAE. All randomness of step s comes from a
 generator seeded with (seed, scope, s): a run resumed from a checkpoint continues exactly.
 
-A run is `prepare_training` (model, latent cache, adapters, optimizer), `lora_step` once per step (the
-function the benchmarks time, for DataDream's and LoFT's adapters alike) and `finish_training` (adapter,
-losses.csv, train.json); `train_datadream` walks them with checkpoints.
+`train_datadream` is the training script, top to bottom; `train_adapters` runs it for each adapter of a job.
 """
 
 from __future__ import annotations
@@ -31,19 +29,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from datadream_core.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from datadream_core.data.fewshot import Shot
 from datadream_core.data.images import load_rgb
 from datadream_core.config import SPEED_ONLY_KEYS
-from datadream_core.identity import digest
-from datadream_core.io import FILE_MODE, atomic_path, load_checkpoint, read_json, write_csv, write_json
-from datadream_core.jobs import LOG, progress
+from datadream_core.identity import digest, provenance_or_location
+from datadream_core.io import FILE_MODE, LOG, read_json, write_csv, write_json
+from datadream_core.jobs import progress
 from datadream_core.layout import ADAPTER_FILES, LORA_FILE
 from datadream_core.models.sd import SDParts, compute_dtype, encode_prompts, load_sd_parts
 from datadream_core.seeding import seed_from, seeded_generator, seeded_rng
 
 UNET_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 TEXT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
-CHECKPOINT_FILE = "checkpoint.pt"
 # A finished adapter's files, hard-linked here until its whole chunk is done (see train_adapters).
 FINISHED_DIR = ".finished"
 LOSSES_FILE = "losses.csv"
@@ -241,94 +239,8 @@ def write_lora_file(out_dir: Path, unet_layers: Mapping[str, torch.Tensor], scal
     return target
 
 
-def save_checkpoint(path: Path, identity: str, step: int, params, optimizer, lr_schedule, scaler, losses) -> None:
-    state = {"identity": identity, "step": step, "lora": [p.detach().cpu() for p in params], "optimizer": optimizer.state_dict(),
-             "lr_schedule": lr_schedule.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-             "losses": losses}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def resume_checkpoint(path: Path, identity: str, params, optimizer, lr_schedule, scaler) -> tuple[int, list]:
-    state = load_checkpoint(path, ("identity", "step", "lora", "optimizer", "lr_schedule", "scaler", "losses"))
-    if state is None:
-        return 0, []
-    if state["identity"] != identity:
-        LOG.warning("checkpoint %s belongs to other settings or images: starting over", path)
-        return 0, []
-    with torch.no_grad():
-        for param, saved in zip(params, state["lora"]):
-            param.copy_(saved)
-    optimizer.load_state_dict(state["optimizer"])
-    lr_schedule.load_state_dict(state["lr_schedule"])
-    if scaler and state["scaler"]:
-        scaler.load_state_dict(state["scaler"])
-    return state["step"], state["losses"]
-
-
-def provenance(sd_path: str, made_from: Mapping[str, str] | None) -> dict:
-    return dict(made_from or {"model_identity": f"path:{sd_path}"})
-
-
-@dataclass
-class LoraTraining:
-    """What one training step reads and updates: the model with its adapters, the cached shot latents, the
-    prompts and the optimizer. `lr_schedule` is stepped by the loop around the steps, not by the step."""
-
-    parts: SDParts
-    params: list[torch.nn.Parameter]
-    latents: list[LatentImage]
-    latent_size: int
-    prompts: list[str]
-    prompt_of: np.ndarray  # index into `prompts` of each shot
-    optimizer: torch.optim.Optimizer
-    max_grad_norm: float
-    device: torch.device
-    crop: str = "random"
-    half: torch.dtype | None = None
-    scaler: torch.amp.GradScaler | None = None
-    fixed_embeds: torch.Tensor | None = None  # the prompts' embeddings when the text encoder is frozen
-    lr_schedule: object | None = None
-
-
 def total_steps(n_examples: int, settings: DreamSettings) -> int:
     return settings.epochs * math.ceil(n_examples / settings.batch_size)
-
-
-def prepare_training(sd_path: str, examples: Sequence[Example], settings: DreamSettings, seed: int, scope: Scope,
-                     device: torch.device, sd_revision: str | None = None) -> LoraTraining:
-    """Load the model, cache the shots' latents, attach fresh adapters (initialised from (seed, scope)) and
-    build the optimizer and learning-rate schedule."""
-    half = compute_dtype(settings.mixed_precision, device)
-    if settings.mixed_precision != "no" and half is None:
-        LOG.info("mixed_precision=%s ignored on %s: training in fp32", settings.mixed_precision, device)
-    parts = load_sd_parts(sd_path, device=device, dtype=half or torch.float32, revision=sd_revision)
-    resolution = settings.resolution or parts.resolution
-    if resolution % parts.vae_scale:
-        raise ValueError(f"dream.resolution {resolution} is not a multiple of the VAE factor {parts.vae_scale}")
-    latents = encode_images(parts, [example.path for example in examples], resolution, device)
-
-    torch.manual_seed(seed_from(*entropy(seed, scope)))  # LoRA init
-    params = add_lora(parts, settings)
-    if settings.gradient_checkpointing:
-        parts.unet.enable_gradient_checkpointing()
-        parts.text_encoder.gradient_checkpointing_enable()
-    parts.unet.train()
-    parts.text_encoder.train(settings.train_text_encoder)
-
-    prompts = sorted({example.prompt for example in examples})
-    fixed_embeds = None
-    if not settings.train_text_encoder:
-        with torch.no_grad():
-            fixed_embeds = encode_prompts(parts.tokenizer, parts.text_encoder, prompts, device)
-    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, betas=(settings.adam_beta1, settings.adam_beta2),
-                                  weight_decay=settings.weight_decay, eps=settings.adam_epsilon)
-    return LoraTraining(
-        parts=parts, params=params, latents=latents, latent_size=resolution // parts.vae_scale, prompts=prompts,
-        prompt_of=np.array([prompts.index(example.prompt) for example in examples]), optimizer=optimizer,
-        max_grad_norm=settings.max_grad_norm, device=device, crop=settings.crop, half=half,
-        scaler=torch.amp.GradScaler("cuda") if half == torch.float16 else None, fixed_embeds=fixed_embeds,
-        lr_schedule=learning_rate_schedule(optimizer, settings, total_steps(len(examples), settings)))
 
 
 def step_batch(n_examples: int, batch_size: int, seed: int, scope: Scope, step: int) -> np.ndarray:
@@ -336,51 +248,6 @@ def step_batch(n_examples: int, batch_size: int, seed: int, scope: Scope, step: 
     epoch, position = divmod(step, math.ceil(n_examples / batch_size))
     order = seeded_rng(*entropy(seed, scope, epoch)).permutation(n_examples)
     return order[position * batch_size:(position + 1) * batch_size]
-
-
-def lora_step(training: LoraTraining, batch: np.ndarray, generator: torch.Generator) -> float:
-    """One optimisation step on the shots `batch`: latent crops from the cache, the text encoder on the batch's
-    distinct prompts only, the denoising loss, clipped gradients, one optimizer update. Returns the loss."""
-    device = training.device
-    parts = training.parts
-    batch_latents = torch.stack([sample_crop(training.latents[i], training.latent_size, generator, training.crop)
-                                 for i in batch]).to(device)
-    with torch.autocast(device.type, dtype=training.half, enabled=training.half is not None):
-        if training.fixed_embeds is None:
-            unique, inverse = np.unique(training.prompt_of[batch], return_inverse=True)
-            embeds = encode_prompts(parts.tokenizer, parts.text_encoder, [training.prompts[i] for i in unique], device)
-            embeds = embeds[torch.as_tensor(inverse, device=device)]
-        else:
-            embeds = training.fixed_embeds[torch.as_tensor(training.prompt_of[batch], device=device)]
-        loss = denoising_loss(parts, batch_latents.to(parts.unet.dtype), embeds, generator)
-    optimizer, scaler = training.optimizer, training.scaler
-    optimizer.zero_grad(set_to_none=True)
-    if scaler:
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(training.params, training.max_grad_norm)
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(training.params, training.max_grad_norm)
-        optimizer.step()
-    return loss.detach().item()
-
-
-def finish_training(training: LoraTraining, settings: DreamSettings, out_dir: Path, losses: list, summary: dict,
-                    started: float) -> dict:
-    """Write the adapter, losses.csv and train.json (`summary` plus what the run measured since `started`, a
-    perf_counter reading); drop the checkpoint."""
-    save_lora(training.parts, settings, out_dir)
-    write_csv(out_dir / LOSSES_FILE, ("step", "loss", "lr"), losses)
-    summary = {**summary, "resolution": training.latent_size * training.parts.vae_scale,
-               "device": str(training.device), "wall_seconds": time.perf_counter() - started,
-               "peak_memory_mb": peak_memory_mb(training.device),
-               "trainable_parameters": sum(p.numel() for p in training.params), "final_loss": losses[-1][1]}
-    write_json(out_dir / "train.json", summary)
-    (out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
-    return summary
 
 
 def train_datadream(sd_path: str, examples: Sequence[Example], out_dir: str | Path, settings: DreamSettings,
@@ -397,35 +264,92 @@ def train_datadream(sd_path: str, examples: Sequence[Example], out_dir: str | Pa
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    made_from = provenance(sd_path, made_from)
-    identity = checkpoint_identity(made_from, examples, settings, seed, scope)
-    training = prepare_training(sd_path, examples, settings, seed, scope,
-                                torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")), sd_revision)
+    made_from = provenance_or_location(made_from, sd_path)
+    fingerprint = checkpoint_identity(made_from, examples, settings, seed, scope)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    # The model, and each shot encoded once by the VAE.
+    half = compute_dtype(settings.mixed_precision, device)
+    if settings.mixed_precision != "no" and half is None:
+        LOG.info("mixed_precision=%s ignored on %s: training in fp32", settings.mixed_precision, device)
+    parts = load_sd_parts(sd_path, device=device, dtype=half or torch.float32, revision=sd_revision)
+    resolution = settings.resolution or parts.resolution
+    if resolution % parts.vae_scale:
+        raise ValueError(f"dream.resolution {resolution} is not a multiple of the VAE factor {parts.vae_scale}")
+    latents = encode_images(parts, [example.path for example in examples], resolution, device)
+    latent_size = resolution // parts.vae_scale
+
+    # Fresh adapters initialised from (seed, scope), the optimizer and the learning-rate schedule.
+    torch.manual_seed(seed_from(*entropy(seed, scope)))
+    params = add_lora(parts, settings)
+    if settings.gradient_checkpointing:
+        parts.unet.enable_gradient_checkpointing()
+        parts.text_encoder.gradient_checkpointing_enable()
+    parts.unet.train()
+    parts.text_encoder.train(settings.train_text_encoder)
+    prompts = sorted({example.prompt for example in examples})
+    prompt_of = np.array([prompts.index(example.prompt) for example in examples])
+    fixed_embeds = None  # the prompts' embeddings, when the text encoder is frozen
+    if not settings.train_text_encoder:
+        with torch.no_grad():
+            fixed_embeds = encode_prompts(parts.tokenizer, parts.text_encoder, prompts, device)
+    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, betas=(settings.adam_beta1, settings.adam_beta2),
+                                  weight_decay=settings.weight_decay, eps=settings.adam_epsilon)
     steps = total_steps(len(examples), settings)
+    lr_schedule = learning_rate_schedule(optimizer, settings, steps)
+    scaler = torch.amp.GradScaler("cuda") if half == torch.float16 else None
+
     checkpoint = out_dir / CHECKPOINT_FILE
-    lr_schedule = training.lr_schedule
-    step, losses = resume_checkpoint(checkpoint, identity, training.params, training.optimizer, lr_schedule,
-                                    training.scaler)
-    if step:
+    step, losses = 0, []
+    saved = load_checkpoint(checkpoint, fingerprint, optimizer, scaler, "step", "losses", params=params,
+                            schedule=lr_schedule)
+    if saved is not None:
+        step, losses = saved["step"], saved["losses"]
         LOG.info("resuming %s from step %d of %d", out_dir, step, steps)
 
     bar = progress(steps, f"LoRA {out_dir.name}", initial=step, unit="step")
     while step < steps:
+        # All randomness of a step (crops, noise, timesteps) comes from (seed, scope, step).
         batch = step_batch(len(examples), settings.batch_size, seed, scope, step)
-        learning_rate = lr_schedule.get_last_lr()[0]
-        loss = lora_step(training, batch, step_generator(seed, scope, step))
-        losses.append((step, loss, learning_rate))
+        generator = step_generator(seed, scope, step)
+        batch_latents = torch.stack([sample_crop(latents[i], latent_size, generator, settings.crop) for i in batch])
+        with torch.autocast(device.type, dtype=half, enabled=half is not None):
+            if fixed_embeds is None:  # the text encoder runs on the batch's distinct prompts only
+                unique, inverse = np.unique(prompt_of[batch], return_inverse=True)
+                embeds = encode_prompts(parts.tokenizer, parts.text_encoder, [prompts[i] for i in unique], device)
+                embeds = embeds[torch.as_tensor(inverse, device=device)]
+            else:
+                embeds = fixed_embeds[torch.as_tensor(prompt_of[batch], device=device)]
+            loss = denoising_loss(parts, batch_latents.to(device, parts.unet.dtype), embeds, generator)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+            optimizer.step()
+        losses.append((step, loss.detach().item(), lr_schedule.get_last_lr()[0]))
         lr_schedule.step()
         step += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        bar.set_postfix(loss=f"{losses[-1][1]:.4f}", refresh=False)
         if step % settings.checkpoint_every == 0 and step < steps:
-            save_checkpoint(checkpoint, identity, step, training.params, training.optimizer, lr_schedule,
-                             training.scaler, losses)
+            save_checkpoint(checkpoint, fingerprint, optimizer, scaler, params, lr_schedule, step=step, losses=losses)
     bar.close()
-    return finish_training(training, settings, out_dir, losses, {
-        "made_from": made_from, "identity": identity, "images": len(examples), "prompts": training.prompts,
-        "steps": steps}, started)
+
+    save_lora(parts, settings, out_dir)
+    write_csv(out_dir / LOSSES_FILE, ("step", "loss", "lr"), losses)
+    summary = {"made_from": made_from, "identity": fingerprint, "images": len(examples), "prompts": prompts,
+               "steps": steps, "resolution": resolution, "device": str(device),
+               "wall_seconds": time.perf_counter() - started, "peak_memory_mb": peak_memory_mb(device),
+               "trainable_parameters": sum(p.numel() for p in params), "final_loss": losses[-1][1]}
+    write_json(out_dir / "train.json", summary)
+    checkpoint.unlink(missing_ok=True)
+    return summary
 
 
 @dataclass(frozen=True)
@@ -491,7 +415,7 @@ def train_adapters(sd_path: str, jobs: Sequence[AdapterJob], settings: DreamSett
     summaries = []
     for job in jobs:
         out_dir = Path(job.out_dir)
-        identity = checkpoint_identity(provenance(sd_path, made_from), job.examples, settings, seed, job.scope)
+        identity = checkpoint_identity(provenance_or_location(made_from, sd_path), job.examples, settings, seed, job.scope)
         summary = restore_finished(out_dir, identity)
         if summary is None:
             summary = train_datadream(sd_path, job.examples, out_dir, settings, seed=seed, scope=job.scope,

@@ -159,8 +159,15 @@ def clip_identity(name: str, pretrained: str, cache: DigestCache | None = None) 
     return "+".join(parts)
 
 
-def settings_digest(settings: Mapping[str, Any]) -> str:
-    return digest(dict(settings))
+def provenance(settings: Mapping[str, Any], model_identity: str) -> dict:
+    """What a job's outputs are made from, as its rule passes it: the digest of the settings that can change them
+    and the model's identity. The job adds its data's identity (`with_data_identity`)."""
+    return {"settings_digest": digest(dict(settings)), "model_identity": model_identity}
+
+
+def provenance_or_location(made_from: Mapping[str, str] | None, *model_location: str) -> dict:
+    """`made_from`, or for a direct call without one, the model known by where it lives."""
+    return dict(made_from or {"model_identity": "path:" + ":".join(model_location)})
 
 
 def with_data_identity(made_from: Mapping[str, str], identity_json: str | os.PathLike) -> dict:

@@ -17,19 +17,18 @@ import itertools
 import shutil
 import time
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 import torch
 
-from datadream_core.dream import (CHECKPOINT_FILE, FINISHED_DIR, LOSSES_FILE, TEXT_LORA_TARGETS, UNET_LORA_TARGETS,
-                                  AdapterJob, DreamSettings, checkpoint_identity, encode_images, entropy,
-                                  keep_finished, learning_rate_schedule, peak_memory_mb, prediction_and_target,
-                                  provenance, restore_finished, resume_checkpoint, sample_crop, save_checkpoint,
-                                  step_generator, total_steps, write_lora_file)
-from datadream_core.identity import digest
-from datadream_core.io import write_csv, write_json
-from datadream_core.jobs import LOG, progress
+from datadream_core.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from datadream_core.dream import (FINISHED_DIR, LOSSES_FILE, TEXT_LORA_TARGETS, UNET_LORA_TARGETS, AdapterJob,
+                                  DreamSettings, checkpoint_identity, encode_images, entropy, keep_finished,
+                                  learning_rate_schedule, peak_memory_mb, prediction_and_target, restore_finished,
+                                  sample_crop, step_generator, total_steps, write_lora_file)
+from datadream_core.identity import digest, provenance_or_location
+from datadream_core.io import LOG, write_csv, write_json
+from datadream_core.jobs import progress
 from datadream_core.models.sd import HALF_DTYPES, SDParts, load_sd_parts
 from datadream_core.seeding import seeded_generator
 
@@ -105,7 +104,7 @@ def train_image_adapters(sd_path: str, jobs: Sequence[AdapterJob], settings: Dre
     summaries in the order of `jobs`."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     half = HALF_DTYPES.get(settings.mixed_precision) if device.type == "cuda" else None
-    made_from = provenance(sd_path, made_from)
+    made_from = provenance_or_location(made_from, sd_path)
     identities = [checkpoint_identity(made_from, job.examples, settings, seed, job.scope) for job in jobs]
     summaries = {job.out_dir: restore_finished(job.out_dir, identity) for job, identity in zip(jobs, identities)}
     for job in jobs:
@@ -161,10 +160,12 @@ def _train_group(parts: SDParts, group: Sequence[AdapterJob], settings: DreamSet
         schedule = learning_rate_schedule(optimizer, settings, steps)
         scaler = torch.amp.GradScaler("cuda") if half == torch.float16 else None
         checkpoint = group[0].out_dir / CHECKPOINT_FILE
-        step, losses = resume_checkpoint(checkpoint, identity, params, optimizer, schedule, scaler)
-        if step:
+        step, losses = 0, [[] for _ in group]
+        saved = load_checkpoint(checkpoint, identity, optimizer, scaler, "step", "losses", params=params,
+                                schedule=schedule)
+        if saved is not None:
+            step, losses = saved["step"], saved["losses"]
             LOG.info("resuming %s from step %d of %d", group[0].out_dir, step, steps)
-        losses = losses or [[] for _ in group]
         bar.update(step)
         timesteps_in = parts.noise_scheduler.config.num_train_timesteps
         while step < steps:
@@ -199,7 +200,7 @@ def _train_group(parts: SDParts, group: Sequence[AdapterJob], settings: DreamSet
             step += 1
             bar.update(1)
             if step % settings.checkpoint_every == 0 and step < steps:
-                save_checkpoint(checkpoint, identity, step, params, optimizer, schedule, scaler, losses)
+                save_checkpoint(checkpoint, identity, optimizer, scaler, params, schedule, step=step, losses=losses)
         summaries = []
         for index, job in enumerate(group):
             write_lora_file(job.out_dir, _adapter_layers(unet_lora, index), scale,

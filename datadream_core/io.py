@@ -10,12 +10,17 @@ import csv
 import errno
 import glob
 import json
+import logging
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
+
+
+# The one logger of every module; jobs.start_job sends its lines to the job's log file.
+LOG = logging.getLogger("datadream")
 
 
 def _umask() -> int:
@@ -173,36 +178,3 @@ def write_csv(target: str | os.PathLike, header: Sequence[str], rows: Iterable[S
 def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
-
-
-
-def load_checkpoint(path: str | os.PathLike, required_keys: Sequence[str]) -> dict | None:
-    """A resumable checkpoint written with torch.save, or None when there is none to resume from.
-
-    Loads tensors and plain containers only (`weights_only=True`): whoever can write results/ must
-    not get code run at resume. A file that does not load, or lacks `required_keys`, (torn by a
-    crash, or not ours) is logged and renamed to `<name>.corrupt`, so the job starts clean instead
-    of failing the same way on every retry.
-    """
-    import logging
-
-    import torch
-
-    path = Path(path)
-    if not path.exists():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict):
-            raise TypeError(f"holds a {type(state).__name__}, not a dict")
-        missing = [key for key in required_keys if key not in state]
-        if missing:
-            raise KeyError(f"missing {', '.join(missing)}")
-    except Exception as exc:  # any unloadable file is set aside the same way, whatever tore it
-        aside = path.with_name(path.name + ".corrupt")
-        os.replace(path, aside)
-        logging.getLogger("datadream").warning(
-            "checkpoint %s does not load (%s: %s): moved to %s, starting from scratch",
-            path, type(exc).__name__, exc, aside)
-        return None
-    return state

@@ -10,9 +10,9 @@ import traceback
 from pathlib import Path
 from typing import Iterable
 
+from datadream_core.io import LOG
 from datadream_core.models.hub import keep_offline
 
-LOG = logging.getLogger("datadream")
 
 # A job that fails on its input (bad data, a missing model, a bad config) exits with this code
 # (sysexits' EX_DATAERR) instead of Python's 1; any other failure may be transient.

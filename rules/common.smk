@@ -12,7 +12,7 @@ from datadream_core.config import (SPEED_ONLY_KEYS, DatasetSpec, JobSettings, Ou
                                    dataset_section, dream_mode_settings, fewshot_size, job_section, synth_count)
 from datadream_core.data.build import class_count
 from datadream_core.data.fewshot import split_needs
-from datadream_core.identity import DigestCache, clip_identity, digest, listing_digest, model_identity
+from datadream_core.identity import DigestCache, clip_identity, digest, listing_digest, model_identity, provenance
 from datadream_core.memory import memory_ask
 
 DATASETS = sorted(config["datasets"])
@@ -100,8 +100,7 @@ def settings_params(settings_of, model=None, dataset=None):
 
     params = {"settings": settings}
     if model is not None:
-        params["made_from"] = lambda wildcards: {"settings_digest": digest(settings(wildcards).tracked),
-                                                 "model_identity": model}
+        params["made_from"] = lambda wildcards: provenance(settings(wildcards).tracked, model)
     return params
 
 

@@ -6,7 +6,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -75,13 +74,11 @@ def test_benchmark_rows_time_the_products_functions_not_copies():
     from datadream_core import dream
     from datadream_core.synth import generate
 
-    assert stages.lora_step is dream.lora_step and not hasattr(stages, "ours_lora_step")
-    # the workflow's DataDream and LoFT adapters (train_adapters -> train_datadream) step through the same function
-    assert "lora_step" in dream.train_datadream.__code__.co_names
+    # the workflow's DataDream adapters (train_adapters -> train_datadream) are what the LoRA rows time
     assert "train_datadream" in dream.train_adapters.__code__.co_names
-    assert gpu.stages.lora_step is dream.lora_step
-    assert "stages.lora_step(" in inspect.getsource(gpu.lora_precision)
-    assert "text2img_shards(" in inspect.getsource(stages.ours_generate)
+    assert "train_datadream(" in inspect.getsource(stages.lora.stage_lora)
+    assert "train_datadream(" in inspect.getsource(gpu.lora_precision)
+    assert "text2img_shards(" in inspect.getsource(stages.generation.ours_generate)
     assert generate.text2img_shards.__module__ == "datadream_core.synth.generate"
 
 
@@ -89,53 +86,30 @@ def test_benchmark_generation_job_writes_the_workflows_images(tiny_sd, tmp_path)
     from datadream_core.synth.text2img import SamplingSettings
 
     settings = SamplingSettings(steps=2, guidance_scale=2.0, scheduler=None, batch_size=2)
-    paths = stages.ours_generate(tiny_sd, [None, None], ["a photo of a dax", "a photo of a wug"], 3, settings, CPU,
+    paths = stages.generation.ours_generate(tiny_sd, [None, None], ["a photo of a dax", "a photo of a wug"], 3, settings, CPU,
                                  tmp_path / "gen", seed=4)
     assert [p.relative_to(tmp_path / "gen").as_posix() for p in paths] == [
         f"c{c:04d}/{name}" for c in (0, 1) for name in (p.name for p in paths[:3])]
     assert all(p.is_file() for p in paths) and len(set(paths)) == 6
 
 
-def test_reference_lora_step_matches_our_step(tiny_sd, tmp_path):
-    from datadream_core.dream import DreamSettings, LoraTraining, add_lora, encode_images, step_generator
-    from datadream_core.models.sd import load_sd_parts
+def test_reference_lora_loop_matches_train_datadream(tiny_sd, tmp_path):
+    from safetensors.torch import load_file
+
+    from datadream_core.dream import DreamSettings, Example, train_datadream
+    from datadream_core.io import read_csv
+    from datadream_core.layout import LORA_FILE
 
     paths = models.write_images(tmp_path / "shots", 4, (32, 32), seed=0, fmt="jpg")  # square: no crop
-    losses, grads = [], []
-    for path_kind in ("ours", "reference"):
-        parts = load_sd_parts(tiny_sd)
-        torch.manual_seed(0)
-        params = add_lora(parts, DreamSettings(rank=4, alpha=4))
-        for p in params:  # non-zero B so every LoRA weight gets a gradient
-            p.data.normal_(0, 0.05, generator=torch.Generator().manual_seed(p.numel()))
-        optimizer = torch.optim.SGD(params, lr=0.0)
-        generator = step_generator(0, 1, 0)
-        if path_kind == "ours":
-            latents = encode_images(parts, paths, 32, CPU)
-            training = LoraTraining(parts=parts, params=params, latents=latents, latent_size=16,
-                                    prompts=["a photo of a dax"], prompt_of=np.zeros(4, dtype=int), optimizer=optimizer,
-                                    max_grad_norm=1.0, device=CPU)
-            loss = stages.lora_step(training, np.arange(4), generator)
-        else:
-            loss = reference.reference_lora_step(parts, paths, ["a photo of a dax"] * 4, 32, generator, CPU, params,
-                                                 optimizer, 1.0)
-        losses.append(loss)
-        grads.append(torch.cat([p.grad.flatten() for p in params]))
-    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
-    assert torch.allclose(grads[0], grads[1], rtol=1e-3, atol=1e-6)
-
-
-def test_lora_precision_ablation_times_both_paths_and_compares_their_losses(tiny_sd, tmp_path):
-    from datadream_core.dream import DreamSettings
-
-    # The GPU lever, run here on the CPU (bf16 autocast works there too; the bench runs it on CUDA only).
-    paths = models.write_images(tmp_path / "shots", 4, (40, 36), seed=0, fmt="jpg")
-    ctx = stages.Context(tmp_path, CPU, stages.QUICK)
-    row = stages.lora_precision_ablation(ctx, tiny_sd, paths, DreamSettings(rank=4, alpha=4, batch_size=2),
-                                         [np.arange(2), np.arange(2, 4)], reps=1)
-    assert row["ablation"] and row["stage"].startswith("ablation lora: bfloat16 autocast")
-    assert len(row["ours_s"]) == len(row["reference_s"]) == 1 and row["work"]["steps"] == 2
-    assert row["outputs_equal"], row["equal_text"]
+    examples = [Example(path, "a photo of a dax") for path in paths]
+    settings = DreamSettings(rank=4, alpha=4, batch_size=2, epochs=2, warmup_steps=1, learning_rate=1e-3)
+    train_datadream(tiny_sd, examples, tmp_path / "ours", settings, seed=0, scope=1, device="cpu")
+    ours = [float(line["loss"]) for line in read_csv(tmp_path / "ours" / "losses.csv")]
+    released = reference.reference_train_lora(tiny_sd, examples, settings, 0, 1, CPU, tmp_path / "reference")
+    assert len(ours) == len(released) == 4 and ours == pytest.approx(released, rel=1e-5)
+    ours_w, released_w = load_file(tmp_path / "ours" / LORA_FILE), load_file(tmp_path / "reference" / LORA_FILE)
+    assert set(ours_w) == set(released_w)
+    assert all(torch.allclose(ours_w[key], released_w[key], atol=1e-6) for key in ours_w)
 
 
 def test_reference_evaluation_predicts_what_ours_predicts(tiny_clip, tmp_path):
@@ -151,7 +125,7 @@ def test_reference_evaluation_predicts_what_ours_predicts(tiny_clip, tmp_path):
     paths = models.write_images(tmp_path / "test", 20, (40, 30), seed=1, fmt="jpg")
     examples = [Example(path, i % 12, True) for i, path in enumerate(paths)]
     transform = eval_transform(loaded.image_size, loaded.mean, loaded.std)
-    settings = stages._classify_settings(eval_batch_size=64, workers=0)
+    settings = stages.classifier.classify_settings(eval_batch_size=64, workers=0)
     images = EvalImages(examples, loaded.image_size, loaded.mean, loaded.std, 64, 0)
     counts = evaluate(loaded.model, truncate_context(loaded.model, full), images, 12, settings, CPU, "t")
     predictions = reference.reference_evaluate(loaded.model, full, examples, transform, 100, CPU, "fp16")

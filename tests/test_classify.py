@@ -560,7 +560,7 @@ def test_an_empty_val_split_falls_back_to_the_last_epoch(world, tmp_path):
 @pytest.mark.parametrize("rule", ["train_classifier", "evaluate_zeroshot"])
 def test_workflow_script_runs_the_classifier(world, tmp_path, monkeypatch, rule):
     from datadream_core import jobs
-    from datadream_core.config import SPEED_ONLY_KEYS, OutputNeutral, split_settings
+    from datadream_core.config import SPEED_ONLY_KEYS, JobSettings, OutputNeutral
     from datadream_core.io import write_json
 
     monkeypatch.setattr(jobs, "start_snakemake_job", lambda snakemake, owned=(): logging.getLogger("datadream"))
@@ -574,9 +574,9 @@ def test_workflow_script_runs_the_classifier(world, tmp_path, monkeypatch, rule)
             return getattr(self, key, default)
 
     def job_params(trainset, shots, seed, n_synth):
-        tracked, neutral = split_settings(method_settings(config["classify"], "lora", shots), SPEED_ONLY_KEYS["classify"])
-        return SimpleNamespace(trainset=trainset, shots=shots, seed=seed, n_synth=n_synth, settings=tracked,
-                               neutral=neutral, made_from={"settings_digest": "d", "model_identity": "tiny"},
+        settings = JobSettings(method_settings(config["classify"], "lora", shots), SPEED_ONLY_KEYS["classify"])
+        return SimpleNamespace(trainset=trainset, shots=shots, seed=seed, n_synth=n_synth, settings=settings,
+                               made_from={"settings_digest": "d", "model_identity": "tiny"},
                                clip_location=OutputNeutral(config["models"]["clip"]))
 
     # What each rule hands the script: the zero-shot evaluation has no few-shot set, seed or manifest.

@@ -102,11 +102,17 @@ def test_bad_overrides_name_the_key(overrides, expected):
     assert expected in str(error.value)
 
 
-def test_speed_keys_are_split_off_as_output_neutral():
-    from datadream_core.config import SPEED_ONLY_KEYS, OutputNeutral, job_settings, split_settings
+def test_job_settings_show_snakemake_only_the_settings_that_change_outputs():
+    import pickle
+
+    from datadream_core.config import SPEED_ONLY_KEYS, JobSettings
 
     classify = validate_config(MINIMAL)["classify"]
-    tracked, neutral = split_settings(classify, SPEED_ONLY_KEYS["classify"])
-    assert isinstance(neutral, OutputNeutral) and set(neutral.values) == {"workers", "eval_cache_mb"}
-    assert "learning_rate" in tracked and "workers" not in tracked
-    assert job_settings(tracked, neutral) == classify
+    settings = JobSettings(classify, SPEED_ONLY_KEYS["classify"])
+    assert settings == classify and list(settings) == sorted(classify)
+    assert "learning_rate" in settings.tracked and not {"workers", "eval_cache_mb"} & set(settings.tracked)
+    assert repr(settings) == repr(settings.tracked)  # what Snakemake's rerun check compares
+    assert repr(JobSettings({**classify, "workers": 7}, SPEED_ONLY_KEYS["classify"])) == repr(settings)
+    assert repr(JobSettings({**classify, "learning_rate": 1.0}, SPEED_ONLY_KEYS["classify"])) != repr(settings)
+    copied = pickle.loads(pickle.dumps(settings))  # how Snakemake hands params to a script
+    assert copied == settings and copied.tracked == settings.tracked

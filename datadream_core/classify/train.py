@@ -7,7 +7,6 @@ towers, CoOp's text context or VPT's image prompts); the loop below is the same 
 
 from __future__ import annotations
 
-import logging
 import math
 import random
 import time
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from datadream_core.checkpoint import load_checkpoint, save_checkpoint
 from datadream_core.classify.data import (EvalImages, Example, make_loader, mix_within_parts, split_examples,
                                           train_examples, train_transform, validation_examples)
 from datadream_core.classify.lora import encode_text, truncate_context
@@ -28,13 +28,12 @@ from datadream_core.classify.methods import (adapt_model, class_tokens, load_tra
 from datadream_core.classify.trainsets import parse_trainset
 from datadream_core.config import SPEED_ONLY_KEYS, settings_dataclass
 from datadream_core.data.table import read_classes
-from datadream_core.identity import digest
-from datadream_core.io import atomic_path, load_checkpoint, write_csv, write_json
+from datadream_core.identity import digest, provenance_or_location
+from datadream_core.io import LOG, write_csv, write_json
 from datadream_core.models.clip import load_clip
 from datadream_core.models.sd import compute_dtype
 from datadream_core.seeding import seed_from
 
-LOG = logging.getLogger("datadream")
 PER_CLASS_HEADER = ("class_index", "name", "correct", "total", "accuracy")
 
 
@@ -184,21 +183,14 @@ def _train_epoch(model, tokens, loader, optimizer, scaler, settings: ClassifySet
 
 
 def _save_checkpoint(path: Path, fingerprint: str, model, optimizer, scaler, state: FitState) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"fingerprint": fingerprint, "trained": trainable_state(model), "optimizer": optimizer.state_dict(),
-                    "scaler": scaler.state_dict(), "state": asdict(state)}, tmp)
+    save_checkpoint(path, fingerprint, optimizer, scaler, trained=trainable_state(model), state=asdict(state))
 
 
 def _load_checkpoint(path: Path, fingerprint: str, model, optimizer, scaler) -> FitState:
-    saved = load_checkpoint(path, ("fingerprint", "trained", "optimizer", "scaler", "state"))
+    saved = load_checkpoint(path, fingerprint, optimizer, scaler, "trained", "state")
     if saved is None:
         return FitState()
-    if saved["fingerprint"] != fingerprint:
-        LOG.warning("ignoring checkpoint %s: it belongs to another configuration or input", path)
-        return FitState()
     load_trainable_state(model, saved["trained"])
-    optimizer.load_state_dict(saved["optimizer"])
-    scaler.load_state_dict(saved["scaler"])
     LOG.info("resuming from %s after epoch %d", path, saved["state"]["epoch"])
     return FitState(**saved["state"])
 
@@ -272,7 +264,7 @@ def run_classifier(*, dataset: str, trainset: str, shots: int, seed: int, n_synt
     classify.seed for every random choice. `made_from` (settings digest, model identity, data identity) is
     recorded in metrics.json.
     """
-    made_from = dict(made_from or {"model_identity": f"path:{clip.get('name')}:{clip.get('pretrained', '')}"})
+    made_from = provenance_or_location(made_from, clip.get("name"), clip.get("pretrained", ""))
     spec = parse_trainset(trainset)
     if classify.get("method") != spec.method:
         raise ValueError(f"train set '{trainset}' trains method '{spec.method}', but the classifier settings are for"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from datadream_core.config import DatasetSpec
@@ -12,9 +11,9 @@ from datadream_core.data.miniworld import WORLD_CLASSES
 from datadream_core.data.sources import (COOP_SPECS, DatasetError, DatasetIndex, display_names, list_class_folders,
                                          read_coop, read_imagefolder)
 from datadream_core.data.table import write_index, write_problems
+from datadream_core.io import LOG
 from datadream_core.layout import world_images
 
-LOG = logging.getLogger("datadream")
 
 
 def index_dataset(spec: DatasetSpec, world_dir: str | Path | None = None, verify: bool = True, workers: int = 1,

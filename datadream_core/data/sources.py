@@ -10,7 +10,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import logging
 import os
 import re
 import unicodedata
@@ -23,13 +22,13 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from datadream_core.data.images import ImageLimits, inspect_file, is_image_name
+from datadream_core.io import LOG
 
 RELEASED_NAMES_FILE = "released_class_names.json"
 
 SPLITS = ("train", "val", "test")
 LAYOUT_CLASSES = "class folders (root/<class>/<image>)"
 LAYOUT_SPLITS = "split folders (root/{train,val,test}/<class>/<image>)"
-LOG = logging.getLogger("datadream")
 
 
 class DatasetError(ValueError):

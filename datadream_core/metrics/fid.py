@@ -7,7 +7,6 @@ in memory, and the matrix square root uses symmetric eigendecompositions (GPU wh
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,10 +19,9 @@ import torch
 
 from datadream_core.data.images import load_rgb
 from datadream_core.data.table import read_classes, read_splits
-from datadream_core.io import atomic_path, read_csv, write_csv, write_json
+from datadream_core.io import LOG, atomic_path, read_csv, write_csv, write_json
 from datadream_core.models import ModelNotAvailable
 
-LOG = logging.getLogger("datadream")
 
 PER_CLASS_HEADER = ("class_index", "name", "fid", "n_synth", "n_real")
 INCEPTION_SIZE = 299  # pytorch-fid resizes every image to 299 x 299 bilinearly before the network

@@ -25,8 +25,7 @@ import numpy as np
 import torch
 
 from datadream_core.data.miniworld import WORLD_CLASSES, render_generic, render_image, render_source
-from datadream_core.io import atomic_folder, read_json, write_json
-from datadream_core.jobs import LOG
+from datadream_core.io import LOG, atomic_folder, read_json, write_json
 from datadream_core.models.pretrain import (CLIPSettings, SDSettings, VAESettings, clip_zero_shot, encode_latents,
                                             reconstruction_psnr, scaling_factor, train_clip, train_sd, train_vae)
 from datadream_core.seeding import seeded_rng

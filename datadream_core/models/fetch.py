@@ -127,7 +127,7 @@ def fetch_model(entry: Mapping[str, Any]) -> dict:
 def fetch_models(entries: list[Mapping[str, Any]], pins_file: str | Path, cache_dir: str | None = None) -> list[dict]:
     """Fetch every entry and write the pins (id, resolved revision, local path of each model) to `pins_file`."""
     from datadream_core.io import write_json
-    from datadream_core.jobs import LOG
+    from datadream_core.io import LOG
     from datadream_core.models.hub import hub_offline
 
     if hub_offline():

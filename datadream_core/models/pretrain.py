@@ -22,7 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from datadream_core.jobs import LOG, progress
+from datadream_core.io import LOG
+from datadream_core.jobs import progress
 from datadream_core.seeding import seed_from, seeded_generator, seeded_rng
 
 STAGE_VAE, STAGE_SD, STAGE_CLIP = 1, 2, 3

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from functools import lru_cache
 from pathlib import Path
@@ -14,7 +13,7 @@ from PIL import Image, ImageOps
 from datadream_core.data.fewshot import read_fewshot
 from datadream_core.data.images import load_rgb
 from datadream_core.data.table import ClassRow
-from datadream_core.io import read_csv
+from datadream_core.io import LOG, read_csv
 from datadream_core.report import generator_label
 from datadream_core.report.figures import plt, save_png  # figures selects the headless Agg backend
 
@@ -26,7 +25,6 @@ ROW_GAP = TILE // 8
 LABEL_FONTS = ("DejaVu Sans", "Noto Sans", "Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans Arabic",
                "Noto Sans Devanagari", "Noto Sans Hebrew", "Noto Sans Thai", "WenQuanYi Zen Hei",
                "Droid Sans Fallback", "Arial Unicode MS")
-LOG = logging.getLogger("datadream")
 
 
 def real_shots(fewshot_csv: str | Path, shots: int) -> dict[int, list[str]]:

@@ -20,7 +20,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 from PIL import Image
 
-from datadream_core.jobs import LOG
+from datadream_core.io import LOG
 from datadream_core.synth.img2img import (Classify, Img2ImgSettings, ShotLatents, attempt_generator, img2img_images,
                                           plan_rng)
 from datadream_core.synth.sampler import Renderer

@@ -20,7 +20,7 @@ from datadream_core.config import settings_dataclass
 from datadream_core.data.fewshot import read_fewshot
 from datadream_core.data.table import prompts_of, read_classes
 from datadream_core.identity import digest, file_sha256
-from datadream_core.jobs import LOG
+from datadream_core.io import LOG
 from datadream_core.layout import LORA_FILE, REAL_SHOT_GENERATORS
 from datadream_core.synth.loft import PairMixer, loft_renderer, pair_schedule
 from datadream_core.synth.manifest import SHARD_HEADER

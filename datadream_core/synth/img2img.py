@@ -26,8 +26,7 @@ import torch
 from PIL import Image
 
 from datadream_core.data.images import load_rgb
-from datadream_core.io import read_json, write_json
-from datadream_core.jobs import LOG
+from datadream_core.io import LOG, read_json, write_json
 from datadream_core.seeding import seeded_generator, seeded_rng
 from datadream_core.synth.manifest import SHARD_HEADER
 from datadream_core.synth.sampler import image_name

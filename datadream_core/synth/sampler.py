@@ -16,8 +16,8 @@ from typing import Callable, Sequence
 import torch
 from PIL import Image, PngImagePlugin
 
-from datadream_core.io import atomic_path, publish_folder, write_csv
-from datadream_core.jobs import LOG, progress
+from datadream_core.io import LOG, atomic_path, publish_folder, write_csv
+from datadream_core.jobs import progress
 from datadream_core.seeding import seeded_generator
 from datadream_core.synth.manifest import SHARD_HEADER
 
