@@ -38,7 +38,7 @@ SIZES = {"miniature": (16, 40, 32, True), "real": (2, 2, 512, False)}
 
 def loft_settings(steps: int) -> DreamSettings:
     dream = validate_config({"datasets": {"w": {"source": "miniworld"}}})["dream"]
-    return settings_dataclass(DreamSettings, {**dream_mode_settings(dream, "image"), "epochs": steps, "warmup_steps": 0})
+    return settings_dataclass(DreamSettings, {**dream_mode_settings(dream, "loft"), "epochs": steps, "warmup_steps": 0})
 
 
 def shots_of_one_class(folder: Path, count: int, side: int) -> list[Shot]:

@@ -192,14 +192,14 @@ def synth_count(config: Mapping[str, Any]) -> int:
 
 
 def dream_mode_settings(dream: Mapping[str, Any], mode: str) -> dict:
-    """The dream settings of one adapter kind: mode dset (dset_epochs, when set, replaces epochs), cls, or image
-    (LoFT's per-image adapters: dream.loft's keys replace dream's own)."""
+    """The dream settings of one adapter kind: DataDream's mode dset (dset_epochs, when set, replaces epochs) or cls,
+    or loft (LoFT's per-image adapters: dream.loft's keys replace dream's own)."""
     settings = dict(dream)
     dset_epochs = settings.pop("dset_epochs")
     loft = settings.pop("loft")
     if mode == "dset" and dset_epochs is not None:
         settings["epochs"] = dset_epochs
-    if mode == "image":
+    if mode == "loft":
         # One image trains at batch 1 whatever batch_size says; diffusers reads a file without alphas as alpha = rank.
         settings.update(loft, batch_size=1, alpha=loft["rank"])
     return canonical(settings)
@@ -225,17 +225,17 @@ class OutputNeutral:
 
 
 class JobSettings(dict):
-    """Every setting a job reads, one params value: `tracked` are those that can change its outputs, the rest
-    (speed keys, where a model lives) cannot. Snakemake's rerun check compares a params value by its repr, so
-    the repr shows the tracked settings only; a change to the rest replans nothing."""
+    """Every setting a job reads, one params value: the `determining` ones can change its outputs, the
+    `output_neutral` rest (speed keys, where a model lives) cannot. Snakemake's rerun check compares a params
+    value by its repr, so the repr shows the determining settings only: a change to the rest replans nothing."""
 
-    def __init__(self, values: Mapping[str, Any], untracked: Iterable[str] = ()):
+    def __init__(self, values: Mapping[str, Any], output_neutral: Iterable[str] = ()):
         super().__init__(canonical(dict(values)))
-        untracked = set(untracked)
-        self.tracked = {key: value for key, value in self.items() if key not in untracked}
+        output_neutral = set(output_neutral)
+        self.determining = {key: value for key, value in self.items() if key not in output_neutral}
 
     def __repr__(self) -> str:
-        return repr(self.tracked)
+        return repr(self.determining)
 
 
 def canonical(value: Any) -> Any:

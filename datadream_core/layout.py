@@ -108,16 +108,16 @@ def synth_manifest(dataset, generator, shots, seed) -> str:
     return f"{synth_dir(dataset, generator, shots, seed)}/manifest.csv"
 
 
-def clf_dir(dataset, trainset, shots, seed, n_synth) -> str:
+def classifier_dir(dataset, trainset, shots, seed, n_synth) -> str:
     return f"{dataset_dir(dataset)}/clf/{trainset}/{run_name(shots, seed)}/n{n_synth}"
 
 
-def clf_metrics(dataset, trainset, shots, seed, n_synth) -> str:
-    return f"{clf_dir(dataset, trainset, shots, seed, n_synth)}/metrics.json"
+def classifier_metrics(dataset, trainset, shots, seed, n_synth) -> str:
+    return f"{classifier_dir(dataset, trainset, shots, seed, n_synth)}/metrics.json"
 
 
-def clf_per_class(dataset, trainset, shots, seed, n_synth) -> str:
-    return f"{clf_dir(dataset, trainset, shots, seed, n_synth)}/per_class.csv"
+def classifier_per_class(dataset, trainset, shots, seed, n_synth) -> str:
+    return f"{classifier_dir(dataset, trainset, shots, seed, n_synth)}/per_class.csv"
 
 
 def zeroshot_dir(dataset) -> str:

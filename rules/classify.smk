@@ -8,7 +8,7 @@ ZEROSHOT_KEYS = ("logit_scale", "eval_batch_size", "mixed_precision")
 TRAINSET_PATTERN = "(real|(real\\+)?synth_(" + "|".join(layout.GENERATORS) + "))(/(coop|vpt))?"
 # classify.search: {point name: settings overrides}; empty without a search.
 SEARCH_POINTS = search_points(config["classify"]["search"])
-CLASSIFIER_RUN = layout.clf_dir("{dataset}", "{trainset}", "{shots}", "{seed}", "{n_synth}")
+CLASSIFIER_RUN = layout.classifier_dir("{dataset}", "{trainset}", "{shots}", "{seed}", "{n_synth}")
 
 
 def evaluation_inputs(wildcards):
@@ -68,7 +68,7 @@ def classifier_runs(methods=None, kinds=KINDS, shots=SHOTS, n_synth=(N_SYNTH,), 
 def classifier_targets(dataset):
     """metrics.json and per_class.csv of every classifier run, and of the one zero-shot evaluation."""
     paths = [path for run in classifier_runs(datasets=[dataset])
-             for path in (layout.clf_metrics(*run), layout.clf_per_class(*run))]
+             for path in (layout.classifier_metrics(*run), layout.classifier_per_class(*run))]
     if "zeroshot" in config["classify"]["trainsets"]:
         paths += [f"{layout.zeroshot_dir(dataset)}/metrics.json", f"{layout.zeroshot_dir(dataset)}/per_class.csv"]
     return paths
@@ -141,8 +141,8 @@ rule file_zeroshot:
         metrics=f"{layout.zeroshot_dir('{dataset}')}/metrics.json",
         per_class=f"{layout.zeroshot_dir('{dataset}')}/per_class.csv",
     output:
-        metrics=layout.clf_metrics("{dataset}", "zeroshot", "{shots}", "{seed}", 0),
-        per_class=layout.clf_per_class("{dataset}", "zeroshot", "{shots}", "{seed}", 0),
+        metrics=layout.classifier_metrics("{dataset}", "zeroshot", "{shots}", "{seed}", 0),
+        per_class=layout.classifier_per_class("{dataset}", "zeroshot", "{shots}", "{seed}", 0),
     log:
         "logs/file_zeroshot/{dataset}_k{shots}_seed{seed}.log",
     conda:

@@ -100,7 +100,7 @@ def settings_params(settings_of, model=None, dataset=None):
 
     params = {"settings": settings}
     if model is not None:
-        params["made_from"] = lambda wildcards: provenance(settings(wildcards).tracked, model)
+        params["made_from"] = lambda wildcards: provenance(settings(wildcards).determining, model)
     return params
 
 

@@ -102,7 +102,7 @@ if "loft" in GENERATORS:
                 adapter="train_lora.py",
                 # which adapters, not how: see output
                 chunk=OutputNeutral({"classes": list(chunk_classes(_chunk)), "shots_per_class": FEWSHOT_SIZE}),
-                **settings_params(dream_settings("image"), model=SD_IDENTITY, dataset=_dataset),
+                **settings_params(dream_settings("loft"), model=SD_IDENTITY, dataset=_dataset),
                 sd_location=SD_LOCATION,
             threads: config["threads"]["lora"]
             priority: 2

@@ -15,7 +15,7 @@ CLASSIFY_METHODS = config["classify"]["methods"]
 
 def metrics_files(**runs):
     """metrics.json of `classifier_runs(**runs)`, LoRA's unless `methods` says otherwise."""
-    return [layout.clf_metrics(*run) for run in classifier_runs(**{"methods": ["lora"], **runs})]
+    return [layout.classifier_metrics(*run) for run in classifier_runs(**{"methods": ["lora"], **runs})]
 
 
 def paper_names():
@@ -78,7 +78,7 @@ def trained_runs():
 
 def searched_runs():
     """metrics.json of every trained run: classify.search tuned each of them."""
-    return [layout.clf_metrics(*key) for key in trained_runs()]
+    return [layout.classifier_metrics(*key) for key in trained_runs()]
 
 
 def search_targets():

@@ -18,10 +18,10 @@ GENERATOR_KEYS = {
 CAPTION_KEYS = ("caption_max_tokens", "caption_batch_size")
 
 
-def synth_settings(dataset, tracked, **more):
-    """The dataset's synth section and `more`, of which `tracked` (and `more`) can change the job's outputs."""
+def synth_settings(dataset, determining, **more):
+    """The dataset's synth section and `more`; only the `determining` keys and `more` can change the outputs."""
     values = {**job_section(config, dataset, "synth"), **more}
-    return JobSettings(values, set(values) - set(tracked) - set(more))
+    return JobSettings(values, set(values) - set(determining) - set(more))
 
 
 def generation_settings(dataset, wildcards):

@@ -110,9 +110,9 @@ def test_job_settings_show_snakemake_only_the_settings_that_change_outputs():
     classify = validate_config(MINIMAL)["classify"]
     settings = JobSettings(classify, SPEED_ONLY_KEYS["classify"])
     assert settings == classify and list(settings) == sorted(classify)
-    assert "learning_rate" in settings.tracked and not {"workers", "eval_cache_mb"} & set(settings.tracked)
-    assert repr(settings) == repr(settings.tracked)  # what Snakemake's rerun check compares
+    assert "learning_rate" in settings.determining and not {"workers", "eval_cache_mb"} & set(settings.determining)
+    assert repr(settings) == repr(settings.determining)  # what Snakemake's rerun check compares
     assert repr(JobSettings({**classify, "workers": 7}, SPEED_ONLY_KEYS["classify"])) == repr(settings)
     assert repr(JobSettings({**classify, "learning_rate": 1.0}, SPEED_ONLY_KEYS["classify"])) != repr(settings)
     copied = pickle.loads(pickle.dumps(settings))  # how Snakemake hands params to a script
-    assert copied == settings and copied.tracked == settings.tracked
+    assert copied == settings and copied.determining == settings.determining

@@ -19,7 +19,7 @@ from datadream_core.synth.img2img import (Img2ImgSettings, ProvenanceLog, ShotLa
                                           with_provenance)
 from datadream_core.synth.issynth import issynth_renderer, issynth_source
 from datadream_core.synth.manifest import SHARD_HEADER
-from datadream_core.synth.sampler import ShardJob, image_generator, publish_shard, run_shard, staging_dir
+from datadream_core.synth.sampler import ClassShard, image_generator, publish_shard, run_shard, staging_dir
 from datadream_core.synth.text2img import SamplingSettings, load_text2img
 
 STEPS = 8
@@ -136,7 +136,7 @@ def test_issynth_same_images_whatever_the_shard_and_batch_size(latents, img2img,
     def shard(name, begin, end, batch):
         log = ProvenanceLog(staging_dir(tmp_path / name), "fp")
         render = issynth_renderer(img2img, latents, class_paths[2], 2, 5, settings, log.record)
-        rows = run_shard(ShardJob("issynth", 2, PROMPTS[2], 5, begin, end, "fp"), render, tmp_path / name, batch)
+        rows = run_shard(ClassShard("issynth", 2, PROMPTS[2], 5, begin, end, "fp"), render, tmp_path / name, batch)
         rows = with_provenance(rows, log, ("source_shot",))
         publish_shard(tmp_path / name, SHARD_HEADER + ("source_shot",), rows)
         return rows
@@ -272,7 +272,7 @@ def test_disef_deterministic_across_shards_and_resumes_after_a_kill(tiny_clip, l
     def shard(folder, begin, end, batch, wrap=lambda render: render):
         log, render = make(folder, wrap)
         log.drop_unrecorded(range(begin, end))
-        rows = run_shard(ShardJob("disef", 1, PROMPTS[1], 0, begin, end, "fp"), render, tmp_path / folder, batch)
+        rows = run_shard(ClassShard("disef", 1, PROMPTS[1], 0, begin, end, "fp"), render, tmp_path / folder, batch)
         rows = with_provenance(rows, log, PROVENANCE_COLUMNS)
         publish_shard(tmp_path / folder, SHARD_HEADER + PROVENANCE_COLUMNS, rows)
         return rows

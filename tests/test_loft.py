@@ -22,7 +22,7 @@ from datadream_core.models.sd import load_sd_parts
 from datadream_core.report import GENERATOR_LABELS
 from datadream_core.report.figures import generator_color
 from datadream_core.synth.loft import PairMixer, loft_renderer, pair_of, pair_schedule
-from datadream_core.synth.sampler import ShardJob, make_shard
+from datadream_core.synth.sampler import ClassShard, make_shard
 from datadream_core.synth.text2img import SamplingSettings, load_text2img, text2img_renderer
 from killed_runs import kill_once_written
 
@@ -33,7 +33,7 @@ PROMPTS = ["a photo of a blicket", "a photo of a dax"]
 def loft_settings(**changes) -> DreamSettings:
     """The per-image adapter settings a workflow job gets from the schema's defaults."""
     dream = validate_config({"datasets": {"w": {"source": "miniworld"}}})["dream"]
-    return settings_dataclass(DreamSettings, {**dream_mode_settings(dream, "image"), **changes})
+    return settings_dataclass(DreamSettings, {**dream_mode_settings(dream, "loft"), **changes})
 
 
 @pytest.fixture(scope="module")
@@ -266,10 +266,10 @@ def test_loft_images_do_not_depend_on_shards_or_batches(tiny_sd, image_adapters,
         return text2img_renderer(pipe, SAMPLING)(prompts, generators, indices)
 
     render = loft_renderer(recording, mixer, schedule)
-    make_shard(ShardJob("loft", 1, PROMPTS[1], 2, 0, 7), render, tmp_path / "whole", 4)
+    make_shard(ClassShard("loft", 1, PROMPTS[1], 2, 0, 7), render, tmp_path / "whole", 4)
     assert seen == [[0, 1, 2, 3], [4, 5, 6]]  # pairs share a batch
-    make_shard(ShardJob("loft", 1, PROMPTS[1], 2, 0, 3), render, tmp_path / "a", 1)
-    make_shard(ShardJob("loft", 1, PROMPTS[1], 2, 3, 7), render, tmp_path / "b", 2)
+    make_shard(ClassShard("loft", 1, PROMPTS[1], 2, 0, 3), render, tmp_path / "a", 1)
+    make_shard(ClassShard("loft", 1, PROMPTS[1], 2, 3, 7), render, tmp_path / "b", 2)
     assert seen[2:] == [[0], [1], [2], [3, 4], [5, 6]]
     whole, parts = _pixels(tmp_path / "whole"), {**_pixels(tmp_path / "a"), **_pixels(tmp_path / "b")}
     assert whole.keys() == parts.keys() and len(whole) == 7

@@ -36,7 +36,7 @@ def small_run(tmp_path_factory):
 
 
 def _metrics(trainset: str, seed: int, config: dict) -> str:
-    return layout.clf_metrics("miniworld", trainset, 16, seed, 0 if trainset == "real" else config["synth"]["n_synth"])
+    return layout.classifier_metrics("miniworld", trainset, 16, seed, 0 if trainset == "real" else config["synth"]["n_synth"])
 
 
 def _accuracies(results: Path, trainset: str, config: dict) -> list[float]:

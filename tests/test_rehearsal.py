@@ -197,7 +197,7 @@ def test_rehearsal_classifiers_and_fid_have_their_metrics():
     runs = [("zeroshot", 0), ("real", 0), ("real/coop", 0), ("real/vpt", 0)]
     runs += [(f"{kind}_{generator}", n_synth) for generator in generators for kind in ("synth", "real+synth")]
     for trainset, n in runs:
-        values = json.loads(results(layout.clf_metrics(DATASET, trainset, SHOTS, SEED, n)).read_text(encoding="utf-8"))
+        values = json.loads(results(layout.classifier_metrics(DATASET, trainset, SHOTS, SEED, n)).read_text(encoding="utf-8"))
         assert 0.0 <= values["accuracy"] <= 100.0 and len(values["per_class_accuracy"]) == N_CLASSES  # percent
     for generator in generators:
         summary = json.loads(results(layout.fid_summary(DATASET, generator, SHOTS, SEED)).read_text(encoding="utf-8"))

@@ -8,7 +8,7 @@ from datadream_core.data.miniworld import render_world
 from datadream_core.io import read_csv, write_csv
 from datadream_core.chunks import shard_count, shard_range
 from datadream_core.synth.manifest import SHARD_HEADER, merge_manifest
-from datadream_core.synth.sampler import ShardJob, make_shard, run_shard, staging_dir
+from datadream_core.synth.sampler import ClassShard, make_shard, run_shard, staging_dir
 from datadream_core.synth.text2img import (AdapterSwitcher, SamplingSettings, encode_class_prompt, load_text2img,
                                           text2img_renderer)
 
@@ -33,9 +33,9 @@ def test_shard_ranges():
 
 
 def test_same_images_whatever_the_shard_and_batch_size(renderer, tmp_path):
-    whole = make_shard(ShardJob("sd", 2, "a photo of a dax", 5, 0, 7), renderer, tmp_path / "whole", batch_size=4)
-    make_shard(ShardJob("sd", 2, "a photo of a dax", 5, 0, 2), renderer, tmp_path / "a", batch_size=2)
-    make_shard(ShardJob("sd", 2, "a photo of a dax", 5, 2, 7), renderer, tmp_path / "b", batch_size=5)
+    whole = make_shard(ClassShard("sd", 2, "a photo of a dax", 5, 0, 7), renderer, tmp_path / "whole", batch_size=4)
+    make_shard(ClassShard("sd", 2, "a photo of a dax", 5, 0, 2), renderer, tmp_path / "a", batch_size=2)
+    make_shard(ClassShard("sd", 2, "a photo of a dax", 5, 2, 7), renderer, tmp_path / "b", batch_size=5)
     assert len(whole) == 7
     for index in range(7):
         part = tmp_path / ("a" if index < 2 else "b") / f"{index:06d}.png"
@@ -45,9 +45,9 @@ def test_same_images_whatever_the_shard_and_batch_size(renderer, tmp_path):
 
 
 def test_images_differ_across_classes_seeds_and_indices(renderer, tmp_path):
-    make_shard(ShardJob("sd", 0, "a photo", 0, 0, 2), renderer, tmp_path / "c0s0", batch_size=2)
-    make_shard(ShardJob("sd", 1, "a photo", 0, 0, 1), renderer, tmp_path / "c1s0", batch_size=2)
-    make_shard(ShardJob("sd", 0, "a photo", 1, 0, 1), renderer, tmp_path / "c0s1", batch_size=2)
+    make_shard(ClassShard("sd", 0, "a photo", 0, 0, 2), renderer, tmp_path / "c0s0", batch_size=2)
+    make_shard(ClassShard("sd", 1, "a photo", 0, 0, 1), renderer, tmp_path / "c1s0", batch_size=2)
+    make_shard(ClassShard("sd", 0, "a photo", 1, 0, 1), renderer, tmp_path / "c0s1", batch_size=2)
     first = _pixels(tmp_path / "c0s0" / "000000.png")
     for other in (tmp_path / "c0s0" / "000001.png", tmp_path / "c1s0" / "000000.png", tmp_path / "c0s1" / "000000.png"):
         assert np.abs(first - _pixels(other)).mean() > 1.0, other
@@ -62,7 +62,7 @@ def test_killed_shard_keeps_finished_images(renderer, tmp_path):
         rendered.append(list(indices))
         return renderer(prompts, generators, indices)
 
-    job = ShardJob("datadream_dset", 1, "a photo of a wug", 0, 0, 5, identity="settings-a")
+    job = ClassShard("datadream_dset", 1, "a photo of a wug", 0, 0, 5, identity="settings-a")
     out_dir, staging = tmp_path / "shard000", staging_dir(tmp_path / "shard000")
     with pytest.raises(KeyboardInterrupt):
         make_shard(job, dies_after_first_batch, out_dir, batch_size=2)
@@ -84,7 +84,7 @@ def test_killed_shard_keeps_finished_images(renderer, tmp_path):
 def test_images_of_other_settings_are_made_again(renderer, tmp_path):
     """A staged image is kept only while the job's identity (settings, model, adapter, prompt) matches."""
     out_dir = tmp_path / "shard000"
-    old = ShardJob("sd", 0, "a photo of a cat", 0, 0, 2, identity="cat")
+    old = ClassShard("sd", 0, "a photo of a cat", 0, 0, 2, identity="cat")
     run_shard(old, renderer, out_dir, batch_size=2)  # staged, never published: a killed job
     rendered = []
 
@@ -92,7 +92,7 @@ def test_images_of_other_settings_are_made_again(renderer, tmp_path):
         rendered.append((list(prompts), list(indices)))
         return renderer(prompts, generators, indices)
 
-    new = ShardJob("sd", 0, "a photo of a tabby kitten", 0, 0, 2, identity="kitten")
+    new = ClassShard("sd", 0, "a photo of a tabby kitten", 0, 0, 2, identity="kitten")
     make_shard(new, counting, out_dir, batch_size=2)
     assert rendered == [(["a photo of a tabby kitten"] * 2, [0, 1])]
     assert {Image.open(path).text["prompt"] for path in out_dir.glob("*.png")} == {"a photo of a tabby kitten"}
@@ -164,9 +164,9 @@ def test_adapter_switcher_gives_each_class_exactly_diffusers_fused_weights(tiny_
 
 
 def test_manifest_merges_in_class_and_image_order(renderer, tmp_path):
-    make_shard(ShardJob("sd", 1, "p1", 0, 2, 4), renderer, tmp_path / "c1b", batch_size=2)
-    make_shard(ShardJob("sd", 1, "p1", 0, 0, 2), renderer, tmp_path / "c1a", batch_size=2)
-    make_shard(ShardJob("sd", 0, "p0", 0, 0, 1), renderer, tmp_path / "c0", batch_size=2)
+    make_shard(ClassShard("sd", 1, "p1", 0, 2, 4), renderer, tmp_path / "c1b", batch_size=2)
+    make_shard(ClassShard("sd", 1, "p1", 0, 0, 2), renderer, tmp_path / "c1a", batch_size=2)
+    make_shard(ClassShard("sd", 0, "p0", 0, 0, 1), renderer, tmp_path / "c0", batch_size=2)
     count = merge_manifest([tmp_path / d for d in ("c1b", "c1a", "c0")], tmp_path / "manifest.csv")
     rows = read_csv(tmp_path / "manifest.csv")
     assert count == 5

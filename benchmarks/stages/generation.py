@@ -26,7 +26,7 @@ def ours_generate(sd: str, adapters, prompts, n_images: int, settings, device, o
     text2img_shards: one pipeline, each class's adapter fused in turn."""
     from datadream_core.data.table import CLASSES_HEADER
     from datadream_core.io import write_csv
-    from datadream_core.synth.generate import ShardRequest, text2img_shards
+    from datadream_core.synth.generate import GenerationJob, text2img_shards
     from datadream_core.synth.sampler import image_name
     from datadream_core.synth.text2img import AdapterSwitcher, load_text2img
 
@@ -35,9 +35,9 @@ def ours_generate(sd: str, adapters, prompts, n_images: int, settings, device, o
     write_csv(classes_csv, CLASSES_HEADER, [(i, f"class{i}", f"class{i}", prompt) for i, prompt in enumerate(prompts)])
     shard_dirs = {class_index: str(out_dir / f"c{class_index:04d}") for class_index in range(len(prompts))}
     generator = "sd" if all(adapter is None for adapter in adapters) else "datadream_cls"
-    request = ShardRequest(generator, seed, 0, 0, n_images, shard_dirs, str(classes_csv), {}, "benchmark", sd, None,
-                           "benchmark", "benchmark", adapters={c: [a] for c, a in enumerate(adapters) if a is not None})
-    text2img_shards(request, AdapterSwitcher(load_text2img(sd, settings, device)), settings)
+    job = GenerationJob(generator, seed, 0, 0, n_images, shard_dirs, str(classes_csv), {}, "benchmark", sd, None,
+                        "benchmark", "benchmark", adapters={c: [a] for c, a in enumerate(adapters) if a is not None})
+    text2img_shards(job, AdapterSwitcher(load_text2img(sd, settings, device)), settings)
     return [Path(folder) / image_name(i) for folder in shard_dirs.values() for i in range(n_images)]
 
 

@@ -24,13 +24,14 @@ from datadream_core.io import LOG
 from datadream_core.layout import LORA_FILE, REAL_SHOT_GENERATORS
 from datadream_core.synth.loft import PairMixer, loft_renderer, pair_schedule
 from datadream_core.synth.manifest import SHARD_HEADER
-from datadream_core.synth.sampler import ShardJob, make_shard, publish_shard, run_shard, staging_dir
+from datadream_core.synth.sampler import ClassShard, make_shard, publish_shard, run_shard, staging_dir
 from datadream_core.synth.text2img import AdapterSwitcher, SamplingSettings, load_text2img, text2img_renderer
 
 
 @dataclass(frozen=True)
-class ShardRequest:
-    """What a generation job makes and from what; `settings` is the job's synth section."""
+class GenerationJob:
+    """What a generation job makes (one shard of each class of a chunk) and from what; `settings` are its synth
+    settings. Each class's shard is a ClassShard."""
 
     generator: str
     seed: int
@@ -71,14 +72,14 @@ def run_generation_job(*, generator: str, seed: int, shots: int, classes: Sequen
     number of images. `made_from` holds the settings digest and the model and data identities;
     `filter_clip` (disef) adds the filter's identity to its location."""
     start, stop = shard_range(settings["n_images"], settings["shard_size"], shard)
-    request = ShardRequest(
+    job = GenerationJob(
         generator=generator, seed=seed, shots=shots, start=start, stop=stop, shard_dirs=dict(zip(classes, shard_dirs)),
         classes_csv=classes_csv, settings=settings, settings_digest=made_from["settings_digest"],
         sd_path=sd_location["path"], sd_revision=sd_location["revision"], sd_identity=made_from["model_identity"],
         data_identity=made_from["data_identity"], adapters=chunk_adapters(generator, classes, adapter_weights),
         fewshot_csv=fewshot_csv, captions_csv=captions_csv,
         filter_clip={**filter_clip_location, **filter_clip} if filter_clip else None)
-    header, rows = generate_shards(request, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    header, rows = generate_shards(job, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     if generator == "disef":
         from datadream_core.synth.disef import attempt_summary
 
@@ -88,29 +89,29 @@ def run_generation_job(*, generator: str, seed: int, shots: int, classes: Sequen
     return len(rows)
 
 
-def generate_shards(request: ShardRequest, device: torch.device) -> tuple[tuple[str, ...], list[tuple]]:
+def generate_shards(job: GenerationJob, device: torch.device) -> tuple[tuple[str, ...], list[tuple]]:
     """Make and publish every class's shard; return the header and rows of all of them."""
-    sampling = settings_dataclass(SamplingSettings, request.settings)
-    switcher = AdapterSwitcher(load_text2img(request.sd_path, sampling, device, revision=request.sd_revision))
-    if request.generator in REAL_SHOT_GENERATORS:
-        return _img2img_shards(request, switcher.pipe, sampling, device)
-    return text2img_shards(request, switcher, sampling)
+    sampling = settings_dataclass(SamplingSettings, job.settings)
+    switcher = AdapterSwitcher(load_text2img(job.sd_path, sampling, device, revision=job.sd_revision))
+    if job.generator in REAL_SHOT_GENERATORS:
+        return _img2img_shards(job, switcher.pipe, sampling, device)
+    return text2img_shards(job, switcher, sampling)
 
 
-def _made_from(request: ShardRequest, model_identity: str) -> tuple[str, str, str]:
-    return request.settings_digest, model_identity, request.data_identity
+def _made_from(job: GenerationJob, model_identity: str) -> tuple[str, str, str]:
+    return job.settings_digest, model_identity, job.data_identity
 
 
-def text2img_shards(request: ShardRequest, switcher: AdapterSwitcher, sampling: SamplingSettings):
-    classes = read_classes(request.classes_csv)
+def text2img_shards(job: GenerationJob, switcher: AdapterSwitcher, sampling: SamplingSettings):
+    classes = read_classes(job.classes_csv)
     mixer = None
-    if request.generator == "loft":
-        mixer = PairMixer(switcher.pipe, request.settings["loft_interpolation_weight"])
+    if job.generator == "loft":
+        mixer = PairMixer(switcher.pipe, job.settings["loft_interpolation_weight"])
     rows = []
-    for class_index, out_dir in sorted(request.shard_dirs.items()):
-        adapters = list(request.adapters.get(class_index, ()))
-        if request.generator != "sd" and not adapters:
-            raise ValueError(f"{request.generator}: no adapter for class {class_index}")
+    for class_index, out_dir in sorted(job.shard_dirs.items()):
+        adapters = list(job.adapters.get(class_index, ()))
+        if job.generator != "sd" and not adapters:
+            raise ValueError(f"{job.generator}: no adapter for class {class_index}")
         prompt = classes[class_index].prompt
         if mixer is None:
             class_render = text2img_renderer(switcher.pipe, sampling, switcher.use(adapters[0] if adapters else None,
@@ -119,31 +120,31 @@ def text2img_shards(request: ShardRequest, switcher: AdapterSwitcher, sampling: 
             # per-image adapters may change the text encoder too, so each batch encodes its prompts under its pairs
             mixer.load(adapters)
             class_render = loft_renderer(text2img_renderer(switcher.pipe, sampling), mixer,
-                                         pair_schedule(len(adapters), request.seed, class_index))
+                                         pair_schedule(len(adapters), job.seed, class_index))
         digests = "+".join(file_sha256(Path(adapter) / LORA_FILE)[:16] for adapter in adapters)
-        model = request.sd_identity + (f"+lora:{digests}" if adapters else "")
-        job = ShardJob(request.generator, class_index, prompt, request.seed, request.start, request.stop,
-                       digest(request.settings_digest, model, prompt), _made_from(request, model))
-        rows += make_shard(job, class_render, out_dir, sampling.batch_size)
+        model = job.sd_identity + (f"+lora:{digests}" if adapters else "")
+        shard = ClassShard(job.generator, class_index, prompt, job.seed, job.start, job.stop,
+                           digest(job.settings_digest, model, prompt), _made_from(job, model))
+        rows += make_shard(shard, class_render, out_dir, sampling.batch_size)
     return SHARD_HEADER, rows
 
 
-def _img2img_shards(request: ShardRequest, base_pipe, sampling: SamplingSettings, device: torch.device):
+def _img2img_shards(job: GenerationJob, base_pipe, sampling: SamplingSettings, device: torch.device):
     from datadream_core.synth.img2img import (Img2ImgSettings, ProvenanceLog, ShotLatents, class_shots, load_img2img,
                                               strength_for_shots, with_provenance)
 
-    settings = request.settings
-    classes = read_classes(request.classes_csv)
-    fewshot = read_fewshot(request.fewshot_csv, request.shots)
+    settings = job.settings
+    classes = read_classes(job.classes_csv)
+    fewshot = read_fewshot(job.fewshot_csv, job.shots)
     pipe = load_img2img(base_pipe)
     latents = ShotLatents(pipe)
-    if request.generator == "issynth":
+    if job.generator == "issynth":
         from datadream_core.synth.issynth import PROVENANCE_COLUMNS, issynth_renderer
 
         img_settings = Img2ImgSettings(sampling.steps, sampling.guidance_scale,
-                                       strength_for_shots(settings["issynth_strength"], request.shots))
+                                       strength_for_shots(settings["issynth_strength"], job.shots))
         captions: Mapping[str, str] = {}
-        model = request.sd_identity
+        model = job.sd_identity
     else:
         from datadream_core.synth.captions import read_captions
         from datadream_core.synth.disef import PROVENANCE_COLUMNS, disef_renderer, load_clip_filter
@@ -152,26 +153,26 @@ def _img2img_shards(request: ShardRequest, base_pipe, sampling: SamplingSettings
             settings["disef_steps"] or sampling.steps,
             sampling.guidance_scale if settings["disef_guidance_scale"] is None else settings["disef_guidance_scale"],
             settings["disef_strength"])
-        captions = read_captions(request.captions_csv)
-        classify = load_clip_filter(request.filter_clip, prompts_of(classes), device)
-        model = f"{request.sd_identity}+filter:{request.filter_clip['identity']}"
-    LOG.info("%s K=%d: %s", request.generator, request.shots, img_settings)
+        captions = read_captions(job.captions_csv)
+        classify = load_clip_filter(job.filter_clip, prompts_of(classes), device)
+        model = f"{job.sd_identity}+filter:{job.filter_clip['identity']}"
+    LOG.info("%s K=%d: %s", job.generator, job.shots, img_settings)
     rows = []
-    for class_index, out_dir in sorted(request.shard_dirs.items()):
+    for class_index, out_dir in sorted(job.shard_dirs.items()):
         paths = class_shots(fewshot, class_index)
         prompt = classes[class_index].prompt
-        shot_captions = [captions[path] for path in paths] if request.generator == "disef" else []
-        identity = digest(request.settings_digest, model, prompt, asdict(img_settings), paths, shot_captions)
+        shot_captions = [captions[path] for path in paths] if job.generator == "disef" else []
+        identity = digest(job.settings_digest, model, prompt, asdict(img_settings), paths, shot_captions)
         provenance = ProvenanceLog(staging_dir(out_dir), identity)
-        provenance.drop_unrecorded(range(request.start, request.stop))
-        if request.generator == "issynth":
-            render = issynth_renderer(pipe, latents, paths, class_index, request.seed, img_settings, provenance.record)
+        provenance.drop_unrecorded(range(job.start, job.stop))
+        if job.generator == "issynth":
+            render = issynth_renderer(pipe, latents, paths, class_index, job.seed, img_settings, provenance.record)
         else:
-            render = disef_renderer(pipe, latents, paths, captions, prompt, class_index, request.seed, img_settings,
+            render = disef_renderer(pipe, latents, paths, captions, prompt, class_index, job.seed, img_settings,
                                     classify, settings["disef_max_attempts"], provenance.record)
-        job = ShardJob(request.generator, class_index, prompt, request.seed, request.start, request.stop, identity,
-                       _made_from(request, model))
-        class_rows = with_provenance(run_shard(job, render, out_dir, sampling.batch_size), provenance,
+        shard = ClassShard(job.generator, class_index, prompt, job.seed, job.start, job.stop, identity,
+                           _made_from(job, model))
+        class_rows = with_provenance(run_shard(shard, render, out_dir, sampling.batch_size), provenance,
                                      PROVENANCE_COLUMNS)
         publish_shard(out_dir, tuple(SHARD_HEADER) + tuple(PROVENANCE_COLUMNS), class_rows)
         rows += class_rows

@@ -27,7 +27,9 @@ Renderer = Callable[[Sequence[str], Sequence[torch.Generator], Sequence[int]], l
 
 
 @dataclass(frozen=True)
-class ShardJob:
+class ClassShard:
+    """Images start to stop of one class under one seed: one class's part of a generation job."""
+
     generator: str
     class_index: int
     prompt: str
@@ -46,21 +48,21 @@ def image_name(image_index: int) -> str:
     return f"{image_index:06d}.png"
 
 
-def _save_png(image: Image.Image, target: Path, job: ShardJob, image_index: int) -> None:
+def _save_png(image: Image.Image, target: Path, shard: ClassShard, image_index: int) -> None:
     info = PngImagePlugin.PngInfo()
-    for key, value in (("prompt", job.prompt), ("seed", job.seed), ("class_index", job.class_index),
-                       ("image_index", image_index), ("generator", job.generator), ("identity", job.identity)):
+    for key, value in (("prompt", shard.prompt), ("seed", shard.seed), ("class_index", shard.class_index),
+                       ("image_index", image_index), ("generator", shard.generator), ("identity", shard.identity)):
         info.add_text(key, str(value))
     with atomic_path(target) as tmp:
         image.save(tmp, format="PNG", pnginfo=info)
 
 
-def _is_current(path: Path, job: ShardJob) -> bool:
+def _is_current(path: Path, shard: ClassShard) -> bool:
     if not path.exists():
         return False
     try:
         with Image.open(path) as image:
-            return image.text.get("identity", "") == job.identity
+            return image.text.get("identity", "") == shard.identity
     except OSError:
         return False
 
@@ -77,7 +79,7 @@ def batches(indices: Sequence[int], batch_size: int):
         yield indices[begin:begin + batch_size]
 
 
-def run_shard(job: ShardJob, render: Renderer, out_dir: str | Path, batch_size: int) -> list[tuple]:
+def run_shard(shard: ClassShard, render: Renderer, out_dir: str | Path, batch_size: int) -> list[tuple]:
     """Make the shard's missing (or stale) images in its staging folder; return its rows (final paths).
 
     `publish_shard` then writes shard.csv and moves the shard into `out_dir`.
@@ -85,20 +87,20 @@ def run_shard(job: ShardJob, render: Renderer, out_dir: str | Path, batch_size: 
     out_dir = Path(out_dir)
     staging = staging_dir(out_dir)
     staging.mkdir(parents=True, exist_ok=True)
-    indices = list(range(job.start, job.stop))
-    missing = [i for i in indices if not _is_current(staging / image_name(i), job)]
+    indices = list(range(shard.start, shard.stop))
+    missing = [i for i in indices if not _is_current(staging / image_name(i), shard)]
     if len(missing) < len(indices):
         LOG.info("%s: %d of %d images made before; making the other %d", out_dir, len(indices) - len(missing),
                  len(indices), len(missing))
-    bar = progress(len(indices), f"{job.generator} c{job.class_index:04d}", initial=len(indices) - len(missing), unit="img")
+    bar = progress(len(indices), f"{shard.generator} c{shard.class_index:04d}", initial=len(indices) - len(missing), unit="img")
     for batch in batches(missing, batch_size):
-        generators = [image_generator(job.seed, job.class_index, i) for i in batch]
-        images = render([job.prompt] * len(batch), generators, batch)
+        generators = [image_generator(shard.seed, shard.class_index, i) for i in batch]
+        images = render([shard.prompt] * len(batch), generators, batch)
         for image_index, image in zip(batch, images):
-            _save_png(image, staging / image_name(image_index), job, image_index)
+            _save_png(image, staging / image_name(image_index), shard, image_index)
         bar.update(len(batch))
     bar.close()
-    return [(str(out_dir / image_name(i)), job.class_index, i, job.seed, job.prompt, job.generator, *job.made_from)
+    return [(str(out_dir / image_name(i)), shard.class_index, i, shard.seed, shard.prompt, shard.generator, *shard.made_from)
             for i in indices]
 
 
@@ -109,8 +111,8 @@ def publish_shard(out_dir: str | Path, header: Sequence[str], rows: Sequence[Seq
     publish_folder(staging, Path(out_dir))
 
 
-def make_shard(job: ShardJob, render: Renderer, out_dir: str | Path, batch_size: int) -> list[tuple]:
+def make_shard(shard: ClassShard, render: Renderer, out_dir: str | Path, batch_size: int) -> list[tuple]:
     """`run_shard`, then publish the shard with its shard.csv (generators without columns of their own)."""
-    rows = run_shard(job, render, out_dir, batch_size)
+    rows = run_shard(shard, render, out_dir, batch_size)
     publish_shard(out_dir, SHARD_HEADER, rows)
     return rows
