@@ -41,7 +41,8 @@ def load_checkpoint(path: str | os.PathLike, fingerprint: str, optimizer, scaler
         saved = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(saved, dict):
             raise TypeError(f"holds a {type(saved).__name__}, not a dict")
-        missing = [key for key in ("fingerprint", "optimizer", "scaler", "params", "schedule", *keys) if key not in saved]
+        missing = [key for key in ("fingerprint", "optimizer", "scaler", "params", "schedule", *keys)
+                   if key not in saved]
         if missing:
             raise KeyError(f"missing {', '.join(missing)}")
     except Exception as exc:  # any unloadable file is set aside the same way, whatever tore it

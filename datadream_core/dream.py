@@ -82,11 +82,11 @@ class Example:
     prompt: str
 
 
-def checkpoint_identity(made_from: Mapping[str, str], examples: Sequence[Example], settings: DreamSettings, seed: int,
+def checkpoint_identity(provenance: Mapping[str, str], examples: Sequence[Example], settings: DreamSettings, seed: int,
                         scope: Scope) -> str:
     """Everything that determines the adapter; a checkpoint is resumed only if it was made from the same."""
     determining = {key: value for key, value in asdict(settings).items() if key not in SPEED_ONLY_KEYS["dream"]}
-    return digest(dict(made_from), [[example.path, example.prompt] for example in examples], determining, seed, scope)
+    return digest(dict(provenance), [[example.path, example.prompt] for example in examples], determining, seed, scope)
 
 
 def entropy(seed: int, scope: Scope, *more: int) -> list[int]:
@@ -252,11 +252,11 @@ def step_batch(n_examples: int, batch_size: int, seed: int, scope: Scope, step: 
 
 def train_datadream(sd_path: str, examples: Sequence[Example], out_dir: str | Path, settings: DreamSettings,
                     seed: int, scope: Scope = 0, device: str | None = None, sd_revision: str | None = None,
-                    made_from: Mapping[str, str] | None = None) -> dict:
+                    provenance: Mapping[str, str] | None = None) -> dict:
     """Fine-tune LoRA adapters on `examples`; write the adapter, losses.csv and train.json to `out_dir`.
 
     `scope` separates the randomness of adapters trained with the same seed (see `Scope`). Reruns resume from
-    `out_dir/checkpoint.pt`. `made_from` (settings digest, model identity, data identity) is recorded in
+    `out_dir/checkpoint.pt`. `provenance` (settings digest, model identity, data identity) is recorded in
     train.json; without it the model is known by its path.
     """
     if not examples:
@@ -264,8 +264,8 @@ def train_datadream(sd_path: str, examples: Sequence[Example], out_dir: str | Pa
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    made_from = provenance_or_location(made_from, sd_path)
-    fingerprint = checkpoint_identity(made_from, examples, settings, seed, scope)
+    provenance = provenance_or_location(provenance, sd_path)
+    fingerprint = checkpoint_identity(provenance, examples, settings, seed, scope)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     # The model, and each shot encoded once by the VAE.
@@ -343,7 +343,7 @@ def train_datadream(sd_path: str, examples: Sequence[Example], out_dir: str | Pa
 
     save_lora(parts, settings, out_dir)
     write_csv(out_dir / LOSSES_FILE, ("step", "loss", "lr"), losses)
-    summary = {"made_from": made_from, "identity": fingerprint, "images": len(examples), "prompts": prompts,
+    summary = {"made_from": provenance, "identity": fingerprint, "images": len(examples), "prompts": prompts,
                "steps": steps, "resolution": resolution, "device": str(device),
                "wall_seconds": time.perf_counter() - started, "peak_memory_mb": peak_memory_mb(device),
                "trainable_parameters": sum(p.numel() for p in params), "final_loss": losses[-1][1]}
@@ -405,7 +405,7 @@ def restore_finished(out_dir: Path, identity: str) -> dict | None:
 
 
 def train_adapters(sd_path: str, jobs: Sequence[AdapterJob], settings: DreamSettings, seed: int,
-                   sd_revision: str | None = None, made_from: Mapping[str, str] | None = None) -> list[dict]:
+                   sd_revision: str | None = None, provenance: Mapping[str, str] | None = None) -> list[dict]:
     """Train a chunk's adapters one after another (`train_datadream` each); return their summaries.
 
     Snakemake removes a killed job's declared outputs before rerunning it, so each finished adapter's files
@@ -415,11 +415,12 @@ def train_adapters(sd_path: str, jobs: Sequence[AdapterJob], settings: DreamSett
     summaries = []
     for job in jobs:
         out_dir = Path(job.out_dir)
-        identity = checkpoint_identity(provenance_or_location(made_from, sd_path), job.examples, settings, seed, job.scope)
+        identity = checkpoint_identity(provenance_or_location(provenance, sd_path), job.examples, settings, seed,
+                                       job.scope)
         summary = restore_finished(out_dir, identity)
         if summary is None:
             summary = train_datadream(sd_path, job.examples, out_dir, settings, seed=seed, scope=job.scope,
-                                      sd_revision=sd_revision, made_from=made_from)
+                                      sd_revision=sd_revision, provenance=provenance)
             keep_finished(out_dir)
         else:
             LOG.info("%s: finished by an earlier run of this chunk, kept", out_dir)

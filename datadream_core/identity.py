@@ -165,16 +165,16 @@ def provenance(settings: Mapping[str, Any], model_identity: str) -> dict:
     return {"settings_digest": digest(dict(settings)), "model_identity": model_identity}
 
 
-def provenance_or_location(made_from: Mapping[str, str] | None, *model_location: str) -> dict:
-    """`made_from`, or for a direct call without one, the model known by where it lives."""
-    return dict(made_from or {"model_identity": "path:" + ":".join(model_location)})
+def provenance_or_location(provenance: Mapping[str, str] | None, *model_location: str) -> dict:
+    """`provenance`, or for a direct call without one, the model known by where it lives."""
+    return dict(provenance or {"model_identity": "path:" + ":".join(model_location)})
 
 
-def with_data_identity(made_from: Mapping[str, str], identity_json: str | os.PathLike) -> dict:
+def with_data_identity(provenance: Mapping[str, str], identity_json: str | os.PathLike) -> dict:
     """A job's provenance with the data identity its index_dataset recorded.
 
     Jobs read it from the index rather than listing the dataset again: on a cluster every job re-plans its
     own part of the workflow, and listing ImageNet's 1.3 million files per job would cost minutes each.
     """
     with open(identity_json, encoding="utf-8") as handle:
-        return {**made_from, "data_identity": json.load(handle)["data_identity"]}
+        return {**provenance, "data_identity": json.load(handle)["data_identity"]}

@@ -97,15 +97,15 @@ def _classes(jobs: Sequence[AdapterJob]) -> list[list[AdapterJob]]:
 
 
 def train_image_adapters(sd_path: str, jobs: Sequence[AdapterJob], settings: DreamSettings, seed: int,
-                         sd_revision: str | None = None, made_from: Mapping[str, str] | None = None,
+                         sd_revision: str | None = None, provenance: Mapping[str, str] | None = None,
                          device: str | None = None, together: bool = True) -> list[dict]:
     """Train the per-image adapters of `jobs` (one image each), a class's adapters together (`together=False`:
     one at a time, for the comparison); write each adapter's file, losses.csv and train.json; return their
     summaries in the order of `jobs`."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     half = HALF_DTYPES.get(settings.mixed_precision) if device.type == "cuda" else None
-    made_from = provenance_or_location(made_from, sd_path)
-    identities = [checkpoint_identity(made_from, job.examples, settings, seed, job.scope) for job in jobs]
+    provenance = provenance_or_location(provenance, sd_path)
+    identities = [checkpoint_identity(provenance, job.examples, settings, seed, job.scope) for job in jobs]
     summaries = {job.out_dir: restore_finished(job.out_dir, identity) for job, identity in zip(jobs, identities)}
     for job in jobs:
         if summaries[job.out_dir] is not None:
@@ -117,7 +117,7 @@ def train_image_adapters(sd_path: str, jobs: Sequence[AdapterJob], settings: Dre
         groups = _classes(to_train) if together else [[job] for job in to_train]
         bar = progress(len(groups) * total_steps(1, settings), "LoFT adapters", unit="step")
         for group in groups:
-            trained = _train_group(parts, group, settings, seed, made_from, device, half, bar)
+            trained = _train_group(parts, group, settings, seed, provenance, device, half, bar)
             for job, summary in zip(group, trained):
                 keep_finished(job.out_dir)
                 summaries[job.out_dir] = summary
@@ -128,7 +128,7 @@ def train_image_adapters(sd_path: str, jobs: Sequence[AdapterJob], settings: Dre
 
 
 def _train_group(parts: SDParts, group: Sequence[AdapterJob], settings: DreamSettings, seed: int,
-                 made_from: Mapping[str, str], device: torch.device, half: torch.dtype | None, bar) -> list[dict]:
+                 provenance: Mapping[str, str], device: torch.device, half: torch.dtype | None, bar) -> list[dict]:
     started = time.perf_counter()
     for job in group:
         if len(job.examples) != 1:
@@ -144,7 +144,7 @@ def _train_group(parts: SDParts, group: Sequence[AdapterJob], settings: DreamSet
                              return_tensors="pt").input_ids.to(device)
     init = [seeded_generator(*entropy(seed, job.scope)) for job in group]
     scale = settings.alpha / settings.rank
-    job_identities = [checkpoint_identity(made_from, job.examples, settings, seed, job.scope) for job in group]
+    job_identities = [checkpoint_identity(provenance, job.examples, settings, seed, job.scope) for job in group]
     identity = digest(job_identities)
     with batched_lora(parts.unet, UNET_LORA_TARGETS, settings.rank, scale, init) as unet_lora, \
             batched_lora(parts.text_encoder, TEXT_LORA_TARGETS if settings.train_text_encoder else (),
@@ -206,7 +206,7 @@ def _train_group(parts: SDParts, group: Sequence[AdapterJob], settings: DreamSet
             write_lora_file(job.out_dir, _adapter_layers(unet_lora, index), scale,
                             _adapter_layers(text_lora, index) if settings.train_text_encoder else None)
             write_csv(job.out_dir / LOSSES_FILE, ("step", "loss", "lr"), losses[index])
-            summary = {"made_from": dict(made_from), "identity": job_identities[index], "images": 1, "prompts": [job.examples[0].prompt], "steps": step, "resolution": resolution,
+            summary = {"made_from": dict(provenance), "identity": job_identities[index], "images": 1, "prompts": [job.examples[0].prompt], "steps": step, "resolution": resolution,
                        "device": str(device), "trained_together": len(group),
                        "wall_seconds": time.perf_counter() - started, "peak_memory_mb": peak_memory_mb(device),
                        "trainable_parameters": sum(module.down[index].numel() + module.up[index].numel()

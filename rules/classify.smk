@@ -1,7 +1,8 @@
 # Classifier stage: one CLIP classifier per dataset, train set (with its method: lora, coop, vpt), shots, seed
 # and n_synth; the zero-shot classifier, which trains on nothing, is evaluated once per dataset and filed under
 # every (shots, seed). With classify.search, each grid point is a job of its own and the best-val point is filed.
-from datadream_core.classify.trainsets import KINDS, classifier_trainsets, method_settings, parse_trainset, search_points
+from datadream_core.classify.trainsets import (KINDS, classifier_trainsets, method_settings, parse_trainset,
+                                               search_points)
 
 # Zero-shot CLIP is only evaluated: of the classify section, these keys can change its result.
 ZEROSHOT_KEYS = ("logit_scale", "eval_batch_size", "mixed_precision")

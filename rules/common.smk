@@ -92,7 +92,7 @@ def clip_model_input(wildcards):
 # ---- settings: the one way a job gets them -----------------------------------------------------------------
 def settings_params(settings_of, model=None, dataset=None):
     """`**`-expanded into a model rule's params: `settings`, the job's JobSettings `settings_of(dataset,
-    wildcards)`, and given the `model`'s identity, `made_from`: the provenance its outputs record (the job adds
+    wildcards)`, and given the `model`'s identity, `provenance`: the provenance its outputs record (the job adds
     its data's identity). `dataset` stands for the {dataset} wildcard of a rule whose paths name it literally."""
 
     def settings(wildcards):
@@ -100,7 +100,7 @@ def settings_params(settings_of, model=None, dataset=None):
 
     params = {"settings": settings}
     if model is not None:
-        params["made_from"] = lambda wildcards: provenance(settings(wildcards).determining, model)
+        params["provenance"] = lambda wildcards: provenance(settings(wildcards).determining, model)
     return params
 
 

@@ -31,7 +31,8 @@ def fid_cost(dataset, generator, shots, seed):
 
 def fid_model_input(wildcards):
     """The tiny CLIP when this workflow builds the CLIP that FID uses; else nothing."""
-    return clip_model_input(wildcards) if dataset_section(config, wildcards.dataset, "fid")["features"] == "clip" else []
+    features = dataset_section(config, wildcards.dataset, "fid")["features"]
+    return clip_model_input(wildcards) if features == "clip" else []
 
 
 def fid_targets(dataset):

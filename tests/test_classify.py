@@ -576,7 +576,7 @@ def test_workflow_script_runs_the_classifier(world, tmp_path, monkeypatch, rule)
     def job_params(trainset, shots, seed, n_synth):
         settings = JobSettings(method_settings(config["classify"], "lora", shots), SPEED_ONLY_KEYS["classify"])
         return SimpleNamespace(trainset=trainset, shots=shots, seed=seed, n_synth=n_synth, settings=settings,
-                               made_from={"settings_digest": "d", "model_identity": "tiny"},
+                               provenance={"settings_digest": "d", "model_identity": "tiny"},
                                clip_location=OutputNeutral(config["models"]["clip"]))
 
     # What each rule hands the script: the zero-shot evaluation has no few-shot set, seed or manifest.

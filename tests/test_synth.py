@@ -175,11 +175,11 @@ def test_manifest_merges_in_class_and_image_order(renderer, tmp_path):
 
 def test_manifest_keeps_a_generators_own_columns(tmp_path):
     common = list(SHARD_HEADER)
-    made_from = ["digest", "local:model", "world:data"]
+    provenance = ["digest", "local:model", "world:data"]
     write_csv(tmp_path / "b/shard.csv", common + ["caption", "attempts"],
-              [["b.png", 1, 0, 0, "p1", "disef", *made_from, "a dax", 3]])
+              [["b.png", 1, 0, 0, "p1", "disef", *provenance, "a dax", 3]])
     write_csv(tmp_path / "a/shard.csv", common + ["caption", "attempts"],
-              [["a.png", 0, 0, 0, "p0", "disef", *made_from, "a wug", 1]])
+              [["a.png", 0, 0, 0, "p0", "disef", *provenance, "a wug", 1]])
     merge_manifest([tmp_path / "b", tmp_path / "a"], tmp_path / "manifest.csv")
     rows = read_csv(tmp_path / "manifest.csv")
     assert list(rows[0]) == common + ["caption", "attempts"]

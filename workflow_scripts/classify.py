@@ -24,5 +24,5 @@ run_classifier(
     metrics_json=snakemake.output.metrics,
     per_class_csv=snakemake.output.per_class,
     checkpoint=checkpoint,
-    made_from=with_data_identity(params.made_from, snakemake.input.identity),
+    provenance=with_data_identity(params.provenance, snakemake.input.identity),
 )

@@ -15,7 +15,7 @@ run_generation_job(
     shard_dirs=list(snakemake.output.shards),
     classes_csv=inputs.classes,
     settings=params.settings,
-    made_from=with_data_identity(params.made_from, inputs.identity),
+    provenance=with_data_identity(params.provenance, inputs.identity),
     sd_location=params.sd_location.values,
     adapter_weights=list(inputs.loras),
     fewshot_csv=next(iter(inputs.fewshot), None),

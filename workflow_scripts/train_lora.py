@@ -21,10 +21,10 @@ prompts = prompts_of(read_classes(snakemake.input.classes))
 shots_per_class = params.chunk.values.get("shots_per_class")  # per-image adapters: every listed shot
 shots = read_fewshot(snakemake.input.fewshot, shots_per_class or int(snakemake.wildcards.shots))
 jobs = adapter_jobs(out_dirs, shots, prompts, params.chunk.values["classes"], per_image=shots_per_class is not None)
-made_from = with_data_identity(params.made_from, snakemake.input.identity)
+provenance = with_data_identity(params.provenance, snakemake.input.identity)
 train = train_image_adapters if shots_per_class else train_adapters
 summaries = train(params.sd_location.values["path"], jobs, settings, seed=int(snakemake.wildcards.seed),
-                  sd_revision=params.sd_location.values["revision"], made_from=made_from)
+                  sd_revision=params.sd_location.values["revision"], provenance=provenance)
 for job, summary in zip(jobs, summaries):
     log.info("%s: %d images, %d steps in %.1f s, final loss %.4f", job.out_dir, summary["images"], summary["steps"],
              summary["wall_seconds"], summary["final_loss"])

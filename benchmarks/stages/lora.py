@@ -58,7 +58,9 @@ def stage_lora(ctx: Context) -> list[dict]:
 
     result = compare(ours, ref, work.reps, ctx.device, per=steps, warmup=work.reps > 1)
     return [table_row(f"lora train step ({ctx.tag})", result, "s/step", equal, text, {
-        "images": len(examples), "image_size": work.lora_image_size, "image_format": "jpg", "batch": settings.batch_size,
-        "steps_timed": steps, "resolution": settings.resolution or "model", "rank": settings.rank,
-        "text_encoder_lora": True, "timed": "whole adapter runs (model load, latent cache, steps, adapter file) / steps",
-        "equality_run": f"train_datadream vs reference loop, {steps} steps, square {side}px shots"}, tolerance=tolerance)]
+        "images": len(examples), "image_size": work.lora_image_size, "image_format": "jpg",
+        "batch": settings.batch_size, "steps_timed": steps, "resolution": settings.resolution or "model",
+        "rank": settings.rank, "text_encoder_lora": True,
+        "timed": "whole adapter runs (model load, latent cache, steps, adapter file) / steps",
+        "equality_run": f"train_datadream vs reference loop, {steps} steps, square {side}px shots"},
+        tolerance=tolerance)]

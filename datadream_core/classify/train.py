@@ -256,15 +256,15 @@ def run_classifier(*, dataset: str, trainset: str, shots: int, seed: int, n_synt
                    splits_csv: str | Path, fewshot_csv: str | Path, manifest_csv: str | Path | None, clip: Mapping,
                    classify: Mapping, metrics_json: str | Path, per_class_csv: str | Path,
                    checkpoint: str | Path | None = None, device: str | None = None,
-                   made_from: Mapping[str, str] | None = None) -> dict:
+                   provenance: Mapping[str, str] | None = None) -> dict:
     """Train (unless zero-shot), select, evaluate on test once, write metrics.json and per_class.csv.
 
     `clip` is the validated `models.clip` config section and `classify` the job's resolved classifier settings,
     `trainsets.method_settings(config["classify"], method, shots)`; `seed` is the few-shot seed, combined with
-    classify.seed for every random choice. `made_from` (settings digest, model identity, data identity) is
+    classify.seed for every random choice. `provenance` (settings digest, model identity, data identity) is
     recorded in metrics.json.
     """
-    made_from = provenance_or_location(made_from, clip.get("name"), clip.get("pretrained", ""))
+    provenance = provenance_or_location(provenance, clip.get("name"), clip.get("pretrained", ""))
     spec = parse_trainset(trainset)
     if classify.get("method") != spec.method:
         raise ValueError(f"train set '{trainset}' trains method '{spec.method}', but the classifier settings are for"
@@ -302,7 +302,7 @@ def run_classifier(*, dataset: str, trainset: str, shots: int, seed: int, n_synt
         if selection != settings.selection:
             LOG.warning("%s has no val split: selecting the last epoch instead", splits_csv)
         determining = {key: value for key, value in asdict(settings).items() if key not in SPEED_ONLY_KEYS["classify"]}
-        fingerprint = digest(determining, trainset, shots, seed, n_synth, made_from,
+        fingerprint = digest(determining, trainset, shots, seed, n_synth, provenance,
                              [asdict(example) for example in train])
         train_tf = train_transform(settings.augment, loaded.image_size, loaded.mean, loaded.std)
         fitted = fit(model, tokens, train, val, settings, real_weight, n_classes, train_tf, run_seed, device,
@@ -327,7 +327,7 @@ def run_classifier(*, dataset: str, trainset: str, shots: int, seed: int, n_synt
         "validation": settings.validation if selection == "val" else None, "n_val_images": n_val,
         "selected_epoch": fitted.best_epoch, "epochs": fitted.epoch, "val_accuracy": fitted.val_accuracy,
         "selected_val_accuracy": fitted.best_accuracy if selection == "val" else None,
-        "classify": dict(classify), "clip": dict(clip), "made_from": made_from, "device": str(device),
+        "classify": dict(classify), "clip": dict(clip), "made_from": provenance, "device": str(device),
         "n_train_images": len(train), "n_test_images": len(test),
         "train_seconds": fitted.train_seconds, "selection_seconds": fitted.selection_seconds,
         "train_images_per_second": fitted.images_trained / fitted.train_seconds if fitted.train_seconds else 0.0,

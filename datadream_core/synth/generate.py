@@ -64,19 +64,19 @@ def chunk_adapters(generator: str, classes: Sequence[int], weights: Sequence[str
 
 
 def run_generation_job(*, generator: str, seed: int, shots: int, classes: Sequence[int], shard: int,
-                       shard_dirs: Sequence[str], classes_csv: str, settings: Mapping, made_from: Mapping[str, str],
+                       shard_dirs: Sequence[str], classes_csv: str, settings: Mapping, provenance: Mapping[str, str],
                        sd_location: Mapping, adapter_weights: Sequence[str] = (), fewshot_csv: str | None = None,
                        captions_csv: str | None = None, filter_clip_location: Mapping | None = None,
                        filter_clip: Mapping | None = None) -> int:
     """Generate shard `shard` of every class of a chunk (`shard_dirs` in the order of `classes`); return the
-    number of images. `made_from` holds the settings digest and the model and data identities;
+    number of images. `provenance` holds the settings digest and the model and data identities;
     `filter_clip` (disef) adds the filter's identity to its location."""
     start, stop = shard_range(settings["n_images"], settings["shard_size"], shard)
     job = GenerationJob(
         generator=generator, seed=seed, shots=shots, start=start, stop=stop, shard_dirs=dict(zip(classes, shard_dirs)),
-        classes_csv=classes_csv, settings=settings, settings_digest=made_from["settings_digest"],
-        sd_path=sd_location["path"], sd_revision=sd_location["revision"], sd_identity=made_from["model_identity"],
-        data_identity=made_from["data_identity"], adapters=chunk_adapters(generator, classes, adapter_weights),
+        classes_csv=classes_csv, settings=settings, settings_digest=provenance["settings_digest"],
+        sd_path=sd_location["path"], sd_revision=sd_location["revision"], sd_identity=provenance["model_identity"],
+        data_identity=provenance["data_identity"], adapters=chunk_adapters(generator, classes, adapter_weights),
         fewshot_csv=fewshot_csv, captions_csv=captions_csv,
         filter_clip={**filter_clip_location, **filter_clip} if filter_clip else None)
     header, rows = generate_shards(job, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
@@ -98,7 +98,7 @@ def generate_shards(job: GenerationJob, device: torch.device) -> tuple[tuple[str
     return text2img_shards(job, switcher, sampling)
 
 
-def _made_from(job: GenerationJob, model_identity: str) -> tuple[str, str, str]:
+def _provenance_columns(job: GenerationJob, model_identity: str) -> tuple[str, str, str]:
     return job.settings_digest, model_identity, job.data_identity
 
 
@@ -124,7 +124,7 @@ def text2img_shards(job: GenerationJob, switcher: AdapterSwitcher, sampling: Sam
         digests = "+".join(file_sha256(Path(adapter) / LORA_FILE)[:16] for adapter in adapters)
         model = job.sd_identity + (f"+lora:{digests}" if adapters else "")
         shard = ClassShard(job.generator, class_index, prompt, job.seed, job.start, job.stop,
-                           digest(job.settings_digest, model, prompt), _made_from(job, model))
+                           digest(job.settings_digest, model, prompt), _provenance_columns(job, model))
         rows += make_shard(shard, class_render, out_dir, sampling.batch_size)
     return SHARD_HEADER, rows
 
@@ -171,7 +171,7 @@ def _img2img_shards(job: GenerationJob, base_pipe, sampling: SamplingSettings, d
             render = disef_renderer(pipe, latents, paths, captions, prompt, class_index, job.seed, img_settings,
                                     classify, settings["disef_max_attempts"], provenance.record)
         shard = ClassShard(job.generator, class_index, prompt, job.seed, job.start, job.stop, identity,
-                           _made_from(job, model))
+                           _provenance_columns(job, model))
         class_rows = with_provenance(run_shard(shard, render, out_dir, sampling.batch_size), provenance,
                                      PROVENANCE_COLUMNS)
         publish_shard(out_dir, tuple(SHARD_HEADER) + tuple(PROVENANCE_COLUMNS), class_rows)

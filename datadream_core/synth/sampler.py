@@ -37,7 +37,7 @@ class ClassShard:
     start: int
     stop: int
     identity: str = ""  # digest of all that makes the images (settings, model, adapter, prompt); stale ones are remade
-    made_from: tuple[str, str, str] = ("", "", "")  # the IDENTITY_COLUMNS values
+    provenance: tuple[str, str, str] = ("", "", "")  # the IDENTITY_COLUMNS values
 
 
 def image_generator(seed: int, class_index: int, image_index: int) -> torch.Generator:
@@ -100,7 +100,8 @@ def run_shard(shard: ClassShard, render: Renderer, out_dir: str | Path, batch_si
             _save_png(image, staging / image_name(image_index), shard, image_index)
         bar.update(len(batch))
     bar.close()
-    return [(str(out_dir / image_name(i)), shard.class_index, i, shard.seed, shard.prompt, shard.generator, *shard.made_from)
+    return [(str(out_dir / image_name(i)), shard.class_index, i, shard.seed, shard.prompt, shard.generator,
+             *shard.provenance)
             for i in indices]
 
 
