@@ -1,4 +1,4 @@
-"""The GPU benchmark in one call (issue 17): real-size architectures with random weights at 512 px.
+"""The GPU benchmark in one call: real-size architectures with random weights at 512 px.
 
     python benchmarks/gpu.py                     # on a GPU: SD 2.1-base and ViT-B/16, 6 to 7 minutes on an H100
     python benchmarks/gpu.py --tiny --out x.json # the same code path on tiny models (a CPU does it in 2 to 3 minutes)
@@ -58,8 +58,8 @@ TINY = Work("gpu-tiny", reps=2, lora_images=8, lora_image_size=(80, 64), lora_ep
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 LEVER_REPS = 3  # timed sampler calls per side of a generation lever
-GENERATION_TARGET_IMAGES_PER_S = 5.0  # issue 17's goal on an H100
-SPEEDUP_TARGET = 2.0  # issue 17's goal per stage, against the released code as it shipped
+GENERATION_TARGET_IMAGES_PER_S = 5.0  # the goal on an H100
+SPEEDUP_TARGET = 2.0  # the goal per stage, against the released code as it shipped
 
 
 @contextmanager
@@ -197,7 +197,7 @@ def _free_memory(device: torch.device) -> None:
 
 
 def stage_functions(compile_backend: str) -> dict:
-    """In the order they run: the issue's target stages first, the ablations last (compiling takes longest)."""
+    """In the order they run: the target stages first, the generation levers last (compiling takes longest)."""
     return {
         "lora": lora_precisions,
         "generation": stages.stage_generation,
@@ -232,7 +232,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def summary(rows: list[dict]) -> dict:
-    """The issue's goal figures: generation images/s, and each stage's speedup against the released code."""
+    """The goal figures: generation images/s, and each stage's speedup against the released code."""
     job = next((row for row in rows if row["stage"].startswith("generation, cls job") and "ours_median_s" in row), None)
     against_released = {row["stage"]: row["speedup_vs_released"] for row in rows
                         if row.get("speedup_vs_released") is not None}

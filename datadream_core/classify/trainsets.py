@@ -1,8 +1,7 @@
 """Train set names and per-method settings, torch-free so that the Snakefile can use them.
 
 A train set is zeroshot, real, synth_{g} or real+synth_{g}; a classifier method other than LoRA follows
-it after a slash (`real/coop`, `real+synth_sd/vpt`). LoRA, the paper's classifier, keeps the bare names
-and so today's paths.
+it after a slash (`real/coop`, `real+synth_sd/vpt`). LoRA, the paper's classifier, has the bare names.
 """
 
 from __future__ import annotations
