@@ -15,7 +15,7 @@ CLASSIFY_METHODS = config["classify"]["methods"]
 
 def metrics_files(**runs):
     """metrics.json of `classifier_runs(**runs)`, LoRA's unless `methods` says otherwise."""
-    return [layout.classifier_metrics(*run) for run in classifier_runs(**{"methods": ["lora"], **runs})]
+    return sorted(layout.classifier_metrics(*run) for run in classifier_runs(**{"methods": ["lora"], **runs}))
 
 
 def paper_names():
