@@ -167,7 +167,7 @@ def provenance(settings: Mapping[str, Any], model_identity: str) -> dict:
 
 def provenance_or_location(provenance: Mapping[str, str] | None, *model_location: str) -> dict:
     """`provenance`, or for a direct call without one, the model known by where it lives."""
-    return dict(provenance or {"model_identity": "path:" + ":".join(model_location)})
+    return dict(provenance or {"model_identity": "path:" + ":".join(map(str, model_location))})
 
 
 def with_data_identity(provenance: Mapping[str, str], identity_json: str | os.PathLike) -> dict:
