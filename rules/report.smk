@@ -202,8 +202,6 @@ rule table_fid:
         generators=GENERATORS,
         seeds=SEEDS,
         shots=REPORT_SHOTS,
-        features=config["fid"]["features"],
-        split=config["fid"]["real_split"],
     resources:
         **LIGHT_RESOURCES,
     conda:
@@ -286,7 +284,6 @@ rule scaling_shots:
         axis="shots",
         datasets=SCALING_DATASETS,
         generators=SCALING_GENERATORS,
-        trainsets=LORA_KINDS,
         seeds=SEEDS,
         n_synth=N_SYNTH,
         points=SCALING_SHOTS,
