@@ -59,6 +59,14 @@ def fid_histogram_inputs(wildcards):
             for generator in REPORT_GENERATORS}
 
 
+# Table 2's runs, drawn as training curves at the first seed.
+CURVE_RUNS = [(trainset, 0) for trainset in BASELINE_TRAINSETS + ["real"]] + [(f"real+synth_{g}", REPORT_N_SYNTH) for g in REPORT_GENERATORS]
+
+
+def training_curve_inputs(wildcards):
+    return [layout.clf_metrics(wildcards.dataset, trainset, REPORT_SHOTS, SEEDS[0], n) for trainset, n in CURVE_RUNS]
+
+
 def grid_inputs(wildcards):
     manifests = {
         generator: layout.synth_manifest(wildcards.dataset, generator, REPORT_SHOTS, SEEDS[0])
@@ -76,7 +84,8 @@ def table_targets():
 
 
 def figure_targets():
-    figures = [layout.summary_file(f"figures/fid_hist_{dataset}.png") for dataset in DATASETS]
+    figures = [layout.summary_file(f"figures/{kind}_{dataset}.png") for kind in ("fid_hist", "training_curves")
+               for dataset in DATASETS]
     if config["scaling"]["n_synth"]:
         figures.append(layout.summary_file("figures/scaling_nsynth.png"))
     if config["scaling"]["shots"]:
@@ -267,6 +276,32 @@ rule fid_histogram:
         JOB_ENV
     script:
         "../workflow_scripts/report_fid_histogram.py"
+
+
+rule training_curves:
+    input:
+        training_curve_inputs,
+    output:
+        report(
+            layout.summary_file("figures/training_curves_{dataset}.png"),
+            caption="../report/training_curves.rst",
+            category="Classifier training",
+            labels={"dataset": "{dataset}", "figure": "training curves"},
+        ),
+    log:
+        "logs/report/training_curves_{dataset}.log",
+    params:
+        trainsets=[trainset for trainset, _ in CURVE_RUNS],
+        shots=REPORT_SHOTS,
+        seed=SEEDS[0],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        JOB_ENV
+    script:
+        "../workflow_scripts/report_training_curves.py"
 
 
 rule scaling_nsynth:
