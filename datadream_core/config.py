@@ -156,6 +156,13 @@ def _check_consistency(config: dict) -> None:
             raise ConfigError(f"missing required config key 'datasets.{name}.root' (source '{dataset['source']}')")
     if config["classify"]["search"] and config["classify"]["selection"] != "val":
         raise ConfigError("config key 'classify.search' needs classify.selection: val (points are chosen on validation accuracy)")
+    classify = config["classify"]
+    budgets = {"classify.steps": classify["steps"], "classify.coop.steps": classify["coop"].get("steps"),
+               "classify.vpt.steps": classify["vpt"].get("steps")}
+    budgeted = [key for key, steps in budgets.items() if steps is not None]
+    if classify["search"].get("epochs") and budgeted:
+        raise ConfigError(f"config key 'classify.search.epochs' searches epochs, but '{budgeted[0]}' sets a step"
+                          " budget that replaces them; search 'steps' instead, or set it to null")
     unknown = sorted(set(config["scaling"]["generators"] or []) - set(config["synth"]["generators"]))
     if unknown:
         raise ConfigError(f"config key 'scaling.generators' names {', '.join(unknown)}, which synth.generators does not run")

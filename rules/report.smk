@@ -10,7 +10,8 @@ SCALING_SHOTS = sorted(set(config["scaling"]["shots"]) | set(SHOTS))
 TABLE_STEMS = ["table1_accuracy", "table2_comparison", "table_fid"]
 # The train set kinds of the paper's classifier (LoRA), in config order: the rows of Table 1.
 LORA_KINDS = config["classify"]["trainsets"]
-CLASSIFY_METHODS = config["classify"]["methods"]
+# Table 2's few-shot baselines: the configured methods other than LoRA, on the real shots.
+OTHER_METHODS = [method for method in config["classify"]["methods"] if method != "lora"]
 
 
 def metrics_files(**runs):
@@ -37,6 +38,15 @@ def fid_histogram_inputs(wildcards):
             for generator in GENERATORS}
 
 
+# Table 2's runs, drawn as training curves at the first seed.
+CURVE_RUNS = ([(trainset, 0) for trainset in classifier_trainsets(config["classify"], GENERATORS, OTHER_METHODS, ["real"])]
+              + [("real", 0)] + [(f"real+synth_{g}", N_SYNTH) for g in GENERATORS])
+
+
+def training_curve_inputs(wildcards):
+    return [layout.classifier_metrics(wildcards.dataset, trainset, REPORT_SHOTS, SEEDS[0], n) for trainset, n in CURVE_RUNS]
+
+
 def grid_inputs(wildcards):
     manifests = {
         generator: layout.synth_manifest(wildcards.dataset, generator, REPORT_SHOTS, SEEDS[0])
@@ -54,7 +64,8 @@ def table_targets():
 
 
 def figure_targets():
-    figures = [layout.summary_file(f"figures/fid_hist_{dataset}.png") for dataset in DATASETS]
+    figures = [layout.summary_file(f"figures/{kind}_{dataset}.png") for kind in ("fid_hist", "training_curves")
+               for dataset in DATASETS]
     if config["scaling"]["n_synth"]:
         figures.append(layout.summary_file("figures/scaling_nsynth.png"))
     if config["scaling"]["shots"]:
@@ -144,8 +155,7 @@ rule compute_table:
 
 rule table_accuracy:
     input:
-        metrics_files(shots=[REPORT_SHOTS])  # Table 2's few-shot baselines: the other methods on the real shots
-        + metrics_files(methods=[m for m in CLASSIFY_METHODS if m != "lora"], kinds=["real"], shots=[REPORT_SHOTS]),
+        metrics_files(shots=[REPORT_SHOTS]) + metrics_files(methods=OTHER_METHODS, kinds=["real"], shots=[REPORT_SHOTS]),
     output:
         table1_csv=layout.summary_file("table1_accuracy.csv"),
         table1_md=layout.summary_file("table1_accuracy.md"),
@@ -173,7 +183,7 @@ rule table_accuracy:
         shots=REPORT_SHOTS,
         n_synth=N_SYNTH,
         paper_names=paper_names(),
-        methods=CLASSIFY_METHODS,
+        methods=config["classify"]["methods"],
     resources:
         **LIGHT_RESOURCES,
     conda:
@@ -235,6 +245,30 @@ rule fid_histogram:
         JOB_ENV
     script:
         "../workflow_scripts/report_fid_histogram.py"
+
+
+rule training_curves:
+    input:
+        training_curve_inputs,
+    output:
+        report(
+            layout.summary_file("figures/training_curves_{dataset}.png"),
+            caption="../report/training_curves.rst",
+            category="Classifier training",
+            labels={"dataset": "{dataset}", "figure": "training curves"},
+        ),
+    log:
+        "logs/report/training_curves_{dataset}.log",
+    params:
+        trainsets=[trainset for trainset, _ in CURVE_RUNS],
+        shots=REPORT_SHOTS,
+        seed=SEEDS[0],
+    resources:
+        **LIGHT_RESOURCES,
+    conda:
+        JOB_ENV
+    script:
+        "../workflow_scripts/report_training_curves.py"
 
 
 rule scaling_nsynth:

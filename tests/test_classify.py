@@ -23,7 +23,7 @@ from datadream_core.classify.lora import add_lora, encode_text, truncate_context
 from datadream_core.classify.methods import trainable_state
 from datadream_core.classify.train import learning_rate_at, run_classifier, weighted_loss
 from datadream_core.classify.trainsets import method_settings, parse_trainset, trainset_names
-from datadream_core.config import validate_config
+from datadream_core.config import ConfigError, validate_config
 from datadream_core.data.fewshot import sample_fewshot, write_fewshot
 from datadream_core.data.miniworld import WORLD_CLASSES, render_world
 from datadream_core.data.table import CLASSES_HEADER, SPLITS_HEADER, read_classes, read_splits
@@ -512,11 +512,24 @@ def test_the_fewshot_validation_set_is_nested_across_k_and_the_same_in_every_rer
         validation_examples(tmp_path / "short.csv", classes, 4, seed=3, validation="fewshot")
 
 
-def test_min_steps_extends_a_short_budget_to_whole_epochs(world, tmp_path):
-    # 64 real images at batch 16: 4 steps per epoch, so at least 10 steps take 3 epochs.
-    metrics = run(world, tmp_path, "real", epochs=1, min_steps=10, batch_size=16)
-    assert metrics["epochs"] == metrics["selected_epoch"] == 3
-    assert run(world, tmp_path / "enough", "real", epochs=2, min_steps=8, batch_size=16)["epochs"] == 2
+def test_a_step_budget_gives_every_train_set_the_same_optimiser_steps(world, tmp_path):
+    # 64 real images at batch 16 are 4 steps an epoch: 10 steps are two whole epochs and half of a third.
+    real = run(world, tmp_path / "real", "real", steps=10, batch_size=16, selection="val")
+    assert (real["steps"], real["epochs"], real["steps_done"]) == (10, 3, [4, 8, 10])
+    assert len(real["train_loss"]) == len(real["val_accuracy"]) == 3
+    assert real["n_train_images"] == 64 and real["classify"]["epochs"] is None
+    # 64 real + 8 x 4 synthetic images are 6 steps an epoch, and the same 10 steps.
+    mixed = run(world, tmp_path / "mixed", "real+synth_sd", n_synth=4, steps=10, batch_size=16)
+    assert (mixed["steps"], mixed["steps_done"], mixed["n_train_images"]) == (10, [6, 10], 96)
+    # Without a budget, epochs decide and the larger train set takes more steps.
+    by_epochs = run(world, tmp_path / "epochs", "real+synth_sd", n_synth=4, epochs=2, batch_size=16)
+    assert (by_epochs["steps"], by_epochs["steps_done"]) == (12, [6, 12])
+
+
+def test_search_over_epochs_is_refused_under_a_step_budget():
+    with pytest.raises(ConfigError, match=r"'classify.search.epochs' searches epochs, but 'classify.vpt.steps'"):
+        validate_config({"datasets": {"world": {"source": "miniworld"}},
+                         "classify": {"selection": "val", "vpt": {"steps": 50}, "search": {"epochs": [2, 4]}}})
 
 
 def test_cached_evaluation_images_equal_the_test_transform(tmp_path):

@@ -88,8 +88,14 @@ def test_comparison_table_pairs_gains_by_seed_and_shows_the_paper_for_coop_datas
     table = comparison_table(runs, DATASETS, GENERATORS, SEEDS, 16, 500, {"alpha": "eurosat", "beta": None})
     cells = _cells(table)
     gain = "Gain over Real-finetune (paired by seed)"
-    assert cells[(gain, "DataDream_dset")] == ["+5.0 ± 0.0", "+5.0 ± 1.0", "+5.0 ± 0.5"]
-    assert cells[(gain, "Stable Diffusion")] == ["", "+2.0 ± 1.0", ""]
+    # beta's paired gains are 6, 5, 4: mean 5, standard error 1/sqrt(3), t(0.975, 2 df) = 4.303.
+    assert cells[(gain, "DataDream_dset")] == ["+5.0 [+5.0, +5.0]*", "+5.0 [+2.5, +7.5]*", "+5.0 [+3.8, +6.2]*"]
+    assert cells[(gain, "Stable Diffusion")] == ["", "+2.0 [-0.5, +4.5]", ""]
+    against_sd = "Difference from unadapted SD (paired by seed)"
+    assert cells[(against_sd, "DataDream_dset")] == ["", "+3.0 [-2.0, +8.0]", ""]  # beta: 5, 3, 1
+    assert "Against Real-finetune, the seeds tell apart: DataDream_dset (alpha, +5.0), DataDream_dset (beta, +5.0);" \
+           " within noise: Stable Diffusion (beta)." in table.note
+    assert "Against unadapted SD, the seeds tell apart: none; within noise: DataDream_dset (beta)." in table.note
     paper = [key for key in cells if key[0].startswith("Paper")]
     assert cells[next(k for k in paper if k[1] == "DataDream_dset (R+S)")] == ["93.4", "", ""]
     without_coop = comparison_table(runs, DATASETS, GENERATORS, SEEDS, 16, 500, {"alpha": None, "beta": None})

@@ -19,7 +19,7 @@ def classify_settings(**overrides):
 
     base = ClassifySettings(method="lora", lora_targets=("q", "v"), lora_rank=16, lora_alpha=32, lora_dropout=0.1,
                             logit_scale=100, optimizer="adamw", momentum=0.9, learning_rate=1e-4, min_learning_rate=1e-8,
-                            weight_decay=1e-4, batch_size=64, eval_batch_size=256, epochs=1, min_steps=0,
+                            weight_decay=1e-4, batch_size=64, eval_batch_size=256, epochs=1, steps=None,
                             warmup_epochs=0, real_weight=0.8, mix_prob=0.2, augment="released", selection="last",
                             validation="fewshot", mixed_precision="fp16", workers=0, eval_cache_mb=4096, seed=0)
     return replace(base, **overrides)
@@ -133,7 +133,7 @@ def stage_classifier_train(ctx: Context) -> list[dict]:
 def classifier_train(ctx: Context, n_classes: int) -> list[dict]:
     import torch.nn.functional as F
 
-    from datadream_core.classify.train import _train_epoch, class_logits, text_features
+    from datadream_core.classify.train import StepBudget, _train_epoch, class_logits, text_features
 
     work = ctx.work
     settings = classify_settings(batch_size=work.train_batch)
@@ -151,8 +151,8 @@ def classifier_train(ctx: Context, n_classes: int) -> list[dict]:
         def run():
             reference.set_text_checkpointing(model, checkpointing)
             torch.manual_seed(0)
-            _train_epoch(model, tokens, batches, optimizer, scaler, settings, 0.8, n_classes, 0, 100, ctx.device,
-                         random.Random(0), "train")
+            _train_epoch(model, tokens, batches, optimizer, scaler, settings, 0.8, n_classes,
+                         StepBudget(100, len(batches), 0), 0, ctx.device, random.Random(0), "train")
             reference.set_text_checkpointing(model, False)
 
         return run

@@ -27,7 +27,7 @@ def select_search_point(point_metrics: Mapping[str, str | Path], point_per_class
             raise ValueError(f"{path} has no validation accuracy (selection '{metrics.get('selection')}'): a search needs"
                              " classify.selection: val and a val split")
         grid.append({"point": name, "val_accuracy": float(val), "test_accuracy": float(metrics["accuracy"]),
-                     "settings": {key: metrics["classify"][key] for key in ("learning_rate", "epochs", "weight_decay")}})
+                     "settings": {key: metrics["classify"].get(key) for key in ("learning_rate", "epochs", "steps", "weight_decay")}})
     if not grid:
         raise ValueError("a search needs at least one grid point")
     chosen = max(grid, key=lambda point: point["val_accuracy"])  # max keeps the first of equals

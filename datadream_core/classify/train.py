@@ -55,8 +55,8 @@ class ClassifySettings:
     weight_decay: float
     batch_size: int
     eval_batch_size: int
-    epochs: int
-    min_steps: int
+    epochs: int | None
+    steps: int | None
     warmup_epochs: float
     real_weight: float
     mix_prob: float
@@ -93,6 +93,8 @@ class FitState:
     best_epoch: int = 0
     best_state: dict | None = None
     val_accuracy: list[float] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)  # mean training loss of each epoch
+    steps_done: list[int] = field(default_factory=list)  # optimiser steps taken by the end of each epoch
     train_seconds: float = 0.0
     selection_seconds: float = 0.0
     images_trained: int = 0
@@ -155,15 +157,20 @@ def evaluate(model: torch.nn.Module, tokens: torch.Tensor, split: EvalImages, n_
 
 
 def _train_epoch(model, tokens, loader, optimizer, scaler, settings: ClassifySettings, real_weight: float,
-                 n_classes: int, first_step: int, total_steps: int, device: torch.device, mix_rng: random.Random,
-                 desc: str) -> int:
+                 n_classes: int, budget: StepBudget, epoch: int, device: torch.device, mix_rng: random.Random,
+                 desc: str) -> tuple[int, float]:
+    """Train one epoch, stopping early when the run's step budget ends in it; (images seen, mean loss)."""
     model.train()
-    warmup_steps = min(total_steps, round(settings.warmup_epochs * len(loader)))
-    seen = 0
-    bar = tqdm(loader, desc=desc, leave=False)
+    first_step = epoch * budget.per_epoch
+    steps = budget.in_epoch(epoch)
+    seen, loss_sum = 0, 0.0
+    bar = tqdm(loader, desc=desc, total=steps, leave=False)
     for step, (images, labels, is_real) in enumerate(bar, start=first_step):
+        if step >= first_step + steps:
+            break
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate_at(step, total_steps, warmup_steps, settings.learning_rate, settings.min_learning_rate)
+            group["lr"] = learning_rate_at(step, budget.total, budget.warmup, settings.learning_rate,
+                                           settings.min_learning_rate)
         images, labels, is_real = images.to(device), labels.to(device), is_real.to(device)
         if mix_rng.random() < settings.mix_prob:
             images, targets = mix_within_parts(images, labels, is_real, n_classes)
@@ -178,8 +185,9 @@ def _train_epoch(model, tokens, loader, optimizer, scaler, settings: ClassifySet
         scaler.step(optimizer)
         scaler.update()
         seen += len(labels)
+        loss_sum += loss.item()
         bar.set_postfix(loss=f"{loss.item():.3f}")
-    return seen
+    return seen, loss_sum / max(1, steps)
 
 
 def _save_checkpoint(path: Path, fingerprint: str, model, optimizer, scaler, state: FitState) -> None:
@@ -195,11 +203,28 @@ def _load_checkpoint(path: Path, fingerprint: str, model, optimizer, scaler) -> 
     return FitState(**saved["state"])
 
 
-def training_epochs(settings: ClassifySettings, n_train: int) -> int:
-    """settings.epochs, or more when that gives fewer than settings.min_steps optimiser steps; a step budget is
-    rounded up to whole epochs, so that every epoch stays a checkpoint and a selection point."""
-    steps_per_epoch = math.ceil(n_train / settings.batch_size)
-    return max(settings.epochs, math.ceil(settings.min_steps / steps_per_epoch))
+@dataclass(frozen=True)
+class StepBudget:
+    """The optimiser steps of one run under the budget rule: `steps` whatever the train set's size, or `epochs`
+    whole epochs when steps is null. The last epoch stops where the budget ends; every epoch end is a
+    checkpoint and a selection point."""
+
+    total: int
+    per_epoch: int
+    warmup: int
+
+    @classmethod
+    def of(cls, settings: ClassifySettings, n_train: int) -> StepBudget:
+        per_epoch = math.ceil(n_train / settings.batch_size)
+        total = settings.steps if settings.steps is not None else settings.epochs * per_epoch
+        return cls(total, per_epoch, min(total, round(settings.warmup_epochs * per_epoch)))
+
+    @property
+    def epochs(self) -> int:
+        return math.ceil(self.total / self.per_epoch)
+
+    def in_epoch(self, epoch: int) -> int:
+        return min(self.per_epoch, self.total - epoch * self.per_epoch)
 
 
 def make_optimizer(parameters, settings: ClassifySettings) -> torch.optim.Optimizer:
@@ -214,7 +239,7 @@ def make_optimizer(parameters, settings: ClassifySettings) -> torch.optim.Optimi
 def fit(model, tokens, train: Sequence[Example], val: EvalImages, settings: ClassifySettings, real_weight: float,
         n_classes: int, train_tf, run_seed: Sequence[int], device: torch.device, checkpoint: Path,
         fingerprint: str) -> FitState:
-    """Train for training_epochs(), checkpointing every epoch; leave the selected trained state in the model.
+    """Train the run's StepBudget, checkpointing every epoch; leave the selected trained state in the model.
 
     Every epoch reseeds all generators from (run_seed, epoch), so a resumed run repeats exactly what an
     uninterrupted one would have done from that epoch on.
@@ -222,8 +247,8 @@ def fit(model, tokens, train: Sequence[Example], val: EvalImages, settings: Clas
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], settings)
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and settings.mixed_precision == "fp16")
     state = _load_checkpoint(checkpoint, fingerprint, model, optimizer, scaler)
-    steps_per_epoch = math.ceil(len(train) / settings.batch_size)
-    epochs = training_epochs(settings, len(train))
+    budget = StepBudget.of(settings, len(train))
+    epochs = budget.epochs
     select_on_val = settings.selection == "val" and len(val) > 0
     for epoch in tqdm(range(state.epoch, epochs), desc="epochs", initial=state.epoch, total=epochs):
         epoch_seed = seed_from(*run_seed, epoch + 1)
@@ -231,17 +256,19 @@ def fit(model, tokens, train: Sequence[Example], val: EvalImages, settings: Clas
         loader = make_loader(train, train_tf, settings.batch_size, settings.workers, shuffle=True,
                              generator=torch.Generator().manual_seed(epoch_seed))
         started = time.perf_counter()
-        state.images_trained += _train_epoch(model, tokens, loader, optimizer, scaler, settings, real_weight, n_classes,
-                                             epoch * steps_per_epoch, epochs * steps_per_epoch, device,
-                                             random.Random(epoch_seed), f"epoch {epoch + 1}")
+        seen, loss = _train_epoch(model, tokens, loader, optimizer, scaler, settings, real_weight, n_classes, budget,
+                                  epoch, device, random.Random(epoch_seed), f"epoch {epoch + 1}")
         state.train_seconds += time.perf_counter() - started
+        state.images_trained += seen
+        state.train_loss.append(loss)
+        state.steps_done.append(epoch * budget.per_epoch + budget.in_epoch(epoch))
         state.epoch = epoch + 1
         if select_on_val:
             started = time.perf_counter()
             accuracy = evaluate(model, tokens, val, n_classes, settings, device, "val").accuracy
             state.selection_seconds += time.perf_counter() - started
             state.val_accuracy.append(accuracy)
-            LOG.info("epoch %d: val accuracy %.2f%%", state.epoch, accuracy)
+            LOG.info("epoch %d (step %d): loss %.4f, val accuracy %.2f%%", state.epoch, state.steps_done[-1], loss, accuracy)
             if accuracy > state.best_accuracy:
                 state.best_accuracy, state.best_epoch, state.best_state = accuracy, state.epoch, trainable_state(model)
         _save_checkpoint(checkpoint, fingerprint, model, optimizer, scaler, state)
@@ -325,7 +352,8 @@ def run_classifier(*, dataset: str, trainset: str, shots: int, seed: int, n_synt
         "accuracy": counts.accuracy, "per_class_accuracy": counts.per_class(),
         "method": spec.method, "selection": selection, "requested_selection": settings.selection,
         "validation": settings.validation if selection == "val" else None, "n_val_images": n_val,
-        "selected_epoch": fitted.best_epoch, "epochs": fitted.epoch, "val_accuracy": fitted.val_accuracy,
+        "selected_epoch": fitted.best_epoch, "epochs": fitted.epoch, "steps": (fitted.steps_done or [0])[-1],
+        "val_accuracy": fitted.val_accuracy, "train_loss": fitted.train_loss, "steps_done": fitted.steps_done,
         "selected_val_accuracy": fitted.best_accuracy if selection == "val" else None,
         "classify": dict(classify), "clip": dict(clip), "made_from": provenance, "device": str(device),
         "n_train_images": len(train), "n_test_images": len(test),

@@ -70,7 +70,7 @@ def classifier_trainsets(classify: Mapping[str, Any], generators: Iterable[str],
                          kinds: Iterable[str] = KINDS) -> list[str]:
     """The train set names of `methods` (default: every configured one) of the configured kinds among `kinds`."""
     generators, kinds = list(generators), set(kinds)
-    return [name for method in (methods or classify["methods"])
+    return [name for method in (classify["methods"] if methods is None else methods)
             for name in trainset_names([kind for kind in method_kinds(classify, method) if kind in kinds], generators,
                                        method)]
 
@@ -84,7 +84,8 @@ def epochs_for_shots(epochs: int, epochs_by_shots: Mapping[str, int], shots: int
 def method_settings(classify: Mapping[str, Any], method: str, shots: int,
                     overrides: Mapping[str, Any] | None = None) -> dict:
     """The settings one classifier job trains with: the shared `classify` keys, overridden by the method's own
-    section (`classify.coop`, `classify.vpt`) and then by `overrides` (a search point), with the epochs for K.
+    section (`classify.coop`, `classify.vpt`) and then by `overrides` (a search point), with the budget rule
+    applied: `steps` when set (epochs then play no part), else the epochs for K.
 
     The method's own keys that are not shared (context_tokens, prompt_tokens, ...) keep their names; the other
     methods' sections, the planning keys and the search grid are left out, so that a job's settings change only
@@ -100,10 +101,12 @@ def method_settings(classify: Mapping[str, Any], method: str, shots: int,
     if "epochs" not in (overrides or {}):
         resolved["epochs"] = epochs_for_shots(resolved["epochs"], resolved.get("epochs_by_shots") or {}, shots)
     resolved.pop("epochs_by_shots", None)
+    if resolved.get("steps") is not None:
+        resolved["epochs"] = None  # the step budget decides; epochs must not make the job rerun
     return resolved
 
 
-SEARCH_KEYS = {"learning_rate": "lr", "epochs": "ep", "weight_decay": "wd"}
+SEARCH_KEYS = {"learning_rate": "lr", "epochs": "ep", "steps": "st", "weight_decay": "wd"}
 
 
 def search_points(search: Mapping[str, Iterable]) -> dict[str, dict]:

@@ -1,4 +1,5 @@
-"""Figures as PNG: per-class FID histograms (paper Fig. 4) and accuracy scaling curves (Fig. 5)."""
+"""Figures as PNG: per-class FID histograms (paper Fig. 4), accuracy scaling curves (Fig. 5) and classifier
+training curves."""
 
 from __future__ import annotations
 
@@ -195,3 +196,37 @@ def plot_accuracy_vs_shots(runs: Sequence[Run], datasets: Sequence[str], generat
     series = {d: shots_series(runs, d, generators, seeds, shots_values, n_synth) for d in datasets}
     plot_scaling(series, shots_values, "real shots per class (K)",
                  f"Accuracy vs real shots (R+S with {n_synth} synthetic images per class)", output)
+
+
+# --- training curves ----------------------------------------------------------------------------
+
+def plot_training_curves(runs: Mapping[str, Mapping], title: str, output: str | Path) -> None:
+    """Training loss and validation accuracy against optimiser steps, a line per run ({label: metrics.json}),
+    so that a reader can see whether each run converged within its step budget."""
+    figure, (loss_ax, val_ax) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
+    colors = plt.get_cmap("tab10")
+    for position, (label, metrics) in enumerate(runs.items()):
+        steps = metrics.get("steps_done") or []
+        color = colors(position % 10)
+        if metrics.get("train_loss"):
+            loss_ax.plot(steps, metrics["train_loss"], color=color, marker="o", markersize=3, label=label)
+        if metrics.get("val_accuracy"):
+            val_ax.plot(steps, metrics["val_accuracy"], color=color, marker="o", markersize=3, label=label)
+            selected = metrics.get("selected_epoch") or 0
+            if selected:
+                val_ax.plot(steps[selected - 1], metrics["val_accuracy"][selected - 1], color=color, marker="*",
+                            markersize=11)
+    for ax, ylabel in ((loss_ax, "training loss (epoch mean)"), (val_ax, "validation accuracy (%)")):
+        if not ax.lines:
+            _no_data(ax, "not recorded")
+            continue
+        ax.set_xlabel("optimiser steps")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.spines[["top", "right"]].set_visible(False)
+    handles = dict(zip(*reversed(loss_ax.get_legend_handles_labels())))
+    if handles:
+        figure.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=min(4, len(handles)),
+                      frameon=False, fontsize=8)
+    figure.suptitle(title, fontsize=11)
+    save_png(figure, output)

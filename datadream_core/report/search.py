@@ -17,7 +17,7 @@ from datadream_core.classify.trainsets import parse_trainset
 from datadream_core.io import read_json, write_csv, write_text
 from datadream_core.report.tables import HTML_STYLE
 
-SEARCH_SETTINGS = ("learning_rate", "epochs", "weight_decay")
+SEARCH_SETTINGS = ("learning_rate", "epochs", "steps", "weight_decay")
 CSV_HEADER = ("dataset", "method", "trainset", "shots", "seed", "n_synth", "point", *SEARCH_SETTINGS,
               "val_accuracy", "test_accuracy", "chosen")
 
@@ -86,7 +86,7 @@ def grid_html(runs: Sequence[SearchedRun], points: Sequence[str]) -> str:
     note = ("Each cell is one grid point's accuracy on the validation set it was selected on, then on the test "
             "split. ✓ (bold) marks the point with the best validation accuracy (the first in grid order on a tie): "
             "its test accuracy is the run's result in the accuracy tables. Point names spell their settings: "
-            "lr = learning rate, ep = epochs, wd = weight decay.")
+            "lr = learning rate, ep = epochs, st = optimiser steps, wd = weight decay.")
     return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{HTML_STYLE}</style></head><body>\n<h3>{html.escape(title)}</h3>\n"
             f"<table><thead><tr>{head}</tr></thead><tbody>\n" + "\n".join(body) +

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+from scipy import stats
 
 from datadream_core.classify.trainsets import DEFAULT_METHOD, parse_trainset
 from datadream_core.io import read_json, write_csv, write_text
@@ -24,23 +25,45 @@ from datadream_core.report.paper import PAPER_ACCURACY, PAPER_N_SYNTH, PAPER_SHO
 SeedValues = Mapping[int, float]
 
 
+CONFIDENCE = 0.95
+
+
 @dataclass(frozen=True)
 class Cell:
+    """Values over seeds, shown as mean ± sample std, or for a paired difference (`interval`) as the mean with
+    its 95 % t-interval over seeds: an interval that excludes 0 is a paired t-test significant at 5 %."""
+
     values: tuple[float, ...] = ()
     expected: int = 1
     digits: int = 1
     signed: bool = False
+    interval: bool = False
 
     @property
     def mean(self) -> float | None:
         return float(np.mean(self.values)) if self.values else None
+
+    @property
+    def confidence_interval(self) -> tuple[float, float] | None:
+        if len(self.values) < 2:
+            return None
+        half = stats.t.ppf(0.5 + CONFIDENCE / 2, len(self.values) - 1) * stats.sem(self.values)
+        return self.mean - half, self.mean + half
+
+    @property
+    def significant(self) -> bool:
+        bounds = self.confidence_interval
+        return bounds is not None and (bounds[0] > 0 or bounds[1] < 0)
 
     def text(self) -> str:
         if not self.values:
             return ""
         sign = "+" if self.signed else ""
         text = f"{self.mean:{sign}.{self.digits}f}"
-        if len(self.values) > 1:
+        bounds = self.confidence_interval
+        if self.interval and bounds is not None:
+            text += f" [{bounds[0]:{sign}.{self.digits}f}, {bounds[1]:{sign}.{self.digits}f}]" + ("*" if self.significant else "")
+        elif len(self.values) > 1:
             text += f" ± {np.std(self.values, ddof=1):.{self.digits}f}"
         if len(self.values) < self.expected:
             text += f" ({len(self.values)}/{self.expected} seeds)"
@@ -71,10 +94,10 @@ def with_average(datasets: Sequence[str]) -> list[str]:
 
 
 def make_row(section: str, label: str, per_dataset: Mapping[str, SeedValues], datasets: Sequence[str],
-             expected: int, average: bool = True, digits: int = 1, signed: bool = False) -> Row:
+             expected: int, average: bool = True, digits: int = 1, signed: bool = False, interval: bool = False) -> Row:
     """One row: a cell per dataset, plus Avg over datasets when `average` and there are several."""
     def cell(values: Iterable[float]) -> Cell:
-        return Cell(tuple(values), expected, digits, signed)
+        return Cell(tuple(values), expected, digits, signed, interval)
 
     cells = [cell(per_dataset.get(d, {})[s] for s in sorted(per_dataset.get(d, {}))) for d in datasets]
     if average and len(datasets) > 1:
@@ -195,6 +218,15 @@ def table1(runs: Iterable[Run], datasets: Sequence[str], generators: Sequence[st
 
 # Table 2's parameter-efficient few-shot baselines, trained on the real shots alone (train set real/<method>).
 PEFT_BASELINES = {"vpt": "VPT (R only)", "coop": "CoOp (R only)"}
+REAL_FINETUNE = "Real-finetune (R only)"
+
+
+def comparison_label(trainset: str) -> str:
+    """A Table 2 run's name as the table and the training-curve figure show it."""
+    spec = parse_trainset(trainset)
+    if spec.generator:
+        return f"{generator_label(spec.generator)} ({'R+S' if spec.uses_real else 'S'})"
+    return REAL_FINETUNE if spec.method == DEFAULT_METHOD else PEFT_BASELINES[spec.method]
 
 
 def comparison_table(runs: Iterable[Run], datasets: Sequence[str], generators: Sequence[str], seeds: Sequence[int],
@@ -215,14 +247,21 @@ def comparison_table(runs: Iterable[Run], datasets: Sequence[str], generators: S
     section = f"This run (R+S, {shots}-shot, {n_synth}/class)"
     rows = [make_row(section, label, per_dataset(f"real/{method}", 0), datasets, len(seeds))
             for method, label in PEFT_BASELINES.items() if method in methods]
-    rows.append(make_row(section, "Real-finetune (R only)", real, datasets, len(seeds)))
+    rows.append(make_row(section, REAL_FINETUNE, real, datasets, len(seeds)))
     rows += [make_row(section, generator_label(g), per_dataset(f"real+synth_{g}", n_synth), datasets, len(seeds))
              for g in generators]
-    for g in generators:
-        mixed = per_dataset(f"real+synth_{g}", n_synth)
-        gain = {d: {s: mixed[d][s] - real[d][s] for s in mixed[d] if s in real[d]} for d in datasets}
-        rows.append(make_row("Gain over Real-finetune (paired by seed)", generator_label(g), gain, datasets,
-                             len(seeds), signed=True))
+    def paired_rows(title: str, baseline: Mapping[str, SeedValues], compared: Sequence[str]) -> list[Row]:
+        rows = []
+        for g in compared:
+            mixed = per_dataset(f"real+synth_{g}", n_synth)
+            difference = {d: {s: mixed[d][s] - baseline[d][s] for s in mixed[d] if s in baseline[d]} for d in datasets}
+            rows.append(make_row(title, generator_label(g), difference, datasets, len(seeds), signed=True, interval=True))
+        return rows
+
+    rows += paired_rows(GAIN_SECTION, real, generators)
+    if "sd" in generators:
+        rows += paired_rows(SD_SECTION, per_dataset("real+synth_sd", n_synth), [g for g in generators if g != "sd"])
+    verdicts = significance(rows, datasets)
     if any(paper_names.get(d) for d in datasets):
         paper_section = f"Paper (reported, {PAPER_SHOTS}-shot, {PAPER_N_SYNTH}/class)"
         for label, values in PAPER_ACCURACY.items():
@@ -230,9 +269,30 @@ def comparison_table(runs: Iterable[Run], datasets: Sequence[str], generators: S
             rows.append(make_row(paper_section, label, reported, datasets, 1))
     return with_provenance(
         Table(f"Table 2: real + synthetic training compared ({shots} shots)", with_average(datasets), rows,
-              note=f"Test accuracy (%), mean ± std over seeds {list(seeds)}; gains are paired differences per "
-                   "seed. Paper rows appear for CoOp benchmarks only; their Avg covers this table's datasets."),
+              note=f"Test accuracy (%), mean ± std over seeds {list(seeds)}. Differences are paired by seed and shown as "
+                   "mean [95 % t-interval over seeds]; * marks an interval that excludes 0 (a paired t-test "
+                   f"significant at 5 %). {verdicts} Paper rows appear for CoOp benchmarks only; their Avg covers "
+                   "this table's datasets."),
         [run for run in runs if run.trainset == "real" or run.trainset.startswith("real+synth_")], datasets)
+
+
+GAIN_SECTION = "Gain over Real-finetune (paired by seed)"
+SD_SECTION = "Difference from unadapted SD (paired by seed)"
+
+
+def significance(rows: Iterable[Row], datasets: Sequence[str]) -> str:
+    """One sentence per difference section: which of its cells the seeds tell apart from 0 and which not."""
+    sentences = []
+    for title, baseline in ((GAIN_SECTION, "Real-finetune"), (SD_SECTION, "unadapted SD")):
+        cells = [(row.label, dataset, cell) for row in rows if row.section == title
+                 for dataset, cell in zip(datasets, row.cells) if len(cell.values) > 1]
+        if not cells:
+            continue
+        apart = [f"{label} ({dataset}, {cell.mean:+.1f})" for label, dataset, cell in cells if cell.significant]
+        together = [f"{label} ({dataset})" for label, dataset, cell in cells if not cell.significant]
+        sentences.append(f"Against {baseline}, the seeds tell apart: {', '.join(apart) or 'none'}; "
+                         f"within noise: {', '.join(together) or 'none'}.")
+    return " ".join(sentences)
 
 
 # --- FID ----------------------------------------------------------------------------------------
