@@ -16,7 +16,8 @@ from dry_runs import changed, planned_jobs, planned_rules
 pytestmark = pytest.mark.e2e
 
 
-REPORT = {"table_accuracy", "table_fid", "fid_histogram", "sample_grid", "scaling_nsynth", "scaling_shots"}
+REPORT = {"table_accuracy", "table_fid", "fid_histogram", "sample_grid", "scaling_nsynth", "scaling_shots",
+          "training_curves"}
 FROM_INDEX = {"index_dataset", "sample_fewshot", "train_lora_dset", "train_lora_cls", "train_lora_image",
               "caption_shots", "generate",
               "merge_manifest", "train_classifier", "evaluate_zeroshot", "file_zeroshot", "fid_real_features",
@@ -26,7 +27,7 @@ FROM_ADAPTERS = {"train_lora_dset", "train_lora_cls", "generate", "merge_manifes
 FROM_IMAGES = {"generate", "merge_manifest", "train_classifier", "fid_per_class"} | REPORT
 # the smoke config's scaling runs are DataDream_cls's only: the other generators' images reach no scaling figure
 FROM_OTHER_IMAGES = FROM_IMAGES - {"scaling_nsynth", "scaling_shots"}
-CLASSIFIERS = {"train_classifier", "table_accuracy", "scaling_nsynth", "scaling_shots"}
+CLASSIFIERS = {"train_classifier", "table_accuracy", "scaling_nsynth", "scaling_shots", "training_curves"}
 
 
 # key -> new value -> the exact set of rules the change replans on the finished smoke run

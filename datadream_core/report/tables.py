@@ -334,11 +334,13 @@ def fid_table(summaries: Iterable[Mapping], datasets: Sequence[str], generators:
 # --- rendering ----------------------------------------------------------------------------------
 
 def best_cells(table: Table) -> set[tuple[int, int]]:
-    """(row, column) of the best mean per column within each section that has two or more numbers."""
+    """(row, column) of the best mean per column within each section that has two or more numbers; sections of
+    paired differences have none, since the largest of several differences within noise is no winner."""
     best = set()
     sections: dict[str, list[int]] = defaultdict(list)
     for position, row in enumerate(table.rows):
-        sections[row.section].append(position)
+        if not any(cell.interval for cell in row.cells):
+            sections[row.section].append(position)
     for positions in sections.values():
         for column in range(len(table.columns)):
             filled = [(table.rows[p].cells[column].mean, p) for p in positions if table.rows[p].cells[column].values]
