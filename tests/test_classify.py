@@ -521,6 +521,9 @@ def test_a_step_budget_gives_every_train_set_the_same_optimiser_steps(world, tmp
     # 64 real + 8 x 4 synthetic images are 6 steps an epoch, and the same 10 steps.
     mixed = run(world, tmp_path / "mixed", "real+synth_sd", n_synth=4, steps=10, batch_size=16)
     assert (mixed["steps"], mixed["steps_done"], mixed["n_train_images"]) == (10, [6, 10], 96)
+    # The recorded loss leaves mixed batches out: with every batch mixed, an epoch has none to show.
+    all_mixed = run(world, tmp_path / "mixed_batches", "real", steps=4, batch_size=16, mix_prob=1.0)
+    assert all_mixed["train_loss"] == [None]
     # Without a budget, epochs decide and the larger train set takes more steps.
     by_epochs = run(world, tmp_path / "epochs", "real+synth_sd", n_synth=4, epochs=2, batch_size=16)
     assert (by_epochs["steps"], by_epochs["steps_done"]) == (12, [6, 12])

@@ -93,7 +93,7 @@ class FitState:
     best_epoch: int = 0
     best_state: dict | None = None
     val_accuracy: list[float] = field(default_factory=list)
-    train_loss: list[float] = field(default_factory=list)  # mean training loss of each epoch
+    train_loss: list[float | None] = field(default_factory=list)  # each epoch's mean loss on unmixed batches
     steps_done: list[int] = field(default_factory=list)  # optimiser steps taken by the end of each epoch
     train_seconds: float = 0.0
     selection_seconds: float = 0.0
@@ -158,12 +158,17 @@ def evaluate(model: torch.nn.Module, tokens: torch.Tensor, split: EvalImages, n_
 
 def _train_epoch(model, tokens, loader, optimizer, scaler, settings: ClassifySettings, real_weight: float,
                  n_classes: int, budget: StepBudget, epoch: int, device: torch.device, mix_rng: random.Random,
-                 desc: str) -> tuple[int, float]:
-    """Train one epoch, stopping early when the run's step budget ends in it; (images seen, mean loss)."""
+                 desc: str) -> tuple[int, float | None]:
+    """Train one epoch, stopping early when the run's step budget ends in it.
+
+    Returns the images seen and the mean loss of the epoch's unmixed batches (None when CutMix or MixUp took
+    them all): a mixed batch's loss against soft targets is on another scale, and one of them in a short epoch
+    would make the curve jump.
+    """
     model.train()
     first_step = epoch * budget.per_epoch
     steps = budget.in_epoch(epoch)
-    seen, loss_sum = 0, 0.0
+    seen, clean_losses = 0, []
     bar = tqdm(loader, desc=desc, total=steps, leave=False)
     for step, (images, labels, is_real) in enumerate(bar, start=first_step):
         if step >= first_step + steps:
@@ -172,7 +177,8 @@ def _train_epoch(model, tokens, loader, optimizer, scaler, settings: ClassifySet
             group["lr"] = learning_rate_at(step, budget.total, budget.warmup, settings.learning_rate,
                                            settings.min_learning_rate)
         images, labels, is_real = images.to(device), labels.to(device), is_real.to(device)
-        if mix_rng.random() < settings.mix_prob:
+        mixed = mix_rng.random() < settings.mix_prob
+        if mixed:
             images, targets = mix_within_parts(images, labels, is_real, n_classes)
         else:
             targets = F.one_hot(labels, n_classes).float()
@@ -185,9 +191,10 @@ def _train_epoch(model, tokens, loader, optimizer, scaler, settings: ClassifySet
         scaler.step(optimizer)
         scaler.update()
         seen += len(labels)
-        loss_sum += loss.item()
+        if not mixed:
+            clean_losses.append(loss.item())
         bar.set_postfix(loss=f"{loss.item():.3f}")
-    return seen, loss_sum / max(1, steps)
+    return seen, sum(clean_losses) / len(clean_losses) if clean_losses else None
 
 
 def _save_checkpoint(path: Path, fingerprint: str, model, optimizer, scaler, state: FitState) -> None:
@@ -268,7 +275,8 @@ def fit(model, tokens, train: Sequence[Example], val: EvalImages, settings: Clas
             accuracy = evaluate(model, tokens, val, n_classes, settings, device, "val").accuracy
             state.selection_seconds += time.perf_counter() - started
             state.val_accuracy.append(accuracy)
-            LOG.info("epoch %d (step %d): loss %.4f, val accuracy %.2f%%", state.epoch, state.steps_done[-1], loss, accuracy)
+            LOG.info("epoch %d (step %d): loss %s, val accuracy %.2f%%", state.epoch, state.steps_done[-1],
+                     "n/a (every batch mixed)" if loss is None else f"{loss:.4f}", accuracy)
             if accuracy > state.best_accuracy:
                 state.best_accuracy, state.best_epoch, state.best_state = accuracy, state.epoch, trainable_state(model)
         _save_checkpoint(checkpoint, fingerprint, model, optimizer, scaler, state)

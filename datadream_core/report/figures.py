@@ -209,14 +209,15 @@ def plot_training_curves(runs: Mapping[str, Mapping], title: str, output: str | 
         steps = metrics.get("steps_done") or []
         color = colors(position % 10)
         if metrics.get("train_loss"):
-            loss_ax.plot(steps, metrics["train_loss"], color=color, marker="o", markersize=3, label=label)
+            losses = [np.nan if loss is None else loss for loss in metrics["train_loss"]]  # None: every batch mixed
+            loss_ax.plot(steps, losses, color=color, marker="o", markersize=3, label=label)
         if metrics.get("val_accuracy"):
             val_ax.plot(steps, metrics["val_accuracy"], color=color, marker="o", markersize=3, label=label)
             selected = metrics.get("selected_epoch") or 0
             if selected:
                 val_ax.plot(steps[selected - 1], metrics["val_accuracy"][selected - 1], color=color, marker="*",
                             markersize=11)
-    for ax, ylabel in ((loss_ax, "training loss (epoch mean)"), (val_ax, "validation accuracy (%)")):
+    for ax, ylabel in ((loss_ax, "training loss (epoch mean, unmixed batches)"), (val_ax, "validation accuracy (%)")):
         if not ax.lines:
             _no_data(ax, "not recorded")
             continue
