@@ -40,7 +40,8 @@ def fid_histogram_inputs(wildcards):
 
 # Table 2's runs, drawn as training curves at the first seed.
 CURVE_RUNS = ([(trainset, 0) for trainset in classifier_trainsets(config["classify"], GENERATORS, OTHER_METHODS, ["real"])]
-              + [("real", 0)] + [(f"real+synth_{g}", N_SYNTH) for g in GENERATORS])
+              + [("real", 0)] * ("real" in LORA_KINDS)
+              + [(f"real+synth_{g}", N_SYNTH) for g in GENERATORS if "real+synth" in LORA_KINDS])
 
 
 def training_curve_inputs(wildcards):
