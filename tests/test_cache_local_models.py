@@ -95,7 +95,7 @@ def test_deleted_outputs_remake_exactly_their_jobs(cache_run, tmp_path):
         "datadream_cls", "datadream_cls", "sd"]
     assert counts == {"train_lora_cls": 1, "generate": 3, "merge_manifest": 2, "train_classifier": 3,
                       "fid_per_class": 2, "table_accuracy": 1, "table_fid": 1, "fid_histogram": 1, "sample_grid": 1,
-                      "compute_table": 1}
+                      "training_curves": 1, "compute_table": 1}  # the deleted Real-finetune run is drawn there
     untouched = [path for path in modification_times(work) if path.startswith("results/miniworld/fewshot")
                  or path.startswith("results/models") or path.startswith("results/miniworld/world")]
     before = modification_times(work)
