@@ -49,6 +49,14 @@ def _no_data(ax, message: str) -> None:
     ax.set_yticks([])
 
 
+def _legend_below(figure, handles: Mapping[str, object]) -> None:
+    """One legend for all panels, {label: handle}, below them."""
+    if handles:
+        # "outside" lets the constrained layout reserve room, so the legend never covers axis labels
+        figure.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=min(4, len(handles)),
+                      frameon=False, fontsize=8)
+
+
 # --- FID histograms -----------------------------------------------------------------------------
 
 def mean_per_class_fid(per_class_csvs: Iterable[str | Path]) -> dict[int, float]:
@@ -175,10 +183,7 @@ def plot_scaling(series_by_dataset: Mapping[str, Sequence[Series]], x_values: Se
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
-    if handles:
-        # "outside" lets the constrained layout reserve room, so the legend never covers axis labels
-        figure.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=min(4, len(handles)),
-                      frameon=False, fontsize=8)
+    _legend_below(figure, handles)
     figure.suptitle(title, fontsize=11)
     save_png(figure, output)
 
@@ -225,9 +230,6 @@ def plot_training_curves(runs: Mapping[str, Mapping], title: str, output: str | 
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.spines[["top", "right"]].set_visible(False)
-    handles = dict(zip(*reversed(loss_ax.get_legend_handles_labels())))
-    if handles:
-        figure.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=min(4, len(handles)),
-                      frameon=False, fontsize=8)
+    _legend_below(figure, dict(zip(*reversed(loss_ax.get_legend_handles_labels()))))
     figure.suptitle(title, fontsize=11)
     save_png(figure, output)
