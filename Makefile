@@ -23,8 +23,10 @@ run: $(STAMP)
 
 # Tests run on TEST_WORKERS processes (pytest-xdist): a test module stays on one worker, the smoke run that
 # several modules read is made once, the longest modules start first, and the model jobs of local workflow runs
-# fork from one warm server per worker (tests/conftest.py, datadream_core/warm_start.py).
-TEST_WORKERS ?= 2
+# fork from one warm server per worker (tests/conftest.py, datadream_core/warm_start.py). Three workers on two
+# cores: much of a workflow test is waiting (SLURM's status polling, a lock on the shared smoke run), which a
+# third worker fills.
+TEST_WORKERS ?= 3
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
