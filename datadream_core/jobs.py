@@ -3,6 +3,7 @@ clean up after a killed predecessor, and exit with a code of its own on errors t
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import logging
 import os
@@ -121,8 +122,6 @@ def run_snakemake_job(snakemake) -> None:
 
 def job_function(name: str):
     """The function that `name` ("package.module:function") names."""
-    import importlib
-
     module, _, function = name.partition(":")
     return getattr(importlib.import_module(module), function)
 

@@ -7,9 +7,9 @@ DATADREAM_WARM_START set to the socket of a server (`python -m datadream_core.wa
 around a command, as `make run` does), the job sends its command line, working folder, environment, import path
 and standard streams to the server and waits. The server, which imported those libraries once, forks a
 supervisor, which forks the job: it runs the same script file (Snakemake's copy with its preamble) from the start
-and then the rule's job function (params.job, datadream_core/jobs.py). The supervisor takes the job's resource usage from
-`os.wait4` and writes the cost record; it reports the job's exit status, which the waiting process takes as its
-own; if the waiting process dies (Snakemake killed it, or its head died), the supervisor kills the job.
+and then the rule's job function (params.job, datadream_core/jobs.py). The supervisor takes the job's resource
+usage from `os.wait4` and writes the cost record; it reports the job's exit status, which the waiting process takes
+as its own; if the waiting process dies (Snakemake killed it, or its head died), the supervisor kills the job.
 
 Without the variable (a cluster run), or with no server listening, the job runs in its own process as always and
 records its own usage. The server refuses jobs of another checkout (its datadream_core is the one it imported),
