@@ -226,9 +226,9 @@ SPEED_ONLY_KEYS = {
 class OutputNeutral:
     """A params value that cannot change the job's outputs (where a model lives on disk, which classes a chunk
     job takes: its outputs name them). Snakemake records only params of builtin types for its rerun check, so
-    wrapping them here keeps a change to them from replanning anything."""
+    wrapping them here keeps a change to them from replanning anything. The job function gets `values`."""
 
-    values: Mapping[str, Any]
+    values: Any
 
 
 class JobSettings(dict):

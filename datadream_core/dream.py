@@ -30,13 +30,14 @@ import torch
 import torch.nn.functional as F
 
 from datadream_core.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
-from datadream_core.data.fewshot import Shot
+from datadream_core.data.fewshot import Shot, read_fewshot
 from datadream_core.data.images import load_rgb
-from datadream_core.config import SPEED_ONLY_KEYS
+from datadream_core.config import SPEED_ONLY_KEYS, settings_dataclass
+from datadream_core.data.table import prompts_of, read_classes
 from datadream_core.identity import digest, provenance_or_location
 from datadream_core.io import FILE_MODE, LOG, read_json, write_csv, write_json
 from datadream_core.jobs import progress
-from datadream_core.layout import ADAPTER_FILES, LORA_FILE
+from datadream_core.layout import ADAPTER_FILES, LORA_FILE, adapter_folders
 from datadream_core.models.sd import SDParts, compute_dtype, encode_prompts, load_sd_parts
 from datadream_core.seeding import seed_from, seeded_generator, seeded_rng
 
@@ -380,6 +381,25 @@ def adapter_jobs(out_dirs: Sequence[str | Path], shots: Sequence[Shot], prompts:
                          " a class has other shots than expected")
     return [AdapterJob(Path(out_dir), [Example(shot.path, prompts[shot.class_index]) for shot in group], scope)
             for out_dir, (scope, group) in zip(out_dirs, groups)]
+
+
+def train_lora_job(classes_csv: str | Path, fewshot_csv: str | Path, adapters: Sequence[str],
+                   classes: Sequence[int] | None, settings: Mapping, provenance: Mapping[str, str], sd_location: Mapping,
+                   seed: int, shots: int | None = None, shots_per_class: int | None = None) -> None:
+    """Train one job's adapters, each into the folder of its files in `adapters`: the dataset-wide one (`classes`
+    None) or one per class of `classes` from the K-shot set, or one per listed shot of those classes
+    (`shots_per_class`, LoFT's per-image adapters)."""
+    prompts = prompts_of(read_classes(classes_csv))
+    few_shots = read_fewshot(fewshot_csv, shots_per_class or shots)
+    jobs = adapter_jobs(adapter_folders(adapters), few_shots, prompts, classes, per_image=shots_per_class is not None)
+    train = train_adapters
+    if shots_per_class:
+        from datadream_core.image_adapters import train_image_adapters as train  # it imports this module
+    summaries = train(sd_location["path"], jobs, settings_dataclass(DreamSettings, settings), seed=seed,
+                      sd_revision=sd_location["revision"], provenance=provenance)
+    for job, summary in zip(jobs, summaries):
+        LOG.info("%s: %d images, %d steps in %.1f s, final loss %.4f", job.out_dir, summary["images"], summary["steps"],
+                 summary["wall_seconds"], summary["final_loss"])
 
 
 def keep_finished(out_dir: Path) -> None:

@@ -3,6 +3,8 @@ clean up after a killed predecessor, and exit with a code of its own on errors t
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import logging
 import os
 import sys
@@ -90,11 +92,70 @@ def pin_threads(threads: int) -> None:
         sys.modules["torch"].set_num_threads(int(threads))
 
 
-def start_snakemake_job(snakemake, owned: Iterable[str | Path] = ()) -> logging.Logger:
+def start_snakemake_job(snakemake, owned: Iterable[str | Path] = (), offline: bool = True) -> logging.Logger:
     """`start_job` for a Snakemake script: its log, threads and attempt; its outputs and the folders in
     `owned` (which it writes whole) are cleaned of what a killed predecessor left."""
     return start_job(snakemake.log[0], snakemake.threads, outputs=[*snakemake.output, *owned],
-                     attempt=snakemake.resources.get("attempt", 1))
+                     attempt=snakemake.resources.get("attempt", 1), offline=offline)
+
+
+# Params that tell the job how to run rather than what to compute: the job function never sees them.
+JOB_PARAMS = ("job", "owned", "online")
+
+
+def run_snakemake_job(snakemake) -> None:
+    """Run the rule's job function, `params.job` ("module:function"), as this job, once its log is started.
+
+    Its keyword arguments: the rule's named inputs, named outputs and params (less JOB_PARAMS and the `cost`
+    output, which the model job launcher writes), an OutputNeutral param as its values, JobSettings as a
+    plain dict, and the job's `threads` where the function takes them (how fast, never what: not a param).
+    Params `owned` (folders the job writes whole) are cleaned with the outputs; `online: True` lets the job
+    download. A rule with params `provenance` and input `identity` gives the function the provenance with the
+    data identity (`provenance`), not the identity file."""
+    params = dict(snakemake.params.items())
+    start_snakemake_job(snakemake, owned=params.get("owned", ()), offline=not params.get("online", False))
+    function = job_function(params["job"])
+    arguments = job_arguments(snakemake, params, function)
+    check_job_arguments(function, arguments, f"rule {snakemake.rule} (job {params['job']})")
+    function(**arguments)
+
+
+def job_function(name: str):
+    """The function that `name` ("package.module:function") names."""
+    module, _, function = name.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def job_arguments(snakemake, params: dict, function) -> dict:
+    """The keyword arguments of the rule's job function (see `run_snakemake_job`)."""
+    from datadream_core.config import JobSettings, OutputNeutral
+    from datadream_core.identity import with_data_identity
+
+    named = {**dict(snakemake.input.items()), **dict(snakemake.output.items()), **params}
+    arguments = {name: value for name, value in named.items() if name not in (*JOB_PARAMS, "cost")}
+    for name, value in arguments.items():
+        if isinstance(value, OutputNeutral):
+            arguments[name] = value.values
+        elif isinstance(value, JobSettings):
+            arguments[name] = dict(value)
+    if "provenance" in arguments and "identity" in arguments:
+        arguments["provenance"] = with_data_identity(arguments["provenance"], arguments.pop("identity"))
+    if "threads" in inspect.signature(function).parameters:
+        arguments["threads"] = snakemake.threads
+    return arguments
+
+
+def check_job_arguments(function, arguments: dict, job: str) -> None:
+    """Fail with one message naming every argument that `function` needs and `job` does not give, and every
+    one it gives that `function` does not take."""
+    signature = inspect.signature(function).parameters.values()
+    names = {parameter.name for parameter in signature}
+    missing = [parameter.name for parameter in signature if parameter.name not in arguments
+               and parameter.default is inspect.Parameter.empty]
+    unexpected = sorted(set(arguments) - names)
+    if missing or unexpected:
+        raise TypeError(f"{job} does not fit {function.__module__}.{function.__name__}: missing arguments"
+                        f" {missing or 'none'}; arguments it does not take {unexpected or 'none'}")
 
 
 def _previous_failure(marker: Path | None, attempt: int) -> str | None:

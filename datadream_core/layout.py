@@ -11,6 +11,7 @@ alone instead of every class's of the dataset.
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 GENERATORS = ("sd", "datadream_dset", "datadream_cls", "issynth", "disef", "loft")
@@ -70,6 +71,16 @@ def adapter_files(dataset, mode, shots, seed, class_index: int | None = None) ->
     """The files of one adapter that later jobs and people rely on: the weights and train.json (provenance)."""
     folder = adapter_dir(dataset, mode, shots, seed, class_index)
     return [f"{folder}/{name}" for name in ADAPTER_FILES]
+
+
+def adapter_folders(files) -> list[str]:
+    """The folders of the adapters whose files (ADAPTER_FILES of each, in turn) `files` lists."""
+    return [os.path.dirname(path) for path in files[::len(ADAPTER_FILES)]]
+
+
+def classifier_checkpoint(metrics_json) -> str:
+    """Where a classifier run checkpoints its training: beside its metrics.json."""
+    return os.path.join(os.path.dirname(metrics_json), "checkpoint.pt")
 
 
 def image_adapter_dir(dataset, seed, class_index: int, rank: int) -> str:

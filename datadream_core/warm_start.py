@@ -7,9 +7,9 @@ DATADREAM_WARM_START set to the socket of a server (`python -m datadream_core.wa
 around a command, as `make run` does), the job sends its command line, working folder, environment, import path
 and standard streams to the server and waits. The server, which imported those libraries once, forks a
 supervisor, which forks the job: it runs the same script file (Snakemake's copy with its preamble) from the start
-and then the rule's adapter script (params.adapter). The supervisor takes the job's resource usage from
-`os.wait4` and writes the cost record; it reports the job's exit status, which the waiting process takes as its
-own; if the waiting process dies (Snakemake killed it, or its head died), the supervisor kills the job.
+and then the rule's job function (params.job, datadream_core/jobs.py). The supervisor takes the job's resource
+usage from `os.wait4` and writes the cost record; it reports the job's exit status, which the waiting process takes
+as its own; if the waiting process dies (Snakemake killed it, or its head died), the supervisor kills the job.
 
 Without the variable (a cluster run), or with no server listening, the job runs in its own process as always and
 records its own usage. The server refuses jobs of another checkout (its datadream_core is the one it imported),
@@ -54,14 +54,15 @@ _in_warm_job = False
 
 
 def run_model_job(snakemake) -> None:
-    """Run this model job's adapter script (`params.adapter`, in the launcher's folder) and record its cost in
+    """Run this model job's job function (`params.job`, `jobs.run_snakemake_job`) and record its cost in
     `output.cost` where the rule has one: handed to the warm server where there is one (its supervisor records),
     else in this process."""
+    from datadream_core.jobs import run_snakemake_job
+
     cost_record = snakemake.output.get("cost")
     if not _in_warm_job:
         run_in_warm_interpreter(cost_record)  # returns only where the job runs here
-    runpy.run_path(str(Path(snakemake.scriptdir) / snakemake.params.adapter), run_name="__main__",
-                   init_globals={"snakemake": snakemake})
+    run_snakemake_job(snakemake)
     if cost_record and not _in_warm_job:
         _write_cost(cost_record, _own_cost())
 

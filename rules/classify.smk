@@ -14,10 +14,9 @@ CLASSIFIER_RUN = layout.classifier_dir("{dataset}", "{trainset}", "{shots}", "{s
 
 def evaluation_inputs(wildcards):
     return {
-        "classes": layout.classes_csv(wildcards.dataset),
-        "splits": layout.splits_csv(wildcards.dataset),
+        "classes_csv": layout.classes_csv(wildcards.dataset),
+        "splits_csv": layout.splits_csv(wildcards.dataset),
         "identity": layout.data_identity_json(wildcards.dataset),
-        "clip_model": clip_model_input(wildcards),
     }
 
 
@@ -30,10 +29,10 @@ def classifier_cost(dataset, trainset, shots, seed, n_synth, point=None):
 
 
 def classifier_inputs(wildcards):
-    files = {**evaluation_inputs(wildcards), "fewshot": layout.fewshot_csv(wildcards.dataset, wildcards.seed)}
+    files = {**evaluation_inputs(wildcards), "fewshot_csv": layout.fewshot_csv(wildcards.dataset, wildcards.seed)}
     generator = parse_trainset(wildcards.trainset).generator
     if generator is not None:
-        files["manifest"] = layout.synth_manifest(wildcards.dataset, generator, wildcards.shots, wildcards.seed)
+        files["manifest_csv"] = layout.synth_manifest(wildcards.dataset, generator, wildcards.shots, wildcards.seed)
     return files
 
 
@@ -75,22 +74,32 @@ def classifier_targets(dataset):
     return paths
 
 
+def owned_checkpoint(wildcards, output):
+    """The checkpoint a classifier job resumes from: cleaned with its outputs of what a killed run left."""
+    return [layout.classifier_checkpoint(output.metrics_json)]
+
+
+CLASSIFIER_JOB = "datadream_core.classify.train:run_classifier"
 CLASSIFIER_PARAMS = dict(
+    job=CLASSIFIER_JOB,
+    owned=owned_checkpoint,
+    dataset=lambda wildcards: wildcards.dataset,
     trainset=lambda wildcards: wildcards.trainset,
     shots=lambda wildcards: int(wildcards.shots),
     seed=lambda wildcards: int(wildcards.seed),
     n_synth=lambda wildcards: int(wildcards.n_synth),
     **settings_params(classifier_settings, model=CLIP_IDENTITY),
-    clip_location=CLIP_LOCATION,
+    clip=CLIP_LOCATION,
 )
 
 
 rule train_classifier:
     input:
+        clip_model_input,
         unpack(classifier_inputs),
     output:
-        metrics=f"{CLASSIFIER_RUN}/metrics.json",
-        per_class=f"{CLASSIFIER_RUN}/per_class.csv",
+        metrics_json=f"{CLASSIFIER_RUN}/metrics.json",
+        per_class_csv=f"{CLASSIFIER_RUN}/per_class.csv",
         cost=classifier_cost("{dataset}", "{trainset}", "{shots}", "{seed}", "{n_synth}"),
     log:
         "logs/train_classifier/{dataset}/{trainset}_k{shots}_seed{seed}_n{n_synth}.log",
@@ -98,7 +107,6 @@ rule train_classifier:
         trainset=TRAINSET_PATTERN,
         n_synth=r"\d+",
     params:
-        adapter="classify.py",
         **CLASSIFIER_PARAMS,
     threads: config["threads"]["classify"]
     resources:
@@ -112,21 +120,24 @@ rule train_classifier:
 
 rule evaluate_zeroshot:
     input:
+        clip_model_input,
         unpack(evaluation_inputs),
     output:
-        metrics=f"{layout.zeroshot_dir('{dataset}')}/metrics.json",
-        per_class=f"{layout.zeroshot_dir('{dataset}')}/per_class.csv",
+        metrics_json=f"{layout.zeroshot_dir('{dataset}')}/metrics.json",
+        per_class_csv=f"{layout.zeroshot_dir('{dataset}')}/per_class.csv",
         cost=layout.job_cost_file("evaluate_zeroshot", "{dataset}", "zeroshot"),
     log:
         "logs/evaluate_zeroshot/{dataset}.log",
     params:
-        adapter="classify.py",
+        job=CLASSIFIER_JOB,
+        owned=owned_checkpoint,
+        dataset=lambda wildcards: wildcards.dataset,
         trainset="zeroshot",
         shots=0,
         seed=0,
         n_synth=0,
         **settings_params(zeroshot_settings, model=CLIP_IDENTITY),
-        clip_location=CLIP_LOCATION,
+        clip=CLIP_LOCATION,
     threads: config["threads"]["classify"]
     resources:
         mem_mb=memory_ask("evaluate_zeroshot"),
@@ -139,27 +150,32 @@ rule evaluate_zeroshot:
 
 rule file_zeroshot:
     input:
-        metrics=f"{layout.zeroshot_dir('{dataset}')}/metrics.json",
-        per_class=f"{layout.zeroshot_dir('{dataset}')}/per_class.csv",
+        metrics_json=f"{layout.zeroshot_dir('{dataset}')}/metrics.json",
+        per_class_csv=f"{layout.zeroshot_dir('{dataset}')}/per_class.csv",
     output:
-        metrics=layout.classifier_metrics("{dataset}", "zeroshot", "{shots}", "{seed}", 0),
-        per_class=layout.classifier_per_class("{dataset}", "zeroshot", "{shots}", "{seed}", 0),
+        out_metrics_json=layout.classifier_metrics("{dataset}", "zeroshot", "{shots}", "{seed}", 0),
+        out_per_class_csv=layout.classifier_per_class("{dataset}", "zeroshot", "{shots}", "{seed}", 0),
     log:
         "logs/file_zeroshot/{dataset}_k{shots}_seed{seed}.log",
+    params:
+        job="datadream_core.classify.zeroshot:file_zeroshot_for_run",
+        shots=lambda wildcards: int(wildcards.shots),
+        seed=lambda wildcards: int(wildcards.seed),
     conda:
         JOB_ENV
     script:
-        "../workflow_scripts/file_zeroshot.py"
+        LIGHT_JOB
 
 
 # With classify.search, every grid point of a run is its own job under the run's search/ folder, and the
 # point with the best validation accuracy is filed as the run's result (select_search_point, a local job).
 rule train_search_point:
     input:
+        clip_model_input,
         unpack(classifier_inputs),
     output:
-        metrics=f"{CLASSIFIER_RUN}/search/{{point}}/metrics.json",
-        per_class=f"{CLASSIFIER_RUN}/search/{{point}}/per_class.csv",
+        metrics_json=f"{CLASSIFIER_RUN}/search/{{point}}/metrics.json",
+        per_class_csv=f"{CLASSIFIER_RUN}/search/{{point}}/per_class.csv",
         cost=classifier_cost("{dataset}", "{trainset}", "{shots}", "{seed}", "{n_synth}", "{point}"),
     log:
         "logs/train_search_point/{dataset}/{trainset}_k{shots}_seed{seed}_n{n_synth}_{point}.log",
@@ -168,7 +184,6 @@ rule train_search_point:
         n_synth=r"\d+",
         point="|".join(SEARCH_POINTS) or "no-search",
     params:
-        adapter="classify.py",
         **CLASSIFIER_PARAMS,
     threads: config["threads"]["classify"]
     resources:
@@ -189,19 +204,20 @@ if SEARCH_POINTS:
 
     rule select_search_point:
         input:
-            metrics=[f"{CLASSIFIER_RUN}/search/{point}/metrics.json" for point in SEARCH_POINTS],
-            per_class=[f"{CLASSIFIER_RUN}/search/{point}/per_class.csv" for point in SEARCH_POINTS],
+            point_metrics=[f"{CLASSIFIER_RUN}/search/{point}/metrics.json" for point in SEARCH_POINTS],
+            point_per_class=[f"{CLASSIFIER_RUN}/search/{point}/per_class.csv" for point in SEARCH_POINTS],
         output:
-            metrics=f"{CLASSIFIER_RUN}/metrics.json",
-            per_class=f"{CLASSIFIER_RUN}/per_class.csv",
+            out_metrics_json=f"{CLASSIFIER_RUN}/metrics.json",
+            out_per_class_csv=f"{CLASSIFIER_RUN}/per_class.csv",
         log:
             "logs/select_search_point/{dataset}/{trainset}_k{shots}_seed{seed}_n{n_synth}.log",
         wildcard_constraints:
             trainset=TRAINSET_PATTERN,
             n_synth=r"\d+",
         params:
+            job="datadream_core.classify.search:select_search_point_job",
             points=list(SEARCH_POINTS),
         conda:
             JOB_ENV
         script:
-            "../workflow_scripts/select_search_point.py"
+            LIGHT_JOB

@@ -33,9 +33,12 @@ CLIP_MODEL_MARKER = f"{CLIP_CONFIG['name']}/open_clip_config.json"
 CAPTIONER_MARKER = f"{config['synth']['captioner']}/config.json"
 # The conda environment of every script job (`snakemake --sdm conda`), relative to this folder.
 JOB_ENV = "../envs/datadream.yaml"
-# The script of every model rule: it runs the rule's `adapter` script, forked from a warm interpreter where the
-# run has one (`make run`), and writes the job's cost record (its `cost` output) for the compute table.
+# Every rule names its job function in params (`job="module:function"`), which one of these scripts calls with
+# the rule's named inputs, outputs and params (datadream_core/jobs.py); an input the job only waits for (a model's
+# marker file) is unnamed. A model rule's job runs forked from a warm interpreter where the run has one
+# (`make run`) and writes the job's cost record (its `cost` output).
 MODEL_JOB = "../workflow_scripts/model_job.py"
+LIGHT_JOB = "../workflow_scripts/job.py"
 # The resources of a light job (tables, figures, merges): the slurm profile's smallest ask.
 LIGHT_RESOURCES = {"mem_mb": 2000, "runtime": 10}
 

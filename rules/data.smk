@@ -13,7 +13,7 @@ def dataset_entry(wildcards):
 def split_needs_of(wildcards):
     """What the config draws from each split, for the jobs that make the splits to check before any model job.
     Output-neutral: a check passes (the same outputs) or stops the run."""
-    return OutputNeutral({"needs": split_needs(config, wildcards.dataset)})
+    return OutputNeutral(split_needs(config, wildcards.dataset))
 
 
 rule render_world:
@@ -23,6 +23,7 @@ rule render_world:
     log:
         "logs/render_world/{dataset}.log",
     params:
+        job="datadream_core.data.miniworld:render_world_dataset",
         world=lambda wildcards: canonical(config["datasets"][wildcards.dataset]["world"]),
     threads: 1
     resources:
@@ -31,7 +32,7 @@ rule render_world:
     conda:
         JOB_ENV
     script:
-        "../workflow_scripts/render_world.py"
+        LIGHT_JOB
 
 
 rule index_dataset:
@@ -41,13 +42,15 @@ rule index_dataset:
         classes=layout.classes_csv("{dataset}"),
         splits=layout.splits_csv("{dataset}"),
         problems=layout.problems_csv("{dataset}"),
-        identity=layout.data_identity_json("{dataset}"),
+        identity_json=layout.data_identity_json("{dataset}"),
     log:
         "logs/index_dataset/{dataset}.log",
     params:
+        job="datadream_core.data.build:index_dataset_job",
+        dataset=lambda wildcards: wildcards.dataset,
         entry=dataset_entry,
         root=lambda wildcards: OutputNeutral({"root": config["datasets"][wildcards.dataset].get("root")}),
-        data=lambda wildcards: data_identity(wildcards.dataset),
+        data_identity=lambda wildcards: data_identity(wildcards.dataset),
         prompt_template=lambda wildcards: config["prompt_template"],  # a function: "{name}" is no wildcard
         verify_images=config["data"]["verify_images"],
         max_megapixels=config["data"]["max_megapixels"],
@@ -60,7 +63,7 @@ rule index_dataset:
     conda:
         JOB_ENV
     script:
-        "../workflow_scripts/index_dataset.py"
+        LIGHT_JOB
 
 
 rule sample_fewshot:
@@ -68,10 +71,12 @@ rule sample_fewshot:
         classes=layout.classes_csv("{dataset}"),
         splits=layout.splits_csv("{dataset}"),
     output:
-        layout.fewshot_csv("{dataset}", "{seed}"),
+        fewshot=layout.fewshot_csv("{dataset}", "{seed}"),
     log:
         "logs/sample_fewshot/{dataset}_seed{seed}.log",
     params:
+        job="datadream_core.data.fewshot:draw_fewshot_file",
+        seed=lambda wildcards: int(wildcards.seed),
         max_shots=FEWSHOT_SIZE,
         needs=split_needs_of,
     resources:
@@ -79,7 +84,7 @@ rule sample_fewshot:
     conda:
         JOB_ENV
     script:
-        "../workflow_scripts/sample_fewshot.py"
+        LIGHT_JOB
 
 
 # A fabricated copy of a benchmark in CoOp's layout for the rehearsal (`make rehearse`, docs/rehearsal.md), which
@@ -91,12 +96,13 @@ ZHOU_BENCHMARKS = {spec.folder: name for name, spec in COOP_SPECS.items() if spe
 
 rule fabricate_coop:
     output:
-        directory("results/fabricated/coop/{benchmark}"),
+        folder=directory("results/fabricated/coop/{benchmark}"),
     log:
         "logs/fabricate_coop/{benchmark}.log",
     wildcard_constraints:
         benchmark="|".join(ZHOU_BENCHMARKS),
     params:
+        job="datadream_core.data.fabricate:fabricate_zhou_benchmark",
         coop_name=lambda wildcards: ZHOU_BENCHMARKS[wildcards.benchmark],
         per_split={"train": 2, "val": 1, "test": 2},
         size=[500, 375],
@@ -106,4 +112,4 @@ rule fabricate_coop:
     conda:
         JOB_ENV
     script:
-        "../workflow_scripts/fabricate_coop.py"
+        LIGHT_JOB

@@ -4,6 +4,14 @@
 # one small adapter per real shot, in the same class chunks: each chunk declares every shot's adapter files.
 
 
+TRAIN_LORA_JOB = "datadream_core.dream:train_lora_job"
+
+
+def owned_adapter_folders(wildcards, output):
+    """The adapter folders a training job writes whole: cleaned of what a killed run left, with its outputs."""
+    return layout.adapter_folders(output.adapters)
+
+
 def dream_settings(mode):
     """The dream settings of one adapter kind as a dataset runs them (datadream_core.config.dream_mode_settings)."""
     return lambda dataset, wildcards: JobSettings(dream_mode_settings(job_section(config, dataset, "dream"), mode),
@@ -22,18 +30,21 @@ def image_cost(dataset, seed, chunk):
 
 rule train_lora_dset:
     input:
-        classes=layout.classes_csv("{dataset}"),
-        fewshot=layout.fewshot_csv("{dataset}", "{seed}"),
+        sd_model_input,
+        classes_csv=layout.classes_csv("{dataset}"),
+        fewshot_csv=layout.fewshot_csv("{dataset}", "{seed}"),
         identity=layout.data_identity_json("{dataset}"),
-        model=sd_model_input,
     output:
         adapters=layout.adapter_files("{dataset}", "dset", "{shots}", "{seed}"),
         cost=dream_cost("dset", "{dataset}", "{shots}", "{seed}"),
     log:
         "logs/train_lora/{dataset}/dset/k{shots}_seed{seed}.log",
     params:
-        adapter="train_lora.py",
-        chunk=OutputNeutral({"classes": None}),
+        job=TRAIN_LORA_JOB,
+        owned=owned_adapter_folders,
+        classes=OutputNeutral(None),
+        shots=lambda wildcards: int(wildcards.shots),
+        seed=lambda wildcards: int(wildcards.seed),
         **settings_params(dream_settings("dset"), model=SD_IDENTITY),
         sd_location=SD_LOCATION,
     threads: config["threads"]["lora"]
@@ -54,10 +65,10 @@ for _dataset, _chunk in chunks_of("dream"):
         name:
             chunk_rule_name("train_lora_cls", _dataset, _chunk)
         input:
-            classes=layout.classes_csv(_dataset),
-            fewshot=layout.fewshot_csv(_dataset, "{seed}"),
+            sd_model_input,
+            classes_csv=layout.classes_csv(_dataset),
+            fewshot_csv=layout.fewshot_csv(_dataset, "{seed}"),
             identity=layout.data_identity_json(_dataset),
-            model=sd_model_input,
         output:
             adapters=[path for index in chunk_classes(_chunk)
                       for path in layout.adapter_files(_dataset, "cls", "{shots}", "{seed}", index)],
@@ -65,8 +76,11 @@ for _dataset, _chunk in chunks_of("dream"):
         log:
             f"logs/train_lora/{_dataset}/cls/k{{shots}}_seed{{seed}}/{_chunk}.log",
         params:
-            adapter="train_lora.py",
-            chunk=OutputNeutral({"classes": list(chunk_classes(_chunk))}),  # named by the outputs
+            job=TRAIN_LORA_JOB,
+            owned=owned_adapter_folders,
+            classes=OutputNeutral(list(chunk_classes(_chunk))),  # named by the outputs
+            shots=lambda wildcards: int(wildcards.shots),
+            seed=lambda wildcards: int(wildcards.seed),
             **settings_params(dream_settings("cls"), model=SD_IDENTITY, dataset=_dataset),
             sd_location=SD_LOCATION,
         threads: config["threads"]["lora"]
@@ -88,10 +102,10 @@ if "loft" in GENERATORS:
             name:
                 chunk_rule_name("train_lora_image", _dataset, _chunk)
             input:
-                classes=layout.classes_csv(_dataset),
-                fewshot=layout.fewshot_csv(_dataset, "{seed}"),
+                sd_model_input,
+                classes_csv=layout.classes_csv(_dataset),
+                fewshot_csv=layout.fewshot_csv(_dataset, "{seed}"),
                 identity=layout.data_identity_json(_dataset),
-                model=sd_model_input,
             output:
                 adapters=[path for index in chunk_classes(_chunk) for rank in range(FEWSHOT_SIZE)
                           for path in layout.image_adapter_files(_dataset, "{seed}", index, rank)],
@@ -99,9 +113,12 @@ if "loft" in GENERATORS:
             log:
                 f"logs/train_lora/{_dataset}/image/seed{{seed}}/{_chunk}.log",
             params:
-                adapter="train_lora.py",
+                job=TRAIN_LORA_JOB,
+                owned=owned_adapter_folders,
                 # which adapters, not how: see output
-                chunk=OutputNeutral({"classes": list(chunk_classes(_chunk)), "shots_per_class": FEWSHOT_SIZE}),
+                classes=OutputNeutral(list(chunk_classes(_chunk))),
+                shots_per_class=OutputNeutral(FEWSHOT_SIZE),
+                seed=lambda wildcards: int(wildcards.seed),
                 **settings_params(dream_settings("loft"), model=SD_IDENTITY, dataset=_dataset),
                 sd_location=SD_LOCATION,
             threads: config["threads"]["lora"]

@@ -45,10 +45,10 @@ def fid_targets(dataset):
 
 rule fid_real_features:
     input:
+        fid_model_input,
         splits=layout.splits_csv("{dataset}"),
-        model=fid_model_input,
     output:
-        layout.fid_real_features("{dataset}", "{split}", "{features}"),
+        features_file=layout.fid_real_features("{dataset}", "{split}", "{features}"),
         cost=fid_real_cost("{dataset}", "{split}", "{features}"),
     log:
         "logs/fid_real_features/{dataset}_{split}_{features}.log",
@@ -56,7 +56,7 @@ rule fid_real_features:
         split="train|val|test",
         features="inception|clip",
     params:
-        adapter="fid_real_features.py",
+        job="datadream_core.metrics.fid:real_features_job",
         **settings_params(fid_settings),
     threads: config["threads"]["fid"]
     resources:
@@ -71,11 +71,11 @@ rule fid_real_features:
 
 rule fid_per_class:
     input:
+        fid_model_input,
         manifest=lambda wildcards: layout.synth_manifest(wildcards.dataset, wildcards.generator, wildcards.shots,
                                                          wildcards.seed),
         classes=layout.classes_csv("{dataset}"),
         real=lambda wildcards: fid_real_path(wildcards.dataset),
-        model=fid_model_input,
     output:
         per_class=layout.fid_per_class("{dataset}", "{generator}", "{shots}", "{seed}"),
         summary=layout.fid_summary("{dataset}", "{generator}", "{shots}", "{seed}"),
@@ -83,9 +83,13 @@ rule fid_per_class:
     log:
         "logs/fid_per_class/{dataset}_{generator}_k{shots}_seed{seed}.log",
     params:
-        adapter="fid_per_class.py",
+        job="datadream_core.metrics.fid:fid_per_class_job",
         **settings_params(fid_settings),
         n_synth=N_SYNTH,  # the images the main classifiers train on, not the scaling extras
+        dataset=lambda wildcards: wildcards.dataset,
+        generator=lambda wildcards: wildcards.generator,
+        shots=lambda wildcards: int(wildcards.shots),
+        seed=lambda wildcards: int(wildcards.seed),
     threads: config["threads"]["fid"]
     resources:
         mem_mb=memory_ask("fid_per_class"),

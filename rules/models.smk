@@ -6,11 +6,11 @@ if config["models"]["sd"]["build_tiny"]:
 
     rule build_tiny_sd:
         output:
-            SD_MODEL_MARKER,
+            marker=SD_MODEL_MARKER,
         log:
             "logs/build_tiny_models/sd.log",
         params:
-            adapter="build_tiny_model.py",
+            job="datadream_core.models.tiny:build_tiny_model",
             kind="sd",
         resources:
             **LIGHT_RESOURCES,
@@ -24,11 +24,11 @@ if config["models"]["clip"]["build_tiny"]:
 
     rule build_tiny_clip:
         output:
-            CLIP_MODEL_MARKER,
+            marker=CLIP_MODEL_MARKER,
         log:
             "logs/build_tiny_models/clip.log",
         params:
-            adapter="build_tiny_model.py",
+            job="datadream_core.models.tiny:build_tiny_model",
             kind="clip",
         resources:
             **LIGHT_RESOURCES,
@@ -44,11 +44,12 @@ if config["synth"]["captioner_build_tiny"]:
 
     rule build_tiny_captioner:
         output:
-            CAPTIONER_MARKER,
+            marker=CAPTIONER_MARKER,
         log:
             "logs/build_tiny_models/captioner.log",
         params:
-            adapter="build_tiny_captioner.py",
+            job="datadream_core.models.tiny:build_tiny_model",
+            kind="captioner",
         resources:
             **LIGHT_RESOURCES,
         conda:
@@ -62,14 +63,16 @@ if config["synth"]["captioner_build_tiny"]:
 # config.yaml uses the copy shipped in assets/miniworld_models/, made by this rule with seed 0.
 rule build_miniworld_models:
     output:
-        "results/models/miniworld/{budget}_seed{seed}/build.json",
+        build_json="results/models/miniworld/{budget}_seed{seed}/build.json",
         cost=layout.job_cost_file("build_miniworld_models", layout.SHARED, "{budget}_seed{seed}"),
     log:
         "logs/build_miniworld_models/{budget}_seed{seed}.log",
     wildcard_constraints:
         budget="full|quick",
     params:
-        adapter="build_miniworld_models.py",
+        job="datadream_core.models.build_miniworld_models:build_miniworld_models_job",
+        budget=lambda wildcards: wildcards.budget,
+        seed=lambda wildcards: int(wildcards.seed),
     threads: 1
     resources:
         mem_mb=8000,
@@ -92,11 +95,13 @@ MODEL_PINS = "results/models/pins.json"
 
 rule fetch_models:
     output:
-        MODEL_PINS,
+        pins_file=MODEL_PINS,
     log:
         "logs/fetch_models.log",
     params:
-        models=models_in_config(config),
+        job="datadream_core.models.fetch:fetch_models",
+        online=True,  # the one job that downloads
+        entries=models_in_config(config),
         cache_dir=config["models"]["cache_dir"],
     message:
         "fetch and pin the models: " + "; ".join(describe_model(entry) for entry in models_in_config(config))
@@ -104,7 +109,7 @@ rule fetch_models:
     conda:
         JOB_ENV
     script:
-        "../workflow_scripts/fetch_models.py"
+        LIGHT_JOB
 
 
 rule models:
@@ -128,6 +133,7 @@ rule real_size_models:
     log:
         "logs/real_size_models.log",
     params:
+        job="datadream_core.models.architectures:build_real_size_models",
         seed=0,
     threads: 2
     resources:
@@ -136,4 +142,4 @@ rule real_size_models:
     conda:
         JOB_ENV
     script:
-        "../workflow_scripts/build_real_size_models.py"
+        LIGHT_JOB

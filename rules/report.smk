@@ -34,8 +34,9 @@ def fid_summaries():
 
 
 def fid_histogram_inputs(wildcards):
-    return {generator: [layout.fid_per_class(wildcards.dataset, generator, REPORT_SHOTS, seed) for seed in SEEDS]
-            for generator in GENERATORS}
+    """Each generator's per-class FID tables, one per seed, generator by generator."""
+    return [layout.fid_per_class(wildcards.dataset, generator, REPORT_SHOTS, seed)
+            for generator in GENERATORS for seed in SEEDS]
 
 
 # Table 2's runs, drawn as training curves at the first seed.
@@ -49,14 +50,11 @@ def training_curve_inputs(wildcards):
 
 
 def grid_inputs(wildcards):
-    manifests = {
-        generator: layout.synth_manifest(wildcards.dataset, generator, REPORT_SHOTS, SEEDS[0])
-        for generator in GENERATORS
-    }
     return {
-        "classes": layout.classes_csv(wildcards.dataset),
-        "fewshot": layout.fewshot_csv(wildcards.dataset, SEEDS[0]),
-        **manifests,
+        "classes_csv": layout.classes_csv(wildcards.dataset),
+        "fewshot_csv": layout.fewshot_csv(wildcards.dataset, SEEDS[0]),
+        "manifests": [layout.synth_manifest(wildcards.dataset, generator, REPORT_SHOTS, SEEDS[0])
+                      for generator in GENERATORS],
     }
 
 
@@ -98,7 +96,7 @@ def search_targets():
     return [layout.summary_file(f"search_grid.{ext}") for ext in ("csv", "html")] if SEARCH_POINTS else []
 
 
-COMPUTE_TABLE = {"csv": layout.summary_file("compute.csv"), "html": layout.summary_file("compute.html")}
+COMPUTE_TABLE = {"csv_path": layout.summary_file("compute.csv"), "html_path": layout.summary_file("compute.html")}
 
 
 def report_inputs():
@@ -135,28 +133,31 @@ def job_costs(wildcards):
 # Sums the cost records of the planned model jobs (results/benchmarks/); see datadream_core/report/compute.py.
 rule compute_table:
     input:
-        job_costs,
+        records=job_costs,
     output:
-        csv=COMPUTE_TABLE["csv"],
-        html=report(
-            COMPUTE_TABLE["html"],
+        csv_path=COMPUTE_TABLE["csv_path"],
+        html_path=report(
+            COMPUTE_TABLE["html_path"],
             caption="../report/compute.rst",
             category="Compute",
             labels={"table": "wall time and memory per rule, dataset and stage"},
         ),
     log:
         "logs/report/compute_table.log",
+    params:
+        job="datadream_core.report.compute:write_compute_table",
     resources:
         **LIGHT_RESOURCES,
     conda:
         JOB_ENV
     script:
-        "../workflow_scripts/report_compute.py"
+        LIGHT_JOB
 
 
 rule table_accuracy:
     input:
-        metrics_files(shots=[REPORT_SHOTS]) + metrics_files(methods=OTHER_METHODS, kinds=["real"], shots=[REPORT_SHOTS]),
+        metrics=metrics_files(shots=[REPORT_SHOTS])
+        + metrics_files(methods=OTHER_METHODS, kinds=["real"], shots=[REPORT_SHOTS]),
     output:
         table1_csv=layout.summary_file("table1_accuracy.csv"),
         table1_md=layout.summary_file("table1_accuracy.md"),
@@ -177,6 +178,7 @@ rule table_accuracy:
     log:
         "logs/report/table_accuracy.log",
     params:
+        job="datadream_core.report.tables:write_accuracy_tables",
         datasets=DATASETS,
         generators=GENERATORS,
         trainsets=LORA_KINDS,
@@ -190,16 +192,16 @@ rule table_accuracy:
     conda:
         JOB_ENV
     script:
-        "../workflow_scripts/report_accuracy_tables.py"
+        LIGHT_JOB
 
 
 rule table_fid:
     input:
-        fid_summaries(),
+        summaries=fid_summaries(),
     output:
-        csv=layout.summary_file("table_fid.csv"),
-        md=layout.summary_file("table_fid.md"),
-        html=report(
+        csv_path=layout.summary_file("table_fid.csv"),
+        markdown_path=layout.summary_file("table_fid.md"),
+        html_path=report(
             layout.summary_file("table_fid.html"),
             caption="../report/fid_table.rst",
             category="FID",
@@ -209,6 +211,7 @@ rule table_fid:
     log:
         "logs/report/table_fid.log",
     params:
+        job="datadream_core.report.tables:write_fid_table",
         datasets=DATASETS,
         generators=GENERATORS,
         seeds=SEEDS,
@@ -218,14 +221,14 @@ rule table_fid:
     conda:
         JOB_ENV
     script:
-        "../workflow_scripts/report_fid_table.py"
+        LIGHT_JOB
 
 
 rule fid_histogram:
     input:
-        unpack(fid_histogram_inputs),
+        per_class=fid_histogram_inputs,
     output:
-        report(
+        png=report(
             layout.summary_file("figures/fid_hist_{dataset}.png"),
             caption="../report/fid_hist.rst",
             category="FID",
@@ -235,6 +238,8 @@ rule fid_histogram:
     log:
         "logs/report/fid_histogram_{dataset}.log",
     params:
+        job="datadream_core.report.figures:fid_histogram_figure",
+        dataset=lambda wildcards: wildcards.dataset,
         generators=GENERATORS,
         seeds=SEEDS,
         shots=REPORT_SHOTS,
@@ -245,14 +250,14 @@ rule fid_histogram:
     conda:
         JOB_ENV
     script:
-        "../workflow_scripts/report_fid_histogram.py"
+        LIGHT_JOB
 
 
 rule training_curves:
     input:
-        training_curve_inputs,
+        metrics=training_curve_inputs,
     output:
-        report(
+        png=report(
             layout.summary_file("figures/training_curves_{dataset}.png"),
             caption="../report/training_curves.rst",
             category="Classifier training",
@@ -261,6 +266,8 @@ rule training_curves:
     log:
         "logs/report/training_curves_{dataset}.log",
     params:
+        job="datadream_core.report.figures:training_curves_figure",
+        dataset=lambda wildcards: wildcards.dataset,
         trainsets=[trainset for trainset, _ in CURVE_RUNS],
         shots=REPORT_SHOTS,
         seed=SEEDS[0],
@@ -269,15 +276,15 @@ rule training_curves:
     conda:
         JOB_ENV
     script:
-        "../workflow_scripts/report_training_curves.py"
+        LIGHT_JOB
 
 
 rule scaling_nsynth:
     input:
-        metrics_files(shots=[REPORT_SHOTS], n_synth=SCALING_N_SYNTH, generators=SCALING_GENERATORS,
-                      datasets=SCALING_DATASETS),
+        metrics=metrics_files(shots=[REPORT_SHOTS], n_synth=SCALING_N_SYNTH, generators=SCALING_GENERATORS,
+                              datasets=SCALING_DATASETS),
     output:
-        report(
+        png=report(
             layout.summary_file("figures/scaling_nsynth.png"),
             caption="../report/scaling_nsynth.rst",
             category="Scaling",
@@ -286,7 +293,7 @@ rule scaling_nsynth:
     log:
         "logs/report/scaling_nsynth.log",
     params:
-        axis="n_synth",
+        job="datadream_core.report.figures:scaling_nsynth_figure",
         datasets=SCALING_DATASETS,
         generators=SCALING_GENERATORS,
         trainsets=LORA_KINDS,
@@ -298,16 +305,16 @@ rule scaling_nsynth:
     conda:
         JOB_ENV
     script:
-        "../workflow_scripts/report_scaling.py"
+        LIGHT_JOB
 
 
 rule scaling_shots:
     input:
-        metrics_files(kinds=["real", "real+synth"], shots=SCALING_SHOTS, generators=SCALING_GENERATORS,
-                      datasets=SCALING_DATASETS)
+        metrics=metrics_files(kinds=["real", "real+synth"], shots=SCALING_SHOTS, generators=SCALING_GENERATORS,
+                              datasets=SCALING_DATASETS)
         + metrics_files(kinds=["zeroshot"], shots=[REPORT_SHOTS], datasets=SCALING_DATASETS),
     output:
-        report(
+        png=report(
             layout.summary_file("figures/scaling_shots.png"),
             caption="../report/scaling_shots.rst",
             category="Scaling",
@@ -316,7 +323,7 @@ rule scaling_shots:
     log:
         "logs/report/scaling_shots.log",
     params:
-        axis="shots",
+        job="datadream_core.report.figures:scaling_shots_figure",
         datasets=SCALING_DATASETS,
         generators=SCALING_GENERATORS,
         seeds=SEEDS,
@@ -327,14 +334,14 @@ rule scaling_shots:
     conda:
         JOB_ENV
     script:
-        "../workflow_scripts/report_scaling.py"
+        LIGHT_JOB
 
 
 rule sample_grid:
     input:
         unpack(grid_inputs),
     output:
-        report(
+        png=report(
             layout.summary_file("grids/{dataset}.png"),
             caption="../report/grid.rst",
             category="Samples",
@@ -343,17 +350,19 @@ rule sample_grid:
     log:
         "logs/report/sample_grid_{dataset}.log",
     params:
+        job="datadream_core.report.grids:sample_grid_figure",
+        dataset=lambda wildcards: wildcards.dataset,
         generators=GENERATORS,
         shots=REPORT_SHOTS,
         seed=SEEDS[0],
-        images=REPORT["grid_images"],
-        classes=REPORT["grid_classes"],
+        images_per_block=REPORT["grid_images"],
+        max_classes=REPORT["grid_classes"],
     resources:
         **LIGHT_RESOURCES,
     conda:
         JOB_ENV
     script:
-        "../workflow_scripts/report_grid.py"
+        LIGHT_JOB
 
 
 if SEARCH_POINTS:
@@ -363,10 +372,10 @@ if SEARCH_POINTS:
 
     rule search_grid:
         input:
-            searched_runs(),
+            paths=searched_runs(),
         output:
-            csv=layout.summary_file("search_grid.csv"),
-            html=report(
+            csv_path=layout.summary_file("search_grid.csv"),
+            html_path=report(
                 layout.summary_file("search_grid.html"),
                 caption="../report/search_grid.rst",
                 category="Accuracy",
@@ -375,8 +384,9 @@ if SEARCH_POINTS:
         log:
             "logs/report/search_grid.log",
         params:
+            job="datadream_core.report.search:write_search_grid",
             points=list(SEARCH_POINTS),
         conda:
             JOB_ENV
         script:
-            "../workflow_scripts/report_search_grid.py"
+            LIGHT_JOB

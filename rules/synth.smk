@@ -54,16 +54,14 @@ def generation_adapters(chunk):
     return adapters
 
 
-def generation_fewshot(wildcards):
+def generation_shot_inputs(wildcards):
+    """The real shots that img2img generators start from, and disef's captions of them; none for the others."""
+    files = {}
     if wildcards.generator in layout.REAL_SHOT_GENERATORS:
-        return [layout.fewshot_csv(wildcards.dataset, wildcards.seed)]
-    return []
-
-
-def generation_captions(wildcards):
+        files["fewshot_csv"] = layout.fewshot_csv(wildcards.dataset, wildcards.seed)
     if wildcards.generator == "disef":
-        return [layout.captions_csv(wildcards.dataset, wildcards.shots, wildcards.seed)]
-    return []
+        files["captions_csv"] = layout.captions_csv(wildcards.dataset, wildcards.shots, wildcards.seed)
+    return files
 
 
 def generation_filter_model(wildcards):
@@ -101,15 +99,15 @@ def shard_dirs(dataset, generator, shots, seed):
 
 rule caption_shots:
     input:
-        fewshot=layout.fewshot_csv("{dataset}", "{seed}"),
-        model=captioner_input,
+        captioner_input,
+        fewshot_csv=layout.fewshot_csv("{dataset}", "{seed}"),
     output:
-        layout.captions_csv("{dataset}", "{shots}", "{seed}"),
+        captions_csv=layout.captions_csv("{dataset}", "{shots}", "{seed}"),
         cost=caption_cost("{dataset}", "{shots}", "{seed}"),
     log:
         "logs/caption_shots/{dataset}/k{shots}_seed{seed}.log",
     params:
-        adapter="caption_shots.py",
+        job="datadream_core.synth.captions:caption_shots_job",
         shots=lambda wildcards: int(wildcards.shots),
         **settings_params(caption_settings),
         captioner=lambda wildcards: captioner_identity(),
@@ -132,22 +130,25 @@ for _dataset, _chunk in chunks_of("synth"):
             name:
                 chunk_rule_name("generate", _dataset, f"{_chunk}_s{_shard:03d}")
             input:
-                classes=layout.classes_csv(_dataset),
+                sd_model_input,
+                generation_filter_model,
+                unpack(for_dataset(generation_shot_inputs, _dataset)),
+                classes_csv=layout.classes_csv(_dataset),
                 identity=layout.data_identity_json(_dataset),
-                loras=for_dataset(generation_adapters(_chunk), _dataset),
-                model=sd_model_input,
-                fewshot=for_dataset(generation_fewshot, _dataset),
-                captions=for_dataset(generation_captions, _dataset),
-                filter_model=generation_filter_model,
+                adapter_weights=for_dataset(generation_adapters(_chunk), _dataset),
             output:
-                shards=[directory(layout.shard_dir(_dataset, "{generator}", "{shots}", "{seed}", index, _shard))
+                shard_dirs=[directory(layout.shard_dir(_dataset, "{generator}", "{shots}", "{seed}", index, _shard))
                         for index in chunk_classes(_chunk)],
                 cost=generation_cost(_dataset, "{generator}", "{shots}", "{seed}", _chunk, _shard),
             log:
                 f"logs/generate/{_dataset}/{{generator}}/k{{shots}}_seed{{seed}}/{_chunk}_shard{_shard:03d}.log",
             params:
-                adapter="generate.py",
-                chunk=OutputNeutral({"classes": list(chunk_classes(_chunk)), "shard": _shard}),  # named by the outputs
+                job="datadream_core.synth.generate:run_generation_job",
+                generator=lambda wildcards: wildcards.generator,
+                shots=lambda wildcards: int(wildcards.shots),
+                seed=lambda wildcards: int(wildcards.seed),
+                classes=OutputNeutral(list(chunk_classes(_chunk))),  # named by the outputs
+                shard=OutputNeutral(_shard),
                 **settings_params(generation_settings, model=SD_IDENTITY, dataset=_dataset),
                 filter_clip=filter_clip,
                 sd_location=SD_LOCATION,
@@ -166,14 +167,16 @@ for _dataset, _chunk in chunks_of("synth"):
 
 rule merge_manifest:
     input:
-        lambda wildcards: shard_dirs(wildcards.dataset, wildcards.generator, wildcards.shots, wildcards.seed),
+        shard_dirs=lambda wildcards: shard_dirs(wildcards.dataset, wildcards.generator, wildcards.shots, wildcards.seed),
     output:
-        layout.synth_manifest("{dataset}", "{generator}", "{shots}", "{seed}"),
+        manifest=layout.synth_manifest("{dataset}", "{generator}", "{shots}", "{seed}"),
     log:
         "logs/merge_manifest/{dataset}/{generator}/k{shots}_seed{seed}.log",
+    params:
+        job="datadream_core.synth.manifest:merge_manifest",
     resources:
         **LIGHT_RESOURCES,
     conda:
         JOB_ENV
     script:
-        "../workflow_scripts/merge_manifest.py"
+        LIGHT_JOB

@@ -5,7 +5,6 @@ import logging
 import math
 import os
 import re
-import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -65,7 +64,7 @@ def run(world: Path, out: Path, trainset: str, n_synth: int = 0, splits: Path | 
     return run_classifier(
         dataset="world", trainset=trainset, shots=shots, seed=0, n_synth=n_synth, classes_csv=world / "classes.csv",
         splits_csv=splits or world / "splits.csv", fewshot_csv=world / "fewshot.csv", manifest_csv=world / "manifest.csv",
-        clip={"name": os.environ["TINY_CLIP"], "pretrained": ""}, classify=settings,
+        clip={"name": os.environ["TINY_CLIP"], "pretrained": ""}, settings=settings,
         metrics_json=out / "metrics.json", per_class_csv=out / "per_class.csv")
 
 
@@ -317,7 +316,7 @@ def test_method_settings_take_the_method_section_and_the_epochs_for_k():
     assert method_settings(classify, "vpt", 4, overrides={"epochs": 3})["epochs"] == 3
     with pytest.raises(ValueError, match="trains method 'coop', but the classifier settings are for 'lora'"):
         run_classifier(dataset="w", trainset="real/coop", shots=1, seed=0, n_synth=0, classes_csv="c", splits_csv="s",
-                       fewshot_csv="f", manifest_csv=None, clip={}, classify=lora, metrics_json="m", per_class_csv="p")
+                       fewshot_csv="f", manifest_csv=None, clip={}, settings=lora, metrics_json="m", per_class_csv="p")
 
 
 # --- loss, schedule, data ---------------------------------------------------------------------------
@@ -574,50 +573,63 @@ def test_an_empty_val_split_falls_back_to_the_last_epoch(world, tmp_path):
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("rule", ["train_classifier", "evaluate_zeroshot"])
-def test_workflow_script_runs_the_classifier(world, tmp_path, monkeypatch, rule):
+def test_the_rules_job_function_runs_the_classifier(world, tmp_path, monkeypatch, rule):
+    """The generic job runner hands the classifier rules' named files and params to run_classifier, the
+    provenance completed with the data identity, the settings unwrapped."""
+    from snakemake.iocontainers import Namedlist
+
     from datadream_core import jobs
     from datadream_core.config import SPEED_ONLY_KEYS, JobSettings, OutputNeutral
     from datadream_core.io import write_json
 
-    monkeypatch.setattr(jobs, "start_snakemake_job", lambda snakemake, owned=(): logging.getLogger("datadream"))
+    monkeypatch.setattr(jobs, "start_snakemake_job", lambda snakemake, owned=(), offline=True: logging.getLogger("datadream"))
     config = validate_config({"datasets": {"world": {"source": "miniworld"}}, "classify": {**FAST, "epochs": 1},
                               "models": {"clip": {"name": os.environ["TINY_CLIP"], "pretrained": ""}}})
     identity = tmp_path / "identity.json"
     write_json(identity, {"data_identity": "world:test"})
 
-    class Files(SimpleNamespace):
-        def get(self, key, default=None):
-            return getattr(self, key, default)
-
     def job_params(trainset, shots, seed, n_synth):
         settings = JobSettings(method_settings(config["classify"], "lora", shots), SPEED_ONLY_KEYS["classify"])
-        return SimpleNamespace(trainset=trainset, shots=shots, seed=seed, n_synth=n_synth, settings=settings,
-                               provenance={"settings_digest": "d", "model_identity": "tiny"},
-                               clip_location=OutputNeutral(config["models"]["clip"]))
+        return Namedlist(fromdict=dict(
+            job="datadream_core.classify.train:run_classifier", owned=[], dataset="world", trainset=trainset,
+            shots=shots, seed=seed, n_synth=n_synth, settings=settings,
+            provenance={"settings_digest": "d", "model_identity": "tiny"}, clip=OutputNeutral(config["models"]["clip"])))
 
-    # What each rule hands the script: the zero-shot evaluation has no few-shot set, seed or manifest.
+    # What each rule hands the job: the zero-shot evaluation has no few-shot set or manifest.
+    files = dict(classes_csv=str(world / "classes.csv"), splits_csv=str(world / "splits.csv"), identity=str(identity))
     if rule == "train_classifier":
         out = tmp_path / "results/world/clf/synth_sd/k8_seed0/n2"
-        inputs = Files(classes=str(world / "classes.csv"), splits=str(world / "splits.csv"), identity=str(identity),
-                       fewshot=str(world / "fewshot.csv"), manifest=str(world / "manifest.csv"))
+        files.update(fewshot_csv=str(world / "fewshot.csv"), manifest_csv=str(world / "manifest.csv"))
         params = job_params("synth_sd", SHOTS, 0, 2)
-        wildcards = SimpleNamespace(dataset="world", seed="0")
     else:
         out = tmp_path / "results/world/clf/zeroshot"
-        inputs = Files(classes=str(world / "classes.csv"), splits=str(world / "splits.csv"), identity=str(identity))
         params = job_params("zeroshot", 0, 0, 0)
-        wildcards = SimpleNamespace(dataset="world")
-    snakemake = SimpleNamespace(
-        input=inputs, output=SimpleNamespace(metrics=str(out / "metrics.json"), per_class=str(out / "per_class.csv")),
-        params=params, wildcards=wildcards, log=[str(tmp_path / "log")], threads=1)  # settings come only from params
-    runpy.run_path(str(REPO / "workflow_scripts" / "classify.py"), init_globals={"snakemake": snakemake})
+    outputs = dict(metrics_json=str(out / "metrics.json"), per_class_csv=str(out / "per_class.csv"),
+                   cost=str(tmp_path / "cost.json"))
+    snakemake = SimpleNamespace(rule=rule, input=Namedlist(fromdict=files), output=Namedlist(fromdict=outputs),
+                                params=params, log=[str(tmp_path / "log")], threads=1, resources={})
+    jobs.run_snakemake_job(snakemake)
     metrics = read_json(out / "metrics.json")
     assert metrics["made_from"] == {"settings_digest": "d", "model_identity": "tiny", "data_identity": "world:test"}
+    assert metrics["classify"] == dict(params.settings)
     if rule == "train_classifier":
         assert (metrics["trainset"], metrics["n_synth"], metrics["n_train_images"]) == ("synth_sd", 2, 2 * N_CLASSES)
     else:
         assert (metrics["trainset"], metrics["shots"], metrics["n_train_images"]) == ("zeroshot", 0, 0)
         assert metrics["n_test_images"] == 10 * N_CLASSES
+
+
+def test_a_rule_that_does_not_fit_its_job_function_fails_naming_every_argument():
+    from datadream_core.jobs import check_job_arguments
+
+    given = {"dataset": "w", "trainset": "real", "shots": 1, "seed": 0, "classes_csv": "c", "splits_csv": "s",
+             "clip": {}, "settings": {}, "metrics_json": "m", "per_class": "p", "fewshot": "f"}
+    with pytest.raises(TypeError) as error:
+        check_job_arguments(run_classifier, given, "rule train_classifier (job datadream_core.classify.train:run_classifier)")
+    assert str(error.value) == (
+        "rule train_classifier (job datadream_core.classify.train:run_classifier) does not fit"
+        " datadream_core.classify.train.run_classifier: missing arguments ['n_synth', 'per_class_csv'];"
+        " arguments it does not take ['fewshot', 'per_class']")
 
 
 KILLED_SCRIPT = """

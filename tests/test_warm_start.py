@@ -127,24 +127,28 @@ def test_a_job_of_another_checkout_runs_cold(server, tmp_path):
     assert f"pid {process.pid} " in stdout  # ran in its own process, with its own code
 
 
-COSTLY_ADAPTER = textwrap.dedent("""\
+COSTLY_JOB = textwrap.dedent("""\
     import time
 
-    block = bytearray(300 * 2**20)  # touched below, so resident
-    for page in range(0, len(block), 4096):
-        block[page] = 1
-    deadline = time.process_time() + 1.0
-    while time.process_time() < deadline:
-        pass
-    open(snakemake.output.result, "w").write("done")
+
+    def costly(result):
+        block = bytearray(300 * 2**20)  # touched below, so resident
+        for page in range(0, len(block), 4096):
+            block[page] = 1
+        deadline = time.process_time() + 1.0
+        while time.process_time() < deadline:
+            pass
+        open(result, "w").write("done")
 """)
 COST_SNAKEFILE = textwrap.dedent("""\
     rule costly:
         output:
             result="result.txt",
             cost="cost.json",
+        log:
+            "costly.log",
         params:
-            adapter="{adapter}",
+            job="costly_job:costly",
         script:
             "{launcher}"
 """)
@@ -154,15 +158,14 @@ def test_a_warm_jobs_cost_record_is_its_own_as_a_cold_run_of_the_same_job_record
     """The supervisor records the forked job's usage (os.wait4), not the waiting process's: the job's 300 MB and
     its second of CPU show in both the warm and the cold record. (The waiting process holds well under 300 MB and
     spends well under a second; CPU times are not compared further, as parallel tests make them vary.)"""
-    (tmp_path / "costly.py").write_text(COSTLY_ADAPTER)
+    (tmp_path / "costly_job.py").write_text(COSTLY_JOB)
     records = {}
     for kind in ("warm", "cold"):
         folder = tmp_path / kind
         folder.mkdir()
-        (folder / "Snakefile").write_text(COST_SNAKEFILE.format(adapter=tmp_path / "costly.py",
-                                                                launcher=REPO / "workflow_scripts/model_job.py"))
+        (folder / "Snakefile").write_text(COST_SNAKEFILE.format(launcher=REPO / "workflow_scripts/model_job.py"))
         env = {name: value for name, value in os.environ.items() if name != SOCKET_VARIABLE}
-        env["PYTHONPATH"] = str(REPO)
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(tmp_path)])
         if kind == "warm":
             env[SOCKET_VARIABLE] = str(server)
         run = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--quiet"], cwd=folder, env=env,

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from datadream_core.identity import digest
-from datadream_core.io import atomic_path, read_json, write_json
+from datadream_core.io import LOG, atomic_path, read_json, write_json
 
 
 def select_search_point(point_metrics: Mapping[str, str | Path], point_per_class: Mapping[str, str | Path],
@@ -39,3 +39,11 @@ def select_search_point(point_metrics: Mapping[str, str | Path], point_per_class
         shutil.copyfile(point_per_class[chosen["point"]], tmp)
     write_json(out_metrics_json, metrics)
     return metrics
+
+
+def select_search_point_job(points: Sequence[str], point_metrics: Sequence[str], point_per_class: Sequence[str],
+                            out_metrics_json: str | Path, out_per_class_csv: str | Path) -> None:
+    """`select_search_point` of the grid `points`, whose files `point_metrics` and `point_per_class` list in turn."""
+    chosen = select_search_point(dict(zip(points, point_metrics)), dict(zip(points, point_per_class)),
+                                 out_metrics_json, out_per_class_csv)
+    LOG.info("search: chose %s (val %.2f%%)", chosen["search_choice"], chosen["selected_val_accuracy"])

@@ -26,6 +26,7 @@ from datadream_core.classify.lora import encode_text, truncate_context
 from datadream_core.classify.methods import (adapt_model, class_tokens, load_trainable_state, method_options,
                                              trainable_state)
 from datadream_core.classify.trainsets import parse_trainset
+from datadream_core.layout import classifier_checkpoint
 from datadream_core.config import SPEED_ONLY_KEYS, settings_dataclass
 from datadream_core.data.table import read_classes
 from datadream_core.identity import digest, provenance_or_location
@@ -288,35 +289,35 @@ def fit(model, tokens, train: Sequence[Example], val: EvalImages, settings: Clas
 
 
 def run_classifier(*, dataset: str, trainset: str, shots: int, seed: int, n_synth: int, classes_csv: str | Path,
-                   splits_csv: str | Path, fewshot_csv: str | Path, manifest_csv: str | Path | None, clip: Mapping,
-                   classify: Mapping, metrics_json: str | Path, per_class_csv: str | Path,
+                   splits_csv: str | Path, clip: Mapping, settings: Mapping, metrics_json: str | Path, per_class_csv: str | Path,
+                   fewshot_csv: str | Path | None = None, manifest_csv: str | Path | None = None,
                    checkpoint: str | Path | None = None, device: str | None = None,
                    provenance: Mapping[str, str] | None = None) -> dict:
     """Train (unless zero-shot), select, evaluate on test once, write metrics.json and per_class.csv.
 
-    `clip` is the validated `models.clip` config section and `classify` the job's resolved classifier settings,
+    `clip` is the validated `models.clip` config section and `settings` the job's resolved classifier settings,
     `trainsets.method_settings(config["classify"], method, shots)`; `seed` is the few-shot seed, combined with
     classify.seed for every random choice. `provenance` (settings digest, model identity, data identity) is
     recorded in metrics.json.
     """
     provenance = provenance_or_location(provenance, clip.get("name"), clip.get("pretrained", ""))
     spec = parse_trainset(trainset)
-    if classify.get("method") != spec.method:
+    if settings.get("method") != spec.method:
         raise ValueError(f"train set '{trainset}' trains method '{spec.method}', but the classifier settings are for"
-                         f" '{classify.get('method')}' (resolve them with trainsets.method_settings)")
-    settings = settings_dataclass(ClassifySettings, classify)
-    options = method_options(classify, spec.method)
+                         f" '{settings.get('method')}' (resolve them with trainsets.method_settings)")
+    training = settings_dataclass(ClassifySettings, settings)
+    options = method_options(settings, spec.method)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    checkpoint = Path(checkpoint) if checkpoint else Path(metrics_json).with_name("checkpoint.pt")
+    checkpoint = Path(checkpoint or classifier_checkpoint(metrics_json))
     classes = read_classes(classes_csv)
     n_classes = len(classes)
-    run_seed = (settings.seed, seed)
+    run_seed = (training.seed, seed)
     _seed_everything(seed_from(*run_seed, 0))
 
     loaded = load_clip(clip["name"], clip.get("pretrained", ""), device="cpu")
     model = loaded.model
     if spec.trains:
-        adapt_model(model, spec.method, settings, options)
+        adapt_model(model, spec.method, training, options)
     model.to(device)
     tokens = truncate_context(model, class_tokens(model, loaded.tokenize, classes, spec.method, options)).to(device)
     image_format = (loaded.image_size, loaded.mean, loaded.std)
@@ -326,21 +327,21 @@ def run_classifier(*, dataset: str, trainset: str, shots: int, seed: int, n_synt
     selection = "none"
     n_val = 0
     if spec.trains:
-        real_weight = settings.real_weight if spec.uses_real and spec.generator else float(spec.uses_real)
+        real_weight = training.real_weight if spec.uses_real and spec.generator else float(spec.uses_real)
         train = train_examples(spec, fewshot_csv, shots, manifest_csv, n_synth, n_classes)
         # val is evaluated every epoch: decoded once and kept in memory when it fits classify.eval_cache_mb
-        val = EvalImages(validation_examples(splits_csv, classes, shots, seed, settings.validation)
-                         if settings.selection == "val" else [], *image_format,
-                         settings.eval_batch_size, settings.workers, settings.eval_cache_mb)
+        val = EvalImages(validation_examples(splits_csv, classes, shots, seed, training.validation)
+                         if training.selection == "val" else [], *image_format,
+                         training.eval_batch_size, training.workers, training.eval_cache_mb)
         n_val = len(val)
-        selection = settings.selection if settings.selection == "last" or n_val else "last"
-        if selection != settings.selection:
+        selection = training.selection if training.selection == "last" or n_val else "last"
+        if selection != training.selection:
             LOG.warning("%s has no val split: selecting the last epoch instead", splits_csv)
-        determining = {key: value for key, value in asdict(settings).items() if key not in SPEED_ONLY_KEYS["classify"]}
+        determining = {key: value for key, value in asdict(training).items() if key not in SPEED_ONLY_KEYS["classify"]}
         fingerprint = digest(determining, trainset, shots, seed, n_synth, provenance,
                              [asdict(example) for example in train])
-        train_tf = train_transform(settings.augment, loaded.image_size, loaded.mean, loaded.std)
-        fitted = fit(model, tokens, train, val, settings, real_weight, n_classes, train_tf, run_seed, device,
+        train_tf = train_transform(training.augment, loaded.image_size, loaded.mean, loaded.std)
+        fitted = fit(model, tokens, train, val, training, real_weight, n_classes, train_tf, run_seed, device,
                      checkpoint, fingerprint)
 
     # The test split is read only now, after training and selection are final.
@@ -348,8 +349,8 @@ def run_classifier(*, dataset: str, trainset: str, shots: int, seed: int, n_synt
     if not test:
         raise ValueError(f"{splits_csv} has no test images")
     started = time.perf_counter()
-    counts = evaluate(model, tokens, EvalImages(test, *image_format, settings.eval_batch_size, settings.workers),
-                      n_classes, settings, device, "test")
+    counts = evaluate(model, tokens, EvalImages(test, *image_format, training.eval_batch_size, training.workers),
+                      n_classes, training, device, "test")
     eval_seconds = time.perf_counter() - started
 
     write_csv(per_class_csv, PER_CLASS_HEADER, (
@@ -358,12 +359,12 @@ def run_classifier(*, dataset: str, trainset: str, shots: int, seed: int, n_synt
     metrics = {
         "dataset": dataset, "trainset": trainset, "shots": shots, "seed": seed, "n_synth": n_synth,
         "accuracy": counts.accuracy, "per_class_accuracy": counts.per_class(),
-        "method": spec.method, "selection": selection, "requested_selection": settings.selection,
-        "validation": settings.validation if selection == "val" else None, "n_val_images": n_val,
+        "method": spec.method, "selection": selection, "requested_selection": training.selection,
+        "validation": training.validation if selection == "val" else None, "n_val_images": n_val,
         "selected_epoch": fitted.best_epoch, "epochs": fitted.epoch, "steps": (fitted.steps_done or [0])[-1],
         "val_accuracy": fitted.val_accuracy, "train_loss": fitted.train_loss, "steps_done": fitted.steps_done,
         "selected_val_accuracy": fitted.best_accuracy if selection == "val" else None,
-        "classify": dict(classify), "clip": dict(clip), "made_from": provenance, "device": str(device),
+        "classify": dict(settings), "clip": dict(clip), "made_from": provenance, "device": str(device),
         "n_train_images": len(train), "n_test_images": len(test),
         "train_seconds": fitted.train_seconds, "selection_seconds": fitted.selection_seconds,
         "train_images_per_second": fitted.images_trained / fitted.train_seconds if fitted.train_seconds else 0.0,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from datadream_core.io import atomic_path, read_json, write_json
+from datadream_core.io import LOG, atomic_path, read_json, write_json
 
 
 def file_zeroshot_for_run(metrics_json: str | Path, per_class_csv: str | Path, shots: int, seed: int,
@@ -22,4 +22,5 @@ def file_zeroshot_for_run(metrics_json: str | Path, per_class_csv: str | Path, s
     with atomic_path(out_per_class_csv) as tmp:
         shutil.copyfile(per_class_csv, tmp)
     write_json(out_metrics_json, metrics)
+    LOG.info("zero-shot accuracy %.2f%% filed for k%s seed%s", metrics["accuracy"], shots, seed)
     return metrics

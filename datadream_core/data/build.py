@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Mapping
 
 from datadream_core.config import DatasetSpec
 from datadream_core.data.fewshot import SplitNeed, check_split_sizes
@@ -11,7 +12,7 @@ from datadream_core.data.miniworld import WORLD_CLASSES
 from datadream_core.data.sources import (COOP_SPECS, DatasetError, DatasetIndex, display_names, list_class_folders,
                                          read_coop, read_imagefolder)
 from datadream_core.data.table import write_index, write_problems
-from datadream_core.io import LOG
+from datadream_core.io import LOG, write_json
 from datadream_core.layout import world_images
 
 
@@ -49,6 +50,22 @@ def index_and_write(spec: DatasetSpec, prompt_template: str, classes_csv: str | 
         raise
     write_index(index, prompt_template, classes_csv, splits_csv, problems_csv)
     return index
+
+
+def index_dataset_job(dataset: str, entry: Mapping[str, Any], root: Mapping[str, Any], data_identity: str,
+                      prompt_template: str, verify_images: bool, max_megapixels: float, min_image_side: int,
+                      needs: tuple[SplitNeed, ...], classes: str | Path, splits: str | Path, problems: str | Path,
+                      identity_json: str | Path, threads: int = 1) -> None:
+    """Index the dataset of config entry `entry` (where its files are: `root`) into its tables, and record its
+    `data_identity` for the jobs that read them."""
+    spec = DatasetSpec.from_entry(dataset, {**entry, **root})
+    index = index_and_write(spec, prompt_template, classes, splits, problems, verify=verify_images, workers=threads,
+                            limits=ImageLimits(max_megapixels, min_image_side), needs=needs)
+    write_json(identity_json, {"data_identity": data_identity})
+    counts = index.split_counts()
+    LOG.info("%s (%s): %d classes; train/val/test images %d/%d/%d; %d files left out (problems.csv)", spec.name,
+             data_identity, len(index.classes), counts["train"].sum(), counts["val"].sum(), counts["test"].sum(),
+             len(index.problems))
 
 
 def class_count(spec: DatasetSpec) -> int:

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from datadream_core.data.sources import COOP_SPECS, released_class_names
-from datadream_core.io import atomic_folder, atomic_path
+from datadream_core.io import LOG, atomic_folder, atomic_path
 from datadream_core.seeding import seeded_rng
 
 
@@ -48,4 +48,5 @@ def fabricate_zhou_benchmark(folder: str | Path, coop_name: str, per_split: Mapp
             split[split_name] = entries
         with atomic_path(staging / spec.split_file) as tmp:
             tmp.write_text(json.dumps(split), encoding="utf-8")
+    LOG.info("fabricated %s in CoOp's layout at %s", coop_name, folder)
     return Path(folder)

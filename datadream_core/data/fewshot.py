@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 from datadream_core.config import dataset_section, fewshot_size
 from datadream_core.data.sources import DatasetError, count_by_split
 from datadream_core.data.table import ClassRow, SplitRow, read_classes, read_splits
-from datadream_core.io import read_csv, write_csv
+from datadream_core.io import LOG, read_csv, write_csv
 from datadream_core.seeding import seeded_rng
 
 FEWSHOT_HEADER = ("path", "class_index", "rank")
@@ -109,6 +109,14 @@ def draw_fewshot(classes_csv: str | Path, splits_csv: str | Path, max_shots: int
 
 def write_fewshot(path: str | Path, shots: Sequence[Shot]) -> None:
     write_csv(path, FEWSHOT_HEADER, ((shot.path, shot.class_index, shot.rank) for shot in shots))
+
+
+def draw_fewshot_file(classes: str | Path, splits: str | Path, fewshot: str | Path, max_shots: int, seed: int,
+                      needs: Sequence[SplitNeed] = ()) -> None:
+    """Draw the nested few-shot list of `seed` from the dataset's tables into `fewshot`."""
+    shots = draw_fewshot(classes, splits, max_shots, seed, needs)
+    write_fewshot(fewshot, shots)
+    LOG.info("wrote %d shots (%d per class)", len(shots), max_shots)
 
 
 def read_fewshot(path: str | Path, shots: int | None = None) -> list[Shot]:

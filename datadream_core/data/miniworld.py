@@ -25,11 +25,12 @@ import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from datadream_core.io import atomic_path, write_csv
+from datadream_core.io import LOG, atomic_path, write_csv
 from datadream_core.seeding import seeded_rng
 
 SHAPES = ("circle", "square", "triangle", "star", "cross", "hexagon")
@@ -330,3 +331,11 @@ def render_world(out_dir: str | Path, domain: str, image_size: int, counts: dict
 
 def write_world_manifest(path: str | Path, rows: list[tuple[str, int, str]]) -> None:
     write_csv(path, ("path", "class_index", "split"), rows)
+
+
+def render_world_dataset(world: Mapping[str, Any], manifest: str | Path, images: str | Path) -> None:
+    """Render the dataset's `world` config section: its images into `images`, their list into `manifest`."""
+    counts = {split: world[f"{split}_per_class"] for split in ("train", "val", "test")}
+    rows = render_world(images, world["domain"], world["image_size"], counts, world["seed"], world["num_classes"])
+    write_world_manifest(manifest, rows)
+    LOG.info("rendered %d images", len(rows))

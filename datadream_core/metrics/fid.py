@@ -300,3 +300,27 @@ def write_per_class_fid(results: Sequence[ClassFid], summary: Mapping, per_class
     write_csv(per_class_csv, PER_CLASS_HEADER, (
         (r.class_index, r.name, "" if r.fid is None else f"{r.fid:.6g}", r.n_synth, r.n_real) for r in results))
     write_json(summary_json, dict(summary))
+
+
+def settings_extractor(settings: Mapping) -> FeatureExtractor:
+    """The feature extractor of a job's fid settings (with the CLIP's location)."""
+    return make_extractor(settings["features"], settings["inception_weights"], settings["name"], settings["pretrained"])
+
+
+def real_features_job(splits: str | Path, features_file: str | Path, settings: Mapping, threads: int = 1) -> None:
+    """The FID features of the dataset's real images of the `settings`' real split, once for every generator."""
+    compute_real_features(splits, settings["real_split"], settings_extractor(settings), settings["batch_size"],
+                          features_file, workers=threads)
+
+
+def fid_per_class_job(manifest: str | Path, classes: str | Path, real: str | Path, per_class: str | Path,
+                      summary: str | Path, settings: Mapping, n_synth: int, dataset: str, generator: str, shots: int,
+                      seed: int, threads: int = 1) -> None:
+    """Per-class and dataset-level FID of the first `n_synth` images per class of one generator's run."""
+    real_features, real_classes = load_real_features(real, settings["features"])
+    results, totals = per_class_fid(manifest, classes, real_features, real_classes, settings_extractor(settings),
+                                    settings["batch_size"], workers=threads, per_class=n_synth)
+    run = {"dataset": dataset, "generator": generator, "shots": shots, "seed": seed,
+           "real_split": settings["real_split"], "feature_model": settings["model_identity"]}
+    write_per_class_fid(results, {**totals, **run}, per_class, summary)
+    LOG.info("dataset FID %s, mean per-class FID %s", totals["dataset_fid"], totals["mean_per_class_fid"])

@@ -13,6 +13,8 @@ from unittest import mock
 
 import torch
 
+from datadream_core.io import LOG
+
 # stabilityai/stable-diffusion-2-1-base unet/config.json (the fields that shape the network).
 SD21_BASE_UNET = {
     "sample_size": 64, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
@@ -132,3 +134,5 @@ def build_real_size_models(sd: str | Path, clip: str | Path, disef_filter: str |
     build_real_size_clip(disef_filter, "ViT-H-14", quick_gelu=False, seed=seed)
     build_real_size_captioner(captioner, seed)
     build_random_inception(inception, seed)
+    LOG.info("built the real-size models with random weights: %s", ", ".join(map(str, (sd, clip, disef_filter,
+                                                                                      captioner, inception))))

@@ -170,6 +170,13 @@ def build_miniworld_models(out_dir: str | Path, seed: int = 0, budget: BuildBudg
     return report
 
 
+def build_miniworld_models_job(build_json: str | Path, budget: str, seed: int, threads: int = 1) -> None:
+    """The models of `build_json`'s folder under the `budget` named "full" or "quick"."""
+    report = build_miniworld_models(Path(build_json).parent, seed, QUICK_BUDGET if budget == "quick" else DEFAULT_BUDGET,
+                                    threads)
+    LOG.info("miniworld base models built in %.0f s: %s", report["wall_seconds"]["total_this_run"], report["wall_seconds"])
+
+
 def main(argv: list[str] | None = None) -> None:
     from datadream_core.jobs import start_job
 

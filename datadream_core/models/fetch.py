@@ -138,4 +138,5 @@ def fetch_models(entries: list[Mapping[str, Any]], pins_file: str | Path, cache_
         pins.append(fetch_model(entry))
         LOG.info("  %s: revision %s at %s", pins[-1]["source"], pins[-1]["revision"], pins[-1]["path"])
     write_json(pins_file, {"cache_dir": cache_dir, "models": pins})
+    LOG.info("%d models pinned in %s", len(pins), pins_file)
     return pins

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from datadream_core.io import atomic_folder, atomic_path, write_json
+from datadream_core.io import LOG, atomic_folder, atomic_path, write_json
 
 SD2_PAD_TOKEN = "!"  # Stable Diffusion 2.x pads with "!" (id 0), not with the end token
 
@@ -270,3 +270,10 @@ def build_tiny_captioner(folder: str | Path, seed: int = 0, spec: dict = TINY_BL
             BlipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(staging)
         tiny_blip_model(tokenizer, seed, spec).save_pretrained(staging)
     return Path(folder)
+
+
+def build_tiny_model(kind: str, marker: str | Path) -> None:
+    """Build the tiny `kind` model ("sd", "clip" or "captioner") in the folder of its `marker` file."""
+    folder = Path(marker).parent
+    {"sd": build_tiny_sd, "clip": build_tiny_clip, "captioner": build_tiny_captioner}[kind](folder, seed=0)
+    LOG.info("built tiny %s model in %s", kind, folder)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from datadream_core.chunks import chunk_classes
-from datadream_core.io import read_json, write_csv, write_text
+from datadream_core.io import LOG, read_json, write_csv, write_text
 from datadream_core.layout import BENCHMARKS_DIR, adapter_dir, image_adapter_dir
 
 STAGE_OF_RULE = {
@@ -163,4 +163,5 @@ def write_compute_table(records: Iterable[str | Path], csv_path: str | Path, htm
     rows = compute_rows(job_costs(records))
     write_csv(csv_path, COLUMNS, ([_cell(row[name], digits=4) for name in COLUMNS] for row in rows))
     write_text(html_path, to_html(rows))
+    LOG.info("compute table: %d rows", len(rows))
     return rows

@@ -14,9 +14,9 @@ matplotlib.use("Agg")  # jobs run headless, on cluster nodes without a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from datadream_core.io import atomic_path, read_csv  # noqa: E402
+from datadream_core.io import atomic_path, read_csv, read_json  # noqa: E402
 from datadream_core.report import GENERATOR_LABELS, generator_label  # noqa: E402
-from datadream_core.report.tables import Run, accuracy_by_seed  # noqa: E402
+from datadream_core.report.tables import Run, accuracy_by_seed, comparison_label, read_runs  # noqa: E402
 
 REAL_COLOR, ZEROSHOT_COLOR = "black", "0.55"
 
@@ -233,3 +233,34 @@ def plot_training_curves(runs: Mapping[str, Mapping], title: str, output: str | 
     _legend_below(figure, dict(zip(*reversed(loss_ax.get_legend_handles_labels()))))
     figure.suptitle(title, fontsize=11)
     save_png(figure, output)
+
+
+# --- the report's figure jobs -------------------------------------------------------------------
+
+def fid_histogram_figure(per_class: Sequence[str], png: str | Path, dataset: str, generators: Sequence[str],
+                         seeds: Sequence[int], shots: int, features: str, split: str) -> None:
+    """Fig. 4 of one dataset; `per_class` lists each generator's per-class FID tables (one per seed) in turn."""
+    by_generator = {generator: mean_per_class_fid(per_class[position * len(seeds):(position + 1) * len(seeds)])
+                    for position, generator in enumerate(generators)}
+    plot_fid_histograms(by_generator, dataset, png, subtitle=f"{shots} shots, {features} features, real {split} split,"
+                                                             f" mean over seeds {list(seeds)}")
+
+
+def training_curves_figure(metrics: Sequence[str], png: str | Path, dataset: str, trainsets: Sequence[str],
+                           shots: int, seed: int) -> None:
+    """The training curves of one dataset's Table 2 runs, whose metrics files `metrics` lists as `trainsets`."""
+    runs = {comparison_label(trainset): read_json(path) for trainset, path in zip(trainsets, metrics)}
+    plot_training_curves(runs, f"{dataset}: classifier training, {shots} shots, seed {seed}"
+                         " (star: the epoch selected on validation)", png)
+
+
+def scaling_nsynth_figure(metrics: Sequence[str], png: str | Path, datasets: Sequence[str], generators: Sequence[str],
+                          trainsets: Sequence[str], seeds: Sequence[int], shots: int, points: Sequence[int]) -> None:
+    """Accuracy against synthetic images per class (paper Fig. 5), at the `points` n_synth values."""
+    plot_accuracy_vs_nsynth(read_runs(metrics), datasets, generators, trainsets, seeds, shots, points, png)
+
+
+def scaling_shots_figure(metrics: Sequence[str], png: str | Path, datasets: Sequence[str], generators: Sequence[str],
+                         seeds: Sequence[int], n_synth: int, points: Sequence[int]) -> None:
+    """Accuracy against real shots (paper Fig. 5), at the `points` K values."""
+    plot_accuracy_vs_shots(read_runs(metrics), datasets, generators, seeds, points, n_synth, png)

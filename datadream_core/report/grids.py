@@ -12,7 +12,7 @@ from PIL import Image, ImageOps
 
 from datadream_core.data.fewshot import read_fewshot
 from datadream_core.data.images import load_rgb
-from datadream_core.data.table import ClassRow
+from datadream_core.data.table import ClassRow, read_classes
 from datadream_core.io import LOG, read_csv
 from datadream_core.report import generator_label
 from datadream_core.report.figures import plt, save_png  # figures selects the headless Agg backend
@@ -114,3 +114,13 @@ def sample_grid(classes: Sequence[ClassRow], real: Mapping[int, Sequence[str]],
         spine.set_visible(False)
     ax.set_title(title, fontsize=12, pad=24, parse_math=False)
     save_png(figure, output)
+
+
+def sample_grid_figure(classes_csv: str | Path, fewshot_csv: str | Path, manifests: Sequence[str], png: str | Path,
+                       dataset: str, generators: Sequence[str], shots: int, seed: int, images_per_block: int,
+                       max_classes: int) -> None:
+    """One dataset's sample grid (Fig. 1, 3): its real shots beside each generator's images (`manifests`, in the
+    order of `generators`)."""
+    generated = {generator: manifest_samples(manifest) for generator, manifest in zip(generators, manifests)}
+    sample_grid(read_classes(classes_csv), real_shots(fewshot_csv, shots), generated, png,
+                f"{dataset}: {shots} real shots and synthetic samples (seed {seed})", images_per_block, max_classes)

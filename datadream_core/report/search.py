@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from datadream_core.classify.trainsets import parse_trainset
-from datadream_core.io import read_json, write_csv, write_text
+from datadream_core.io import LOG, read_json, write_csv, write_text
 from datadream_core.report.tables import HTML_STYLE
 
 SEARCH_SETTINGS = ("learning_rate", "epochs", "steps", "weight_decay")
@@ -98,4 +98,5 @@ def write_search_grid(paths: Iterable[str | Path], points: Sequence[str], csv_pa
     runs = read_searched_runs(paths)
     write_csv(csv_path, CSV_HEADER, grid_rows(runs))
     write_text(html_path, grid_html(runs, points))
+    LOG.info("search grid of %d runs over %d points", len(runs), len(points))
     return runs

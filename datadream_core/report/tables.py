@@ -18,7 +18,7 @@ import numpy as np
 from scipy import stats
 
 from datadream_core.classify.trainsets import DEFAULT_METHOD, parse_trainset
-from datadream_core.io import read_json, write_csv, write_text
+from datadream_core.io import LOG, read_json, write_csv, write_text
 from datadream_core.report import generator_label
 from datadream_core.report.paper import PAPER_ACCURACY, PAPER_N_SYNTH, PAPER_SHOTS
 
@@ -405,3 +405,24 @@ def write_table(table: Table, csv_path: str | Path, markdown_path: str | Path, h
               ([row.section, row.label] + [cell.text() for cell in row.cells] for row in table.rows))
     write_text(markdown_path, to_markdown(table))
     write_text(html_path, to_html(table))
+
+
+def write_accuracy_tables(metrics: Sequence[str | Path], table1_csv: str | Path, table1_md: str | Path,
+                          table1_html: str | Path, table2_csv: str | Path, table2_md: str | Path, table2_html: str | Path,
+                          datasets: Sequence[str], generators: Sequence[str], trainsets: Sequence[str],
+                          seeds: Sequence[int], shots: int, n_synth: int, paper_names: Mapping[str, str | None],
+                          methods: Sequence[str]) -> None:
+    """Table 1 (accuracy per training set) and Table 2 (real + synthetic compared) of the runs' metrics files."""
+    runs = read_runs(metrics)
+    write_table(table1(runs, datasets, generators, trainsets, seeds, shots, n_synth), table1_csv, table1_md, table1_html)
+    write_table(comparison_table(runs, datasets, generators, seeds, shots, n_synth, paper_names, methods),
+                table2_csv, table2_md, table2_html)
+    LOG.info("tables from %d classifier runs", len(runs))
+
+
+def write_fid_table(summaries: Sequence[str | Path], csv_path: str | Path, markdown_path: str | Path,
+                    html_path: str | Path, datasets: Sequence[str], generators: Sequence[str], seeds: Sequence[int],
+                    shots: int) -> None:
+    """The FID table (mean per-class and dataset-level FID per generator and dataset) of the FID summaries."""
+    table = fid_table(read_fid_summaries(summaries), datasets, generators, seeds, shots)
+    write_table(table, csv_path, markdown_path, html_path)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 
-from datadream_core.data.fewshot import Shot
+from datadream_core.data.fewshot import Shot, read_fewshot
 from datadream_core.data.images import load_rgb
-from datadream_core.io import read_csv, write_csv
+from datadream_core.io import LOG, read_csv, write_csv
 from datadream_core.jobs import progress
 from datadream_core.models import ModelNotAvailable
 from datadream_core.models.hub import check_model_path, hub_offline, not_in_cache, require_cached_when_offline
@@ -86,3 +86,13 @@ def caption_shots(shots: Sequence[Shot], target: str | Path, captioner_path: str
     captions = caption_images(captioner, [shot.path for shot in shots], batch_size, max_new_tokens)
     write_captions(target, shots, captions)
     return len(captions)
+
+
+def caption_shots_job(fewshot_csv: str | Path, captions_csv: str | Path, shots: int, settings: Mapping,
+                      captioner: str) -> None:
+    """Caption the K-shot set of `fewshot_csv` with the captioner of `settings` (its identity: `captioner`)."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    count = caption_shots(read_fewshot(fewshot_csv, shots), captions_csv, settings["captioner"],
+                          batch_size=settings["caption_batch_size"], max_new_tokens=settings["caption_max_tokens"],
+                          device=device)
+    LOG.info("captioned %d shots with %s (%s)", count, settings["captioner"], captioner)

@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from datadream_core.io import read_csv, write_csv
+from datadream_core.io import LOG, read_csv, write_csv
 
 # Every shard row says what made it: the generation settings' digest, the model's identity and the data's.
 IDENTITY_COLUMNS = ("settings_digest", "model_identity", "data_identity")
 SHARD_HEADER = ("path", "class_index", "image_index", "seed", "prompt", "generator") + IDENTITY_COLUMNS
 
 
-def merge_manifest(shard_dirs: Sequence[str | Path], target: str | Path) -> int:
+def merge_manifest(shard_dirs: Sequence[str | Path], manifest: str | Path) -> int:
     """Concatenate the shards' shard.csv files into one manifest ordered by class and image index.
 
     A generator's own columns (IsSynth's source shot, DISEF's caption and filter attempts) are kept
@@ -22,5 +22,6 @@ def merge_manifest(shard_dirs: Sequence[str | Path], target: str | Path) -> int:
     rows.sort(key=lambda row: (int(row["class_index"]), int(row["image_index"])))
     header = list(SHARD_HEADER)
     header += dict.fromkeys(key for row in rows for key in row if key not in SHARD_HEADER)
-    write_csv(target, header, ([row.get(key, "") for key in header] for row in rows))
+    write_csv(manifest, header, ([row.get(key, "") for key in header] for row in rows))
+    LOG.info("manifest lists %d images", len(rows))
     return len(rows)
